@@ -1,0 +1,31 @@
+#pragma once
+// The project's one error type. Every failure that a user can cause (bad file, bad config,
+// bad request) or that a library reports (CUDA, NCCL, MPI, ZeroMQ) becomes a shardserve::Error
+// whose message names the operation and the values involved, so a log line alone says what
+// went wrong. Code throws; the process boundary (main, a request handler) catches and reports.
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace shardserve {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(std::string message) : std::runtime_error(std::move(message)) {}
+};
+
+// Throws Error with an fmt-style message.
+template <typename... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
+  throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
+
+// Checks a condition that input data must satisfy; the message says what was expected.
+template <typename... Args>
+void require(bool condition, fmt::format_string<Args...> format, Args&&... args) {
+  if (!condition) throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
+
+}  // namespace shardserve

@@ -1,0 +1,52 @@
+#pragma once
+// One iteration of a replica, as the coordinator plans it and every worker rank executes it.
+// Flat arrays with offsets (not one object per sequence) so that a step is one small message
+// per rank whatever the batch size, and so that it serialises without per-sequence framing.
+#include <cstdint>
+#include <vector>
+
+#include "messages/sampling_params.h"
+
+namespace shardserve::messages {
+
+struct SequenceWork {
+  uint64_t seq_id = 0;        // the coordinator's id; the worker keys sampler state by it
+  int32_t start_pos = 0;      // position of the first new token = tokens already in the KV cache
+  int32_t num_tokens = 0;     // new tokens computed this step (prefill chunk, 1 for decode)
+  int32_t num_logits = 0;     // trailing positions to sample from: 0 (a prefill chunk that is not
+                              // the last), 1 (decode / last chunk), k+1 (speculative verify)
+  int32_t prompt_len = 0;     // positions < prompt_len are prompt tokens (penalty bookkeeping)
+  int32_t token_offset = 0;   // this sequence's tokens: StepPlan::token_ids[token_offset ...]
+  int32_t block_offset = 0;   // its block table: StepPlan::block_ids[block_offset ...]
+  int32_t num_blocks = 0;     // covers positions [0, start_pos + num_tokens)
+  int32_t sampling_index = -1;  // StepPlan::sampling[...] when num_logits > 0
+};
+
+struct StepPlan {
+  uint64_t step_id = 0;
+  std::vector<int32_t> token_ids;        // all sequences' new tokens, concatenated
+  std::vector<int32_t> block_ids;        // all block tables, concatenated (physical block ids)
+  std::vector<SequenceWork> seqs;
+  std::vector<SamplingParams> sampling;  // one per sequence that samples this step
+  std::vector<uint64_t> released;        // sequences finished or cancelled: drop worker state
+
+  int32_t total_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+};
+
+// What a replica sends back: for each sequence with num_logits > 0, num_logits sampled tokens
+// (for speculative verification the coordinator keeps the accepted prefix).
+struct SampledToken {
+  int32_t token_id = 0;
+  float logprob = 0.0f;                  // log p(token) under the sampling distribution's logits
+  std::vector<int32_t> top_ids;          // top `logprobs` alternatives, most likely first
+  std::vector<float> top_logprobs;
+};
+
+struct StepResult {
+  uint64_t step_id = 0;
+  std::vector<uint64_t> seq_ids;          // in StepPlan::seqs order, those that sampled
+  std::vector<int32_t> sample_offsets;    // into tokens, one per seq_ids entry (+ end)
+  std::vector<SampledToken> tokens;
+};
+
+}  // namespace shardserve::messages
