@@ -224,18 +224,22 @@ ModelSpec load_model_spec(const std::string& spec) {
   }
   const std::filesystem::path path(spec);
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return {spec, model::load_model_config(path)};
-  if (std::filesystem::is_regular_file(path, ec)) {
-    // A lone config file: generation_config.json only adds eos ids, which planning ignores.
-    std::ifstream in(path);
-    require(in.good(), "cannot open model config {}", spec);
+  const std::filesystem::path file =
+      std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
+  if (std::filesystem::is_regular_file(file, ec)) {
+    std::ifstream in(file);
+    require(in.good(), "cannot open model config {}", file.string());
     nlohmann::json json;
     try {
       json = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      fail("model config {} is not valid JSON: {}", spec, e.what());
+      fail("model config {} is not valid JSON: {}", file.string(), e.what());
     }
-    return {spec, model::parse_model_config(json, spec)};
+    // The planner takes the weight format from --weights, so a quantized checkpoint's config
+    // (which the loader refuses until quantized weights are supported) is planned like any other.
+    json.erase("quantization_config");
+    // generation_config.json is not read: it only adds eos ids, which planning ignores.
+    return {spec, model::parse_model_config(json, file.string())};
   }
   fail("unknown model '{}': not a preset ({}) nor a model directory or config.json file", spec,
        fmt::join(model_preset_names(), ", "));

@@ -46,6 +46,7 @@ TpPlan plan_tp(const PlanRequest& request, int64_t tp) {
   p.kv_pool_bytes = p.weights_fit ? model::kv_pool_bytes(p.free_bytes, request.kv_fraction) : 0;
   p.kv_blocks = model::kv_blocks_that_fit(p.kv_pool_bytes, p.kv);
   p.cost = rank_cost(config, tp, p.weights, p.kv);
+  p.compute_bound_batch_weights_only = compute_bound_batch(p.cost, request.gpu, 0);
 
   for (int64_t context : request.contexts) {
     ContextRow row;

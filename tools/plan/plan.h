@@ -69,6 +69,9 @@ struct TpPlan {
   int64_t kv_pool_bytes = 0;  // kv_pool_bytes(free_bytes, kv_fraction), 0 when nothing is free
   int64_t kv_blocks = 0;      // kv_blocks_that_fit(kv_pool_bytes, kv)
   RankCost cost;
+  // The batch at which decode turns compute-bound counting weights only (context 0): the
+  // textbook number, reached only while contexts are short.
+  std::optional<int64_t> compute_bound_batch_weights_only;
   std::vector<ContextRow> contexts;
   std::vector<BatchRow> batches;   // every (context, batch) pair asked for
   std::vector<PrefillRow> prefills;

@@ -34,6 +34,7 @@ nlohmann::json plot_series(const Plan& plan) {
   nlohmann::json j;
   j["title"] = r.model.name + " on " + r.gpu.name + ", weights " + r.weights.name() + ", KV " +
                std::string(model::kv_dtype_name(r.kv_dtype));
+  j["model_gpu"] = r.model.name + " on " + r.gpu.name;
   j["gpu_memory_bytes"] = r.gpu.memory_bytes;
 
   const int64_t max_context =

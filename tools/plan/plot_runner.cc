@@ -17,7 +17,8 @@ extern char** environ;
 namespace shardserve::planner {
 
 void write_plots(const nlohmann::json& plan_json, const std::filesystem::path& dir,
-                 const std::filesystem::path& script, const std::string& format) {
+                 const std::filesystem::path& script, const std::string& python,
+                 const std::string& format) {
   require(format == "png" || format == "svg", "plot format must be png or svg, got '{}'", format);
   require(std::filesystem::is_regular_file(script), "plot script {} not found (set --plot-script)",
           script.string());
@@ -31,21 +32,22 @@ void write_plots(const nlohmann::json& plan_json, const std::filesystem::path& d
     out << plan_json.dump(2) << "\n";
   }
   // argv built from owned strings; posix_spawnp avoids a shell, so paths need no quoting.
-  std::vector<std::string> args = {"python3", script.string(), json_path.string(), dir.string(),
+  std::vector<std::string> args = {python, script.string(), json_path.string(), dir.string(),
                                    format};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  const int rc = posix_spawnp(&pid, "python3", nullptr, nullptr, argv.data(), environ);
-  require(rc == 0, "cannot start python3 for {}: {}", script.string(), std::strerror(rc));
+  const int rc = posix_spawnp(&pid, python.c_str(), nullptr, nullptr, argv.data(), environ);
+  require(rc == 0, "cannot start {} for {}: {}", python, script.string(), std::strerror(rc));
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     require(errno == EINTR, "waiting for {} failed: {}", script.string(), std::strerror(errno));
   }
   require(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-          "{} failed (exit status {}); is python3-matplotlib installed?", script.string(),
-          WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+          "{} {} failed (exit status {}); does that interpreter have matplotlib (Debian: "
+          "python3-matplotlib, for /usr/bin/python3; see --python)?",
+          python, script.string(), WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
 }  // namespace shardserve::planner

@@ -8,9 +8,12 @@
 
 namespace shardserve::planner {
 
-// Writes <dir>/plan.json and runs `python3 <script> <dir>/plan.json <dir> <format>`; throws
-// when the script cannot be started or exits non-zero. `format` is png or svg.
+// Writes <dir>/plan.json and runs `<python> <script> <dir>/plan.json <dir> <format>`; throws
+// when the script cannot be started or exits non-zero. `python` is looked up in PATH when it
+// has no slash (Debian's python3-matplotlib is for /usr/bin/python3, which a pyenv or venv
+// python3 earlier in PATH does not see). `format` is png or svg.
 void write_plots(const nlohmann::json& plan_json, const std::filesystem::path& dir,
-                 const std::filesystem::path& script, const std::string& format);
+                 const std::filesystem::path& script, const std::string& python,
+                 const std::string& format);
 
 }  // namespace shardserve::planner

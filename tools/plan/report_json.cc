@@ -32,6 +32,9 @@ nlohmann::json tp_json(const TpPlan& p, int64_t replicas) {
   j["kv_pool_bytes_per_gpu"] = p.kv_pool_bytes;
   j["kv_blocks"] = p.kv_blocks;
   j["kv_tokens"] = p.kv_blocks * p.kv.block_size;
+  j["compute_bound_batch_weights_only"] =
+      p.compute_bound_batch_weights_only ? nlohmann::json(*p.compute_bound_batch_weights_only)
+                                         : nlohmann::json(nullptr);
   j["contexts"] = nlohmann::json::array();
   for (const ContextRow& c : p.contexts) {
     nlohmann::json row = {{"context", c.context},

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <iterator>
+#include <vector>
 
 namespace shardserve::planner {
 namespace {
@@ -134,26 +135,52 @@ void decode_table(std::string& out, const Plan& plan) {
 
 void batch_table(std::string& out, const Plan& plan) {
   auto o = std::back_inserter(out);
+  const std::vector<int64_t>& batches = plan.request.batches;
   out += "## Decode at the requested batch sizes\n\n";
-  out += "| TP | context | batch | step ms | tokens/s per replica | FLOP/byte | bound | fits |\n";
-  out += "|---:|---:|---:|---:|---:|---:|---|---|\n";
+  out += "Step ms / tokens/s per replica; (C) compute-bound; a cell marked \"no fit\" needs more "
+         "KV than the pool holds.\n\n| TP | context |";
+  for (int64_t b : batches) fmt::format_to(o, " batch {} |", b);
+  out += "\n|---:|---:|";
+  for (size_t i = 0; i < batches.size(); ++i) out += "---:|";
+  out += "\n";
   for (const TpPlan& p : plan.tps) {
-    for (const BatchRow& b : p.batches) {
-      fmt::format_to(o, "| {} | {} | {} | {} | {} | {:.1f} | {} | {} |\n", p.tp, b.context,
-                     b.batch, ms(b.step.seconds()),
-                     rate(static_cast<double>(b.batch) / b.step.seconds()), b.step.intensity(),
-                     bound(b.step), b.fits ? "yes" : "no (KV does not fit)");
+    for (size_t c = 0; c < p.contexts.size(); ++c) {
+      fmt::format_to(o, "| {} | {} |", p.tp, context_label(p.contexts[c]));
+      for (size_t i = 0; i < batches.size(); ++i) {
+        // plan_tp stores the (context, batch) pairs context-major, in request order.
+        const BatchRow& b = p.batches[c * batches.size() + i];
+        fmt::format_to(o, " {} / {}{}{} |", ms(b.step.seconds()),
+                       rate(static_cast<double>(b.batch) / b.step.seconds()),
+                       b.step.compute_bound() ? " (C)" : "", b.fits ? "" : " no fit");
+      }
+      out += "\n";
     }
   }
   out += "\n";
+}
+
+// "207 (TP 1), 207 (TP 2)": per TP size, or one number when they agree.
+std::string weights_only_crossovers(const Plan& plan) {
+  std::vector<std::string> parts;
+  bool all_same = true;
+  for (const TpPlan& p : plan.tps) {
+    const std::string b = p.compute_bound_batch_weights_only
+                              ? fmt::format("{}", *p.compute_bound_batch_weights_only)
+                              : std::string("never");
+    if (!parts.empty() && !parts.front().starts_with(b + " ")) all_same = false;
+    parts.push_back(fmt::format("{} (TP {})", b, p.tp));
+  }
+  if (all_same) return parts.front().substr(0, parts.front().find(' '));
+  return fmt::format("{}", fmt::join(parts, ", "));
 }
 
 void intensity_table(std::string& out, const Plan& plan) {
   auto o = std::back_inserter(out);
   fmt::format_to(o,
                  "## Arithmetic intensity\n\nThe GPU's ridge point is {:.1f} FLOP/byte; a step "
-                 "below it is memory-bound.\n\n",
-                 ridge_intensity(plan.request.gpu));
+                 "below it is memory-bound. Counting weights only (no KV), decode turns "
+                 "compute-bound at batch {}.\n\n",
+                 ridge_intensity(plan.request.gpu), weights_only_crossovers(plan));
   out += "| TP | context | FLOP/byte at batch 1 | FLOP/byte at largest batch | batch at which "
          "decode turns compute-bound |\n";
   out += "|---:|---:|---:|---:|---|\n";

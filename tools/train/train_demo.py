@@ -20,7 +20,7 @@ Steps
 3. Models (HF LlamaForCausalLM, Llama 3 layout: GQA, RoPE theta 500000, SwiGLU, RMSNorm,
    tied embeddings), see TARGET / DRAFT below. AdamW (0.9, 0.95), wd 0.1 on matrices,
    bf16 autocast, grad clip 1.0, linear warmup then cosine to 10%. Each model is trained
-   with a few step budgets (SWEEP); the validation books' loss is measured every
+   with a few step budgets / dropout rates (SWEEP); the validation books' loss is measured every
    EVAL_EVERY steps and the best checkpoint over all runs is kept.
 4. Both models are saved in bfloat16 (model.safetensors) with config.json,
    generation_config.json and the tokenizer files, then reloaded with transformers in
@@ -59,11 +59,16 @@ TARGET = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6,
               num_attention_heads=4, num_key_value_heads=2)
 DRAFT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2,
              num_attention_heads=2, num_key_value_heads=1)
-# (total steps, peak lr) per run; runs are tried in order while the time budget lasts.
+# (total steps, peak lr, dropout) per run; runs are tried in order while the time budget
+# lasts. Dropout is training-only regularisation (forward hooks on the embedding output
+# and on every attention / MLP block output, see add_dropout); it is not part of the
+# saved model, which is a plain LlamaForCausalLM.
 SWEEP = {
-    "kjv-llama": dict(model=TARGET, runs=[(500, 2e-3), (1000, 2e-3), (2000, 2e-3)],
-                      budget_s=240.0),
-    "kjv-llama-draft": dict(model=DRAFT, runs=[(600, 3e-3), (1200, 3e-3), (2400, 3e-3)],
+    "kjv-llama": dict(model=TARGET, runs=[(500, 2e-3, 0.0), (1000, 2e-3, 0.1),
+                                          (2000, 2e-3, 0.2), (3000, 2e-3, 0.3)],
+                      budget_s=250.0),
+    "kjv-llama-draft": dict(model=DRAFT, runs=[(1200, 3e-3, 0.0), (1200, 3e-3, 0.1),
+                                               (2400, 3e-3, 0.1)],
                             budget_s=100.0),
 }
 WARMUP = 50
@@ -112,6 +117,26 @@ def new_model(cfg, attn="sdpa"):
     return m.float()  # fp32 master weights whatever config.torch_dtype says
 
 
+def add_dropout(model, p):
+    """Residual-branch dropout for training: F.dropout on the outputs of embed_tokens (input
+    side only: the tied LM head uses the weight directly), of every self_attn and of every
+    mlp, active only while model.training."""
+    if p <= 0:
+        return []
+
+    def hook(mod, inp, out):
+        if not mod.training:
+            return out
+        if isinstance(out, tuple):
+            return (F.dropout(out[0], p, True),) + tuple(out[1:])
+        return F.dropout(out, p, True)
+    hs = [model.model.embed_tokens.register_forward_hook(hook)]
+    for layer in model.model.layers:
+        hs.append(layer.self_attn.register_forward_hook(hook))
+        hs.append(layer.mlp.register_forward_hook(hook))
+    return hs
+
+
 @torch.no_grad()
 def gpu_eval_loss(model, wins):
     """Mean NLL per scored token over windows (tensor [n, W+1] on the GPU), bf16 autocast."""
@@ -129,9 +154,10 @@ def gpu_eval_loss(model, wins):
     return tot / cnt
 
 
-def train_one(name, cfg, steps, lr, stream, val_wins, test_wins, bos, seed, deadline, curve):
+def train_one(name, cfg, steps, lr, dropout, stream, val_wins, test_wins, bos, seed, deadline, curve):
     torch.manual_seed(seed)
     model = new_model(cfg).cuda().train()
+    hooks = add_dropout(model, dropout)
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -164,12 +190,12 @@ def train_one(name, cfg, steps, lr, stream, val_wins, test_wins, bos, seed, dead
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % EVAL_EVERY == 0 or step == steps:
-            tl = float(loss)
+            tl = loss.item()
             vl = gpu_eval_loss(model, val_wins)
             el = time.time() - t0
-            curve.append({"run": f"{steps}@{lr:g}", "step": step, "train_loss": round(tl, 4),
+            curve.append({"run": f"{steps}@{lr:g}/do{dropout:g}", "step": step, "train_loss": round(tl, 4),
                           "valid_loss": round(vl, 4), "lr": cur, "elapsed_s": round(el, 1)})
-            log(f"{name} [{steps} steps, lr {lr:g}] step {step:5d} train {tl:.4f} valid {vl:.4f} "
+            log(f"{name} [{steps} steps, lr {lr:g}, dropout {dropout:g}] step {step:5d} train {tl:.4f} valid {vl:.4f} "
                 f"({el:.1f}s)")
             if vl < best[0]:
                 best = (vl, {k: v.detach().clone() for k, v in model.state_dict().items()}, step)
@@ -178,13 +204,15 @@ def train_one(name, cfg, steps, lr, stream, val_wins, test_wins, bos, seed, dead
                 log(f"{name}: {stopped}")
                 break
     torch.cuda.synchronize()
+    for h in hooks:
+        h.remove()
     wall = time.time() - t0
     step_time = wall / step
     model.load_state_dict(best[1])
     tl = gpu_eval_loss(model, test_wins)
-    log(f"{name} [{steps} steps, lr {lr:g}]: best valid {best[0]:.4f} at step {best[2]}, test "
+    log(f"{name} [{steps} steps, lr {lr:g}, dropout {dropout:g}]: best valid {best[0]:.4f} at step {best[2]}, test "
         f"{tl:.4f} (bf16 GPU), {n_params} params, {wall:.1f}s, {1000 * step_time:.1f} ms/step")
-    return {"steps": steps, "lr": lr, "best_valid_loss": best[0], "best_step": best[2],
+    return {"steps": steps, "lr": lr, "dropout": dropout, "best_valid_loss": best[0], "best_step": best[2],
             "test_loss_gpu_bf16": tl, "wall_s": wall, "ms_per_step": 1000 * step_time,
             "stopped": stopped, "params": n_params}, best[1]
 
@@ -195,7 +223,6 @@ def save_model(out_dir, cfg, state, tok):
     lf.write_json(os.path.join(out_dir, "generation_config.json"), {
         "bos_token_id": cfg["bos_token_id"], "eos_token_id": cfg["eos_token_id"],
         "do_sample": True, "temperature": 0.8, "top_p": 0.95, "top_k": 50,
-        "max_length": cfg["max_position_embeddings"],
         "transformers_version": lf.TRANSFORMERS_VERSION_TAG})
     names = [n for n, _ in lf.llama_param_shapes(cfg)]
     tensors = {n: state[n].detach().to(torch.bfloat16).cpu().contiguous() for n in names}
@@ -225,7 +252,7 @@ def main():
     t_all = time.time()
     if args.smoke:
         for v in SWEEP.values():
-            v["runs"] = [(s // 50, lr) for s, lr in v["runs"]][:2]
+            v["runs"] = [(s // 50, lr, d) for s, lr, d in v["runs"]][:2]
             v["budget_s"] = 20.0
         globals()["EVAL_EVERY"] = 5
     import transformers
@@ -271,26 +298,28 @@ def main():
         t_model = time.time()
         deadline = t_model + sw["budget_s"]
         best_state, best_val, runs, curve = None, float("inf"), [], []
-        for ri, (steps, lr) in enumerate(sw["runs"]):
-            if runs:
-                est = runs[-1]["ms_per_step"] / 1000 * steps * 1.1
+        for ri, (steps, lr, dropout) in enumerate(sw["runs"]):
+            done = [r for r in runs if "ms_per_step" in r]
+            if done:
+                est = done[-1]["ms_per_step"] / 1000 * steps * 1.1
                 if time.time() + est > deadline:
-                    log(f"{name}: skipping run {steps}@{lr:g} (estimated {est:.0f}s, budget left "
+                    log(f"{name}: skipping run {steps}@{lr:g}/do{dropout:g} (estimated {est:.0f}s, budget left "
                         f"{deadline - time.time():.0f}s)")
-                    runs.append({"steps": steps, "lr": lr, "skipped": "time budget"})
+                    runs.append({"steps": steps, "lr": lr, "dropout": dropout,
+                                 "skipped": "time budget"})
                     continue
-            r, state = train_one(name, cfg, steps, lr, stream, val_wins, test_wins, bos,
+            r, state = train_one(name, cfg, steps, lr, dropout, stream, val_wins, test_wins, bos,
                                  SEED + 100 * mi + ri, deadline + 30, curve)
             runs.append(r)
             if r["best_valid_loss"] < best_val:
                 best_val, best_state = r["best_valid_loss"], state
-                chosen = (steps, lr, r["best_step"])
+                chosen = (steps, lr, r["best_step"], dropout)
         t_model = time.time() - t_model
-        log(f"{name}: chosen run {chosen[0]}@{chosen[1]:g}, step {chosen[2]}, valid {best_val:.4f}; "
+        log(f"{name}: chosen run {chosen[0]}@{chosen[1]:g}/do{chosen[3]:g}, step {chosen[2]}, valid {best_val:.4f}; "
             f"training time {t_model:.1f}s")
         results["runs"][name] = {"config": sw["model"], "batch": BATCH, "ctx": CTX,
                                  "warmup": WARMUP, "runs": runs,
-                                 "chosen": {"steps": chosen[0], "lr": chosen[1],
+                                 "chosen": {"steps": chosen[0], "lr": chosen[1], "dropout": chosen[3],
                                             "best_step": chosen[2], "valid_loss": best_val},
                                  "train_time_s": t_model}
         results["curves"] += [dict(c, model=name) for c in curve]

@@ -1,0 +1,131 @@
+#pragma once
+// The service's settings: one TOML file, command-line flags overriding it, validated once at
+// start-up with messages that name the setting. The coordinator resolves and validates the
+// configuration and sends the effective one (to_toml) to every worker in the start-up
+// handshake, so the workers need no arguments and every rank runs with the same settings.
+//
+// File layout (every key optional except `model`; unknown keys are errors, to catch typos):
+//   model = "/models/llama-3-8b"      served_model_name = "llama-3-8b"
+//   tp = 2                            replicas = 0        # 0: (world size - 1) / tp
+//   log_level = "info"
+//   [kv]         block_size, num_blocks, memory_bytes ("4GiB" or an integer), memory_fraction
+//   [scheduler]  max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching,
+//                enable_chunked_prefill, watermark
+//   [ports]      host, zmq, http, metrics
+//   [runtime]    startup_timeout_s, step_timeout_s, shutdown_grace_s
+// Each key has a flag: `kv.block_size` is --kv-block-size, `tp` is --tp (see settings()).
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "model/model_config.h"
+
+namespace CLI {
+class App;
+}
+
+namespace shardserve::config {
+
+struct KvSettings {
+  int32_t block_size = 16;        // tokens per KV block
+  // The pool per rank, first that applies: num_blocks > 0 (exactly), memory_bytes > 0 (a byte
+  // budget), else memory_fraction of the memory free after the weights (on the CPU path:
+  // MemAvailable shared among the job's ranks on the host). Never more blocks than
+  // max_num_seqs full-length sequences can use.
+  int64_t num_blocks = 0;
+  int64_t memory_bytes = 0;
+  double memory_fraction = 0.9;
+};
+
+struct SchedulerSettings {
+  int32_t max_num_seqs = 256;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
+  bool enable_prefix_caching = true;
+  bool enable_chunked_prefill = true;
+  double watermark = 0.01;
+};
+
+// For the front ends of later issues; validated now so a bad file fails at start-up.
+struct PortSettings {
+  std::string host = "0.0.0.0";
+  int32_t zmq = 5555;
+  int32_t http = 8000;
+  int32_t metrics = 9090;
+};
+
+struct RuntimeSettings {
+  double startup_timeout_s = 600.0;  // model loading + handshake, every rank
+  double step_timeout_s = 120.0;     // a replica that returns no result within it is dead
+  double shutdown_grace_s = 30.0;    // SIGTERM/SIGINT: running requests may finish within it
+};
+
+struct ServiceConfig {
+  std::string model;              // HuggingFace model directory, same path on every host
+  std::string served_model_name;  // "" : the model directory's name
+  int32_t tp = 1;                 // tensor-parallel ranks per replica
+  int32_t replicas = 0;           // 0: (world size - 1) / tp
+  std::string log_level = "info";
+  KvSettings kv;
+  SchedulerSettings scheduler;
+  PortSettings ports;
+  RuntimeSettings runtime;
+
+  friend bool operator==(const ServiceConfig&, const ServiceConfig&);
+};
+
+// One setting: its file key, its flag, and where it lives in ServiceConfig.
+struct Setting {
+  using Ref = std::variant<int32_t*, int64_t*, double*, bool*, std::string*>;
+  std::string key;   // "kv.block_size"
+  std::string flag;  // "--kv-block-size"
+  std::string help;
+  std::function<Ref(ServiceConfig&)> ref;
+  bool bytes = false;  // accepts "4GiB"-style sizes as well as integers
+};
+const std::vector<Setting>& settings();
+
+// Throws Error naming the source and the key: unknown keys, wrong types, TOML syntax.
+ServiceConfig parse_toml(std::string_view text, std::string_view source);
+ServiceConfig load_toml_file(const std::filesystem::path& path);
+// Every setting, in file layout; parse_toml(to_toml(c)) == c.
+std::string to_toml(const ServiceConfig& config);
+
+// "4GiB", "512MiB", "1.5GB", "123" -> bytes. Throws naming `what`.
+int64_t parse_bytes(std::string_view text, std::string_view what);
+
+// --config FILE plus one flag per setting on a CLI11 app. After app.parse(), resolve() reads
+// the file (if given) over the defaults and applies the flags that were given over that.
+class CommandLine {
+ public:
+  explicit CommandLine(CLI::App& app);
+  ~CommandLine();
+  ServiceConfig resolve() const;
+  const std::string& config_file() const { return *config_file_; }
+
+ private:
+  std::unique_ptr<std::string> config_file_;
+  struct Flag;
+  std::vector<std::unique_ptr<Flag>> flags_;
+};
+
+// Checks of the settings on their own. Error messages name the setting and its value:
+// "kv.memory_fraction = 1.5 must be in (0, 1]".
+void validate(const ServiceConfig& config);
+// Checks against the model: "tp = 3 does not divide num_attention_heads = 4", max_model_len
+// within the context length, the KV-head split.
+void validate_for_model(const ServiceConfig& config, const model::ModelConfig& model);
+// Resolves replicas = 0 from the world size and checks world size = 1 + replicas * tp.
+ServiceConfig resolve_for_world(ServiceConfig config, int world_size);
+
+// max_model_len, or the model's context length when it is 0.
+int32_t effective_max_model_len(const ServiceConfig& config, const model::ModelConfig& model);
+// served_model_name, or the model directory's name.
+std::string effective_model_name(const ServiceConfig& config);
+
+}  // namespace shardserve::config

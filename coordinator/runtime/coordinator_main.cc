@@ -1,0 +1,299 @@
+// The coordinator process (world rank 0 of `mpirun -np 1 coordinator ... : -np R*N worker`):
+// resolves and validates the configuration, runs the start-up handshake, serves the requests
+// over the replicas with one EngineCore, and shuts the workers down. See README.md here.
+//
+// Exit status: 0 after a normal end or a drain (SIGTERM/SIGINT); 2 for a configuration or usage
+// error (the workers are told to exit); 1 when start-up failed; a failure while serving (a worker
+// error, a replica that stopped answering) ends the whole job with MPI_Abort.
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "comm/control_channel.h"
+#include "comm/mpi_collective.h"
+#include "comm/mpi_util.h"
+#include "comm/world_layout.h"
+#include "common/error.h"
+#include "config/service_config.h"
+#include "coordinator/runtime/engine_core.h"
+#include "coordinator/runtime/handshake.h"
+#include "coordinator/runtime/mpi_transport.h"
+#include "coordinator/runtime/request_io.h"
+#include "coordinator/scheduler_config.h"
+#include "messages/codec.h"
+#include "model/model_config.h"
+
+namespace {
+
+using namespace shardserve;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<int> g_signal_count{0};
+std::atomic<int> g_last_signal{0};
+
+extern "C" void on_signal(int sig) {
+  g_last_signal.store(sig);
+  g_signal_count.fetch_add(1);
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+void setup_logging() {
+  auto logger = spdlog::stderr_logger_mt("coordinator");
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [coordinator] [%l] %v");
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+std::chrono::milliseconds seconds(double s) {
+  return std::chrono::milliseconds(static_cast<int64_t>(s * 1000.0));
+}
+
+struct ProgramOptions {
+  std::string requests_file;
+  std::string output_file;
+  std::vector<std::string> prompt_ids;
+  int32_t max_tokens = 16;
+  float temperature = 0.0f;
+  bool ignore_eos = false;
+  bool keep_running = false;
+};
+
+class OutputSink {
+ public:
+  explicit OutputSink(const std::string& path) {
+    if (!path.empty()) {
+      file_.open(path, std::ios::trunc);
+      require(static_cast<bool>(file_), "--output {}: cannot be written", path);
+    }
+  }
+  void write(const nlohmann::json& j) {
+    std::ostream& out = file_.is_open() ? static_cast<std::ostream&>(file_) : std::cout;
+    out << j.dump() << "\n";
+    out.flush();
+  }
+
+ private:
+  std::ofstream file_;
+};
+
+// Serving: submits the batch, drives the engine, drains on a signal. Throws on a failed replica.
+void serve(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> batch,
+           const config::ServiceConfig& cfg, const ProgramOptions& opt, OutputSink& sink) {
+  runtime::OutputCollector collector;
+  const std::size_t total = batch.size();
+  for (auto& spec : batch) {
+    const std::string id = spec.request_id;
+    const bool logprobs = spec.sampling.logprobs > 0;
+    const int r = engine.submit(std::move(spec));
+    collector.expect(id, r, logprobs);
+  }
+  spdlog::info("serving: {} request(s) submitted over {} replica(s)", total, engine.num_replicas());
+  bool draining = false, cancelled = false;
+  int handled_signals = 0;
+  auto drain_deadline = Clock::now();
+  auto next_report = Clock::now() + std::chrono::seconds(5);
+  const auto start = Clock::now();
+  int64_t tokens = 0;
+  while (engine.has_unfinished() || (opt.keep_running && !draining)) {
+    const int signals = g_signal_count.load();
+    if (signals > handled_signals) {
+      const char* name = g_last_signal.load() == SIGINT ? "SIGINT" : "SIGTERM";
+      if (!draining) {
+        draining = true;
+        engine.stop_admitting();
+        drain_deadline = Clock::now() + seconds(cfg.runtime.shutdown_grace_s);
+        spdlog::warn("received {}: draining: admitting no new requests; running requests have "
+                     "{:.1f} s (runtime.shutdown_grace_s) to finish; a second signal cancels them",
+                     name, cfg.runtime.shutdown_grace_s);
+      } else if (!cancelled) {
+        spdlog::warn("received {} again: cancelling the running requests", name);
+        engine.cancel_all();
+        cancelled = true;
+      }
+      handled_signals = signals;
+    }
+    if (draining && !cancelled && Clock::now() >= drain_deadline && engine.has_unfinished()) {
+      spdlog::warn("grace period of {:.1f} s over: cancelling the running requests",
+                   cfg.runtime.shutdown_grace_s);
+      engine.cancel_all();
+      cancelled = true;
+    }
+    const auto outputs = engine.poll(std::chrono::milliseconds(20));
+    for (const auto& out : outputs) {
+      tokens += static_cast<int64_t>(out.new_tokens.size());
+      if (auto record = collector.add(out)) sink.write(*record);
+    }
+    if (outputs.empty() && !engine.steps_in_flight())
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (Clock::now() >= next_report) {
+      next_report = Clock::now() + std::chrono::seconds(5);
+      for (int r = 0; r < engine.num_replicas(); ++r) {
+        const auto s = engine.stats(r);
+        spdlog::info("replica {}: {} running, {} waiting, KV {}/{} blocks, {} steps, {} tokens", r,
+                     s.scheduler.num_running, s.scheduler.num_waiting, s.scheduler.kv_blocks_used,
+                     s.scheduler.kv_blocks_total, s.steps, s.tokens_sampled);
+      }
+    }
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  spdlog::info("{}: {} of {} request(s) finished, {} tokens in {:.2f} s ({:.1f} tokens/s)",
+               draining ? "drained" : "done", collector.finished(), total, tokens, elapsed,
+               elapsed > 0 ? tokens / elapsed : 0.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  install_signal_handlers();
+  std::optional<comm::MpiEnvironment> env;
+  try {
+    env.emplace(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "coordinator: MPI start-up failed: %s\n", e.what());
+    return 1;
+  }
+  setup_logging();
+  const int world = env->world_size();
+  if (env->world_rank() != comm::WorldLayout::kCoordinator) {
+    spdlog::critical("the coordinator must be world rank 0 (it is rank {}): launch it first, "
+                     "`mpirun -np 1 coordinator ... : -np N worker`",
+                     env->world_rank());
+    comm::MpiEnvironment::abort_job(2);
+  }
+  comm::ControlChannel channel(MPI_COMM_WORLD);
+
+  // ----- configuration: resolved and validated once, here ---------------------------------
+  CLI::App app{"shardserve coordinator: world rank 0 of `mpirun -np 1 coordinator [flags] : "
+               "-np R*TP worker`"};
+  config::CommandLine cli(app);
+  ProgramOptions opt;
+  app.add_option("--requests", opt.requests_file, "JSON-lines file of requests (see README)");
+  app.add_option("--output", opt.output_file, "JSON-lines results file (default: stdout)");
+  app.add_option("--prompt-ids", opt.prompt_ids, "a prompt as comma-separated token ids (repeatable)");
+  app.add_option("--max-tokens", opt.max_tokens, "max_tokens for --prompt-ids prompts");
+  app.add_option("--temperature", opt.temperature, "temperature for --prompt-ids prompts (0: greedy)");
+  app.add_flag("--ignore-eos", opt.ignore_eos, "--prompt-ids prompts ignore EOS");
+  app.add_flag("--keep-running", opt.keep_running,
+               "after the requests, keep serving until SIGTERM/SIGINT");
+  config::ServiceConfig cfg;
+  model::ModelConfig model_config;
+  std::vector<coordinator::RequestSpec> batch;
+  try {
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+      app.exit(e);
+      channel.send_to(comm::WorldLayout{1, world - 1}.worker_ranks(),
+                      messages::encode(messages::Shutdown{"help printed"}));
+      channel.flush(std::chrono::seconds(10));
+      return 0;
+    } catch (const CLI::ParseError& e) {
+      fail("command line: {}", e.what());
+    }
+    cfg = cli.resolve();
+    config::validate(cfg);
+    model_config = model::load_model_config(cfg.model);
+    config::validate_for_model(cfg, model_config);
+    cfg = config::resolve_for_world(cfg, world);
+    spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+    if (!opt.requests_file.empty()) batch = runtime::read_requests(opt.requests_file);
+    for (std::size_t i = 0; i < opt.prompt_ids.size(); ++i) {
+      coordinator::RequestSpec s;
+      s.request_id = fmt::format("prompt-{}", i);
+      s.prompt_token_ids = runtime::parse_id_list(opt.prompt_ids[i], "--prompt-ids");
+      s.max_tokens = opt.max_tokens;
+      s.sampling.temperature = opt.temperature;
+      s.ignore_eos = opt.ignore_eos;
+      s.arrival_time = static_cast<double>(batch.size());
+      batch.push_back(std::move(s));
+    }
+  } catch (const Error& e) {
+    spdlog::error("configuration error: {}", e.what());
+    runtime::abort_workers(channel, world, fmt::format("coordinator configuration error: {}", e.what()));
+    return 2;
+  }
+  const std::string config_toml = config::to_toml(cfg);
+  {
+    std::istringstream lines(config_toml);
+    std::string line;
+    spdlog::info("effective configuration (file {}, then flags):", cli.config_file().empty()
+                                                                    ? "none" : cli.config_file());
+    while (std::getline(lines, line))
+      if (!line.empty()) spdlog::info("  {}", line);
+  }
+  const comm::WorldLayout layout{cfg.tp, cfg.replicas};
+  const std::string model_name = config::effective_model_name(cfg);
+
+  // ----- start-up handshake ------------------------------------------------------------------
+  std::vector<coordinator::SchedulerConfig> schedulers;
+  try {
+    channel.send_to(layout.worker_ranks(),
+                    messages::encode(messages::Configure{config_toml, cfg.tp, cfg.replicas}));
+    comm::MpiCollective::skip_split(MPI_COMM_WORLD);
+    spdlog::info("start-up: {} replica(s) x tp {} = {} worker rank(s); waiting for their reports",
+                 cfg.replicas, cfg.tp, world - 1);
+    const auto hs = runtime::run_handshake(channel, layout, model_name,
+                                           seconds(cfg.runtime.startup_timeout_s));
+    for (const auto& c : hs.replicas) {
+      coordinator::SchedulerConfig sc;
+      sc.block_size = cfg.kv.block_size;
+      sc.num_blocks = static_cast<int32_t>(std::min<int64_t>(c.num_kv_blocks, INT32_MAX));
+      sc.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens;
+      sc.max_num_seqs = cfg.scheduler.max_num_seqs;
+      sc.max_model_len = config::effective_max_model_len(cfg, model_config);
+      sc.watermark = cfg.scheduler.watermark;
+      sc.enable_prefix_caching = cfg.scheduler.enable_prefix_caching;
+      sc.enable_chunked_prefill = cfg.scheduler.enable_chunked_prefill;
+      sc.eos_token_ids = model_config.eos_token_ids;
+      try {
+        coordinator::validate_scheduler_config(sc);
+      } catch (const Error& e) {
+        fail("replica {} (KV pool of {} blocks): {}", c.replica, c.num_kv_blocks, e.what());
+      }
+      schedulers.push_back(std::move(sc));
+    }
+  } catch (const Error& e) {
+    spdlog::error("start-up failed: {}", e.what());
+    runtime::abort_workers(channel, world, fmt::format("coordinator start-up failed: {}", e.what()));
+    return 1;
+  }
+
+  // ----- serving -------------------------------------------------------------------------------
+  try {
+    OutputSink sink(opt.output_file);
+    runtime::MpiTransport transport(channel, layout);
+    runtime::EngineCore engine(transport, std::move(schedulers),
+                               runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s)});
+    serve(engine, std::move(batch), cfg, opt, sink);
+  } catch (const std::exception& e) {
+    spdlog::critical("fatal: {}; ending the job", e.what());
+    spdlog::shutdown();
+    comm::MpiEnvironment::abort_job(1);
+  }
+
+  // ----- shutdown --------------------------------------------------------------------------------
+  channel.send_to(layout.worker_ranks(), messages::encode(messages::Shutdown{"service stopped"}));
+  if (!channel.flush(std::chrono::seconds(10))) {
+    spdlog::critical("shutdown: the workers did not take the shutdown message within 10 s");
+    comm::MpiEnvironment::abort_job(1);
+  }
+  spdlog::info("shutdown: every worker told to exit; coordinator exits 0");
+  return 0;
+}

@@ -1,0 +1,212 @@
+#include "coordinator/runtime/engine_core.h"
+
+#include <algorithm>
+
+#include "common/error.h"
+
+namespace shardserve::runtime {
+
+using coordinator::RequestOutput;
+
+EngineCore::EngineCore(ReplicaTransport& transport,
+                       std::vector<coordinator::SchedulerConfig> replicas, EngineOptions options)
+    : transport_(transport), options_(options) {
+  require(!replicas.empty(), "engine: no replicas");
+  require(static_cast<int>(replicas.size()) == transport.num_replicas(),
+          "engine: {} scheduler configs for {} replicas", replicas.size(), transport.num_replicas());
+  for (auto& c : replicas) {
+    Replica r;
+    r.capacity_tokens = int64_t{c.num_blocks} * c.block_size;
+    r.scheduler = std::make_unique<coordinator::Scheduler>(std::move(c));
+    replicas_.push_back(std::move(r));
+  }
+}
+
+EngineCore::~EngineCore() = default;
+
+int EngineCore::choose_replica() const {
+  int best = 0;
+  for (int r = 1; r < num_replicas(); ++r) {
+    const Replica& a = replicas_[r];
+    const Replica& b = replicas_[best];
+    // a.load / a.cap < b.load / b.cap, in integers.
+    const __int128 lhs = static_cast<__int128>(a.outstanding_tokens) * b.capacity_tokens;
+    const __int128 rhs = static_cast<__int128>(b.outstanding_tokens) * a.capacity_tokens;
+    if (lhs < rhs || (lhs == rhs && a.live < b.live)) best = r;
+  }
+  return best;
+}
+
+int EngineCore::submit(coordinator::RequestSpec spec) {
+  require(!failed_, "engine: submit after a replica failed");
+  if (!admitting_) {
+    RequestOutput out;
+    out.request_id = spec.request_id;
+    out.finished = true;
+    out.finish_reason = coordinator::FinishReason::kRejected;
+    out.finish_detail = "shutting down";
+    out.num_prompt_tokens = static_cast<int32_t>(spec.prompt_token_ids.size());
+    pending_.push_back(std::move(out));
+    return -1;
+  }
+  const int r = choose_replica();
+  Replica& replica = replicas_[r];
+  const auto& cfg = replica.scheduler->config();
+  const int64_t prompt = static_cast<int64_t>(spec.prompt_token_ids.size());
+  const int64_t tokens = std::min<int64_t>(
+      cfg.max_model_len, spec.max_tokens ? prompt + *spec.max_tokens : int64_t{cfg.max_model_len});
+  std::string id = spec.request_id;
+  const bool duplicate = placement_.count(id) != 0;
+  if (duplicate) {
+    // Each replica's scheduler checks ids only among its own requests: check across all here.
+    RequestOutput out;
+    out.request_id = id;
+    out.finished = true;
+    out.finish_reason = coordinator::FinishReason::kRejected;
+    out.finish_detail = fmt::format("request id '{}' is already live", id);
+    out.num_prompt_tokens = static_cast<int32_t>(prompt);
+    pending_.push_back(std::move(out));
+    return -1;
+  }
+  auto added = replica.scheduler->add_request(std::move(spec));
+  if (added.rejection) {
+    pending_.push_back(std::move(*added.rejection));
+    return -1;
+  }
+  placement_.emplace(std::move(id), Placement{r, tokens});
+  replica.outstanding_tokens += tokens;
+  ++replica.live;
+  return r;
+}
+
+void EngineCore::retire(const RequestOutput& out) {
+  if (!out.finished) return;
+  auto it = placement_.find(out.request_id);
+  if (it == placement_.end()) return;
+  Replica& r = replicas_[it->second.replica];
+  r.outstanding_tokens -= it->second.tokens;
+  --r.live;
+  placement_.erase(it);
+}
+
+bool EngineCore::cancel(std::string_view request_id) {
+  auto it = placement_.find(std::string(request_id));
+  if (it == placement_.end()) return false;
+  auto out = replicas_[it->second.replica].scheduler->cancel(request_id);
+  if (!out) return false;
+  retire(*out);
+  pending_.push_back(std::move(*out));
+  return true;
+}
+
+void EngineCore::cancel_all() {
+  std::vector<std::string> ids;
+  ids.reserve(placement_.size());
+  for (const auto& [id, _] : placement_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (const auto& id : ids) cancel(id);
+}
+
+void EngineCore::start_step(int r) {
+  Replica& replica = replicas_[r];
+  if (replica.in_flight) return;
+  messages::StepPlan plan = replica.scheduler->schedule();
+  if (plan.seqs.empty() && plan.released.empty()) return;
+  transport_.send_plan(r, plan);
+  if (!plan.seqs.empty()) {
+    replica.in_flight = InFlight{plan.step_id, std::chrono::steady_clock::now()};
+    ++replica.steps;
+  }
+}
+
+void EngineCore::apply(ReplicaEvent event, std::vector<RequestOutput>& outputs) {
+  require(event.replica >= 0 && event.replica < num_replicas(), "engine: event from replica {}",
+          event.replica);
+  if (auto* err = std::get_if<messages::WorkerError>(&event.payload)) {
+    failed_ = true;
+    fail("{}: world rank {} failed: {}", transport_.describe(event.replica), event.world_rank,
+         err->message);
+  }
+  auto& result = std::get<messages::StepResult>(event.payload);
+  Replica& replica = replicas_[event.replica];
+  if (!replica.in_flight || replica.in_flight->step_id != result.step_id) {
+    failed_ = true;
+    fail("{} returned a result for step {} but {}", transport_.describe(event.replica),
+         result.step_id,
+         replica.in_flight ? fmt::format("step {} is in flight", replica.in_flight->step_id)
+                           : std::string("no step is in flight"));
+  }
+  replica.in_flight.reset();
+  replica.tokens_sampled += static_cast<int64_t>(result.tokens.size());
+  for (auto& out : replica.scheduler->on_step_result(result)) {
+    retire(out);
+    outputs.push_back(std::move(out));
+  }
+  start_step(event.replica);  // keep this replica busy while the others compute
+}
+
+void EngineCore::check_deadlines() const {
+  const auto now = std::chrono::steady_clock::now();
+  for (int r = 0; r < num_replicas(); ++r) {
+    const auto& f = replicas_[r].in_flight;
+    if (f && now - f->sent > options_.step_timeout) {
+      const double s = std::chrono::duration<double>(now - f->sent).count();
+      fail("{} sent no result for step {} within {:.1f} s (runtime.step_timeout_s = {:.1f}): a "
+           "rank died or hangs",
+           transport_.describe(r), f->step_id, s,
+           std::chrono::duration<double>(options_.step_timeout).count());
+    }
+  }
+}
+
+std::vector<RequestOutput> EngineCore::poll(std::chrono::milliseconds wait) {
+  require(!failed_, "engine: poll after a replica failed");
+  std::vector<RequestOutput> outputs = std::move(pending_);
+  pending_.clear();
+  for (int r = 0; r < num_replicas(); ++r) start_step(r);
+  if (!outputs.empty() || !steps_in_flight()) wait = std::chrono::milliseconds(0);
+  auto event = transport_.poll(wait);
+  while (event) {
+    try {
+      apply(std::move(*event), outputs);
+    } catch (...) {
+      failed_ = true;
+      throw;
+    }
+    event = transport_.poll(std::chrono::milliseconds(0));
+  }
+  check_deadlines();
+  // Cancellations applied while results were handled are outputs too.
+  for (auto& o : pending_) outputs.push_back(std::move(o));
+  pending_.clear();
+  return outputs;
+}
+
+bool EngineCore::has_unfinished() const {
+  if (!pending_.empty() || !placement_.empty()) return true;
+  return steps_in_flight();
+}
+
+bool EngineCore::steps_in_flight() const {
+  for (const auto& r : replicas_)
+    if (r.in_flight) return true;
+  return false;
+}
+
+int EngineCore::replica_of(std::string_view request_id) const {
+  auto it = placement_.find(std::string(request_id));
+  return it == placement_.end() ? -1 : it->second.replica;
+}
+
+ReplicaStats EngineCore::stats(int replica) const {
+  const Replica& r = replicas_.at(replica);
+  ReplicaStats s;
+  s.live_requests = r.live;
+  s.outstanding_tokens = r.outstanding_tokens;
+  s.steps = r.steps;
+  s.tokens_sampled = r.tokens_sampled;
+  s.scheduler = r.scheduler->stats();
+  return s;
+}
+
+}  // namespace shardserve::runtime

@@ -1,0 +1,112 @@
+#pragma once
+// The coordinator's engine: one Scheduler per replica, requests spread over the replicas, every
+// replica's steps driven concurrently from one thread. The request front end (a JSON-lines file
+// today, ZeroMQ later) talks only to this class: submit / cancel / poll.
+//
+// Placement: a new request goes to the replica with the smallest outstanding load relative to
+// its KV capacity, load = the tokens its live requests may still occupy (prompt + max_tokens,
+// or up to max_model_len when max_tokens is unset), capacity = KV blocks x block size. Ties go
+// to the replica with fewer live requests, then the lowest index. Free KV blocks alone would
+// send a burst of simultaneous arrivals to one replica (nothing is allocated until a step is
+// scheduled); outstanding tokens see the burst.
+//
+// Concurrency: poll() starts a step on every replica that has none in flight and has work,
+// then waits for results; a replica whose result arrives is given its next step at once, while
+// the others are still computing. A plan that only releases finished sequences is sent without
+// waiting for a reply.
+//
+// Failure: a worker's error report, or a replica that returns nothing within the step timeout,
+// makes poll() throw a shardserve::Error naming the replica, its ranks and the step. The engine
+// is then unusable; the caller ends the job.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "coordinator/request.h"
+#include "coordinator/request_output.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/runtime/replica_transport.h"
+
+namespace shardserve::runtime {
+
+struct EngineOptions {
+  std::chrono::milliseconds step_timeout{120000};
+};
+
+struct ReplicaStats {
+  int32_t live_requests = 0;
+  int64_t outstanding_tokens = 0;
+  int64_t steps = 0;
+  int64_t tokens_sampled = 0;
+  coordinator::SchedulerStats scheduler;
+};
+
+class EngineCore {
+ public:
+  // One SchedulerConfig per replica (their num_blocks from the handshake).
+  EngineCore(ReplicaTransport& transport, std::vector<coordinator::SchedulerConfig> replicas,
+             EngineOptions options);
+  ~EngineCore();
+
+  // Places the request on a replica and returns its index; -1 when it was refused at once
+  // (admission stopped, or the scheduler rejected it): its final output comes from poll().
+  int submit(coordinator::RequestSpec spec);
+  // Cancels a live request; its final "cancelled" output comes from poll(). False if unknown.
+  bool cancel(std::string_view request_id);
+  // Cancels every live request (the end of a drain).
+  void cancel_all();
+  // Later submits are rejected with reason "shutting down".
+  void stop_admitting() { admitting_ = false; }
+  bool admitting() const { return admitting_; }
+
+  // Starts steps, waits up to `wait` for results and returns every output produced since the
+  // last call (new tokens, finishes, rejections, cancellations). Throws on a failed replica.
+  std::vector<coordinator::RequestOutput> poll(std::chrono::milliseconds wait);
+
+  // Live requests anywhere, or a step still in flight.
+  bool has_unfinished() const;
+  bool steps_in_flight() const;
+  int num_replicas() const { return static_cast<int>(replicas_.size()); }
+  int replica_of(std::string_view request_id) const;  // -1 when not live
+  ReplicaStats stats(int replica) const;
+
+ private:
+  struct InFlight {
+    uint64_t step_id;
+    std::chrono::steady_clock::time_point sent;
+  };
+  struct Replica {
+    std::unique_ptr<coordinator::Scheduler> scheduler;
+    std::optional<InFlight> in_flight;
+    int64_t capacity_tokens = 0;
+    int64_t outstanding_tokens = 0;
+    int32_t live = 0;
+    int64_t steps = 0;
+    int64_t tokens_sampled = 0;
+  };
+  struct Placement {
+    int replica;
+    int64_t tokens;
+  };
+
+  int choose_replica() const;
+  void start_step(int r);
+  void apply(ReplicaEvent event, std::vector<coordinator::RequestOutput>& outputs);
+  void check_deadlines() const;
+  void retire(const coordinator::RequestOutput& out);
+
+  ReplicaTransport& transport_;
+  EngineOptions options_;
+  std::vector<Replica> replicas_;
+  std::unordered_map<std::string, Placement> placement_;  // live request id -> replica
+  std::vector<coordinator::RequestOutput> pending_;       // produced outside poll()
+  bool admitting_ = true;
+  bool failed_ = false;
+};
+
+}  // namespace shardserve::runtime

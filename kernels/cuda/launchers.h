@@ -1,0 +1,40 @@
+#pragma once
+// Internal: the raw launchers that the .cu files define and ops.cc's checked entry points call
+// after validating the arguments. A launcher only computes the grid, launches and returns
+// cudaGetLastError(); it assumes valid arguments (see ops.h for the shapes).
+#include "kernels/cuda/ops.h"
+
+namespace shardserve::kernels::cuda::launch {
+
+cudaError_t embedding_lookup(const bf16* table, int64_t vocab_begin, int64_t shard_rows,
+                             int64_t dim, const int32_t* ids, int64_t tokens, float* out,
+                             cudaStream_t stream);
+cudaError_t gather_rows(const bf16* src, int64_t dim, const int32_t* indices, int64_t rows,
+                        bf16* dst, cudaStream_t stream);
+cudaError_t convert_to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t stream);
+
+// delta == nullptr: plain rms_norm of `residual` (not modified).
+cudaError_t add_rms_norm(float* residual, const bf16* delta, const float* weight, bf16* out,
+                         int64_t rows, int64_t dim, float eps, cudaStream_t stream);
+cudaError_t add_rms_norm(float* residual, const float* delta, const float* weight, bf16* out,
+                         int64_t rows, int64_t dim, float eps, cudaStream_t stream);
+
+cudaError_t apply_rope(bf16* x, int64_t row_stride, const int32_t* positions, int64_t tokens,
+                       int64_t heads, int64_t head_dim, const float* inv_freq,
+                       cudaStream_t stream);
+
+cudaError_t write_kv(const PagedKvPool& pool, const bf16* k, const bf16* v, int64_t src_stride,
+                     const int32_t* slots, int64_t tokens, cudaStream_t stream);
+
+cudaError_t paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, bf16* out,
+                            int64_t out_stride, const AttentionBatch& batch, int64_t num_heads,
+                            float scale, const AttentionSplit& split, float* workspace,
+                            cudaStream_t stream);
+
+cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width,
+                     cudaStream_t stream);
+
+cudaError_t argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                        int32_t* tokens, float* max_logits, cudaStream_t stream);
+
+}  // namespace shardserve::kernels::cuda::launch

@@ -1,0 +1,131 @@
+#pragma once
+// The CUDA versions of the CPU reference ops (kernels/cpu/), behind checked entry points.
+//
+// Precision contract (one for the whole forward pass, as vLLM and TensorRT-LLM keep it):
+//   * weights and the activations that feed a matrix product are bf16;
+//   * the residual stream, norm weights, RoPE frequencies and logits are float32;
+//   * every reduction (dot products, sums of squares, softmax) accumulates in float32.
+//
+// Conventions of every entry point here:
+//   * pointers are device pointers unless the parameter says "host";
+//   * row-major tensors; the shape of each tensor parameter is written beside it;
+//   * the work is enqueued on `stream` and nothing is synchronised or allocated, so a step made
+//     of these calls can be captured in a CUDA graph; scratch memory (the split-K workspace of
+//     attention) is passed in, sized by the matching *_workspace_bytes function;
+//   * arguments are validated on the host first (shapes, alignment of 16-byte vector access);
+//     a bad argument or a failed launch throws shardserve::Error naming the op and the values.
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace shardserve::kernels::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---- embedding (kernels/cuda/embedding.cu) -------------------------------------------------
+// Vocabulary-parallel lookup: this rank holds rows [vocab_begin, vocab_begin + shard_rows);
+// ids outside the shard give zero rows (sum the ranks' outputs to get the full lookup).
+// table: bf16 [shard_rows, dim]; ids: int32 [tokens]; out: float [tokens, dim].
+void embedding_lookup(const bf16* table, int64_t vocab_begin, int64_t shard_rows, int64_t dim,
+                      const int32_t* ids, int64_t tokens, float* out, cudaStream_t stream);
+
+// Copies rows of a bf16 matrix: dst[r] = src[indices[r]].
+// src: bf16 [*, dim]; indices: int32 [rows]; dst: bf16 [rows, dim].
+void gather_rows(const bf16* src, int64_t dim, const int32_t* indices, int64_t rows, bf16* dst,
+                 cudaStream_t stream);
+
+// ---- RMSNorm (kernels/cuda/rms_norm.cu) ----------------------------------------------------
+// out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight.
+// x: float [rows, dim]; weight: float [dim]; out: bf16 [rows, dim].
+void rms_norm(const float* x, const float* weight, bf16* out, int64_t rows, int64_t dim,
+              float eps, cudaStream_t stream);
+
+// residual += delta; out = rms_norm(residual) (one pass over the row).
+// residual: float [rows, dim] (updated); delta: bf16 or float [rows, dim]; weight: float [dim];
+// out: bf16 [rows, dim].
+void add_rms_norm(float* residual, const bf16* delta, const float* weight, bf16* out,
+                  int64_t rows, int64_t dim, float eps, cudaStream_t stream);
+void add_rms_norm(float* residual, const float* delta, const float* weight, bf16* out,
+                  int64_t rows, int64_t dim, float eps, cudaStream_t stream);
+
+// ---- RoPE (kernels/cuda/rope.cu) -----------------------------------------------------------
+// Rotate-half RoPE in place on `heads` heads of head_dim at the start of each row, with the
+// inverse frequencies of kernels::cpu::rope_inverse_frequencies (llama3 / linear scaling is
+// in that table). q and k heads sit side by side at the start of a fused qkv row, so one call
+// with heads = q_heads + kv_heads rotates both.
+// x: bf16 [tokens, row_stride] (head h of token t at x + t*row_stride + h*head_dim);
+// positions: int32 [tokens]; inv_freq: float [head_dim / 2].
+void apply_rope(bf16* x, int64_t row_stride, const int32_t* positions, int64_t tokens,
+                int64_t heads, int64_t head_dim, const float* inv_freq, cudaStream_t stream);
+
+// ---- paged KV cache (kernels/cuda/paged_attention.cu) ----------------------------------------
+// One layer's pool, the CPU layout in bf16: k, v each [num_blocks, block_size, num_kv_heads,
+// head_dim]. A token's slot is physical_block * block_size + position % block_size.
+struct PagedKvPool {
+  bf16* k = nullptr;
+  bf16* v = nullptr;
+  int64_t num_blocks = 0;
+  int64_t block_size = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// Stores the new tokens' keys and values at their slots.
+// k, v: bf16 [tokens, src_stride], the kv_heads * head_dim values of token t at k + t*src_stride;
+// slots: int32 [tokens] (a negative slot is skipped: padding).
+void write_kv(const PagedKvPool& pool, const bf16* k, const bf16* v, int64_t src_stride,
+              const int32_t* slots, int64_t tokens, cudaStream_t stream);
+
+// Per-query-token description of a batch of sequences (prefill chunks and decodes mixed).
+// Each query token attends causally to positions 0 .. its own position of its sequence.
+struct AttentionBatch {
+  const int32_t* positions = nullptr;      // int32 [tokens]: the token's position
+  const int32_t* table_offsets = nullptr;  // int32 [tokens]: its sequence's block table start
+  const int32_t* block_ids = nullptr;      // int32 [*]: block tables, concatenated
+  int64_t tokens = 0;
+};
+
+// How attention splits long contexts (flash-decoding): each query token's visible positions are
+// cut into partitions of partition_len, computed by separate thread blocks and merged.
+struct AttentionSplit {
+  int32_t partition_len = 1 << 30;
+  int32_t num_splits = 1;  // ceil(max_context / partition_len)
+};
+
+// Chooses the split so that tokens x heads x splits fills the GPU (sm_count multiprocessors)
+// and the workspace it needs fits in workspace_bytes.
+AttentionSplit plan_attention_split(int64_t tokens, int64_t num_heads, int64_t num_kv_heads,
+                                    int64_t head_dim, int64_t max_context, int sm_count,
+                                    std::size_t workspace_bytes);
+std::size_t attention_workspace_bytes(int64_t tokens, int64_t num_heads, int64_t head_dim,
+                                      int32_t num_splits);
+
+// Causal grouped-query attention over the paged pool (the new tokens' K/V already written):
+// query head h reads KV head h / (num_heads / num_kv_heads).
+// q: bf16 [tokens, q_stride] (head h at column h*head_dim); out: bf16 [tokens, out_stride];
+// workspace: attention_workspace_bytes(tokens, num_heads, head_dim, split.num_splits) bytes
+// (may be null when split.num_splits == 1). head_dim must be 8, 16, 32, 64, 128 or 256.
+void paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, bf16* out,
+                     int64_t out_stride, const AttentionBatch& batch, int64_t num_heads,
+                     float scale, const AttentionSplit& split, void* workspace,
+                     std::size_t workspace_bytes, cudaStream_t stream);
+
+// ---- activation (kernels/cuda/activation.cu) -----------------------------------------------
+// SwiGLU: out = silu(gate) * up. gate_up: bf16 [rows, 2*width] (gate columns, then up);
+// out: bf16 [rows, width].
+void silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width, cudaStream_t stream);
+
+// ---- sampling (kernels/cuda/sampling.cu) ---------------------------------------------------
+// Greedy decoding: tokens[r] = argmax of row r (lowest id on ties, as torch.argmax).
+// logits: float [rows, row_stride] (first `vocab` columns used); tokens: int32 [rows];
+// max_logits: float [rows] or null.
+void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                 int32_t* tokens, float* max_logits, cudaStream_t stream);
+
+// ---- conversions (kernels/cuda/embedding.cu) -----------------------------------------------
+// dst = bf16(src), round to nearest even. src: float [count]; dst: bf16 [count].
+void convert_to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t stream);
+
+}  // namespace shardserve::kernels::cuda

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12's own packages, whatever the build, the tests and the demo need and
+# the machine lacks. Idempotent: packages already present are left alone. Run as root or with sudo.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config ccache git
+  libfmt-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libgmock-dev
+  libpcre2-dev libsentencepiece-dev libcli11-dev libtomlplusplus-dev
+  libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
+  prometheus-cpp-dev libcpp-httplib-dev
+  python3 python3-zmq python3-matplotlib
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,96 @@
+#pragma once
+// Helpers of the GPU tests: skip without a device, fresh random inputs, bf16 rounding on the
+// host (the CPU reference then runs on exactly the values the GPU sees), upload / download,
+// NaN poisoning of outputs, and the error metric of docs/cuda.md: ||out - ref|| / ||ref||
+// (any NaN or infinity in out gives +inf).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "common/half.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
+
+namespace shardserve::kernels::cuda::testing {
+
+// Every GPU test starts with this: CI has no GPU and must pass.
+#define SHARDSERVE_REQUIRE_GPU()                                                         \
+  do {                                                                                   \
+    if (!::shardserve::kernels::cuda::cuda_device_available())                           \
+      GTEST_SKIP() << "no CUDA device on this machine: GPU test skipped (label gpu)";    \
+  } while (0)
+
+// Tolerances (docs/cuda.md, from the device method): bf16 operands or outputs 1e-2,
+// float32 arithmetic on exact inputs 1e-5.
+constexpr double kBf16Tolerance = 1e-2;
+constexpr double kF32Tolerance = 1e-5;
+
+inline std::vector<float> random_floats(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+// Rounds every value to bf16 and back, in place: the CPU reference's input.
+inline void round_to_bf16(std::vector<float>& v) {
+  for (auto& x : v) x = bf16_to_float(float_to_bf16(x));
+}
+
+inline std::vector<uint16_t> to_bf16_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16(v[i]);
+  return out;
+}
+
+inline std::vector<float> from_bf16_bits(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = bf16_to_float(v[i]);
+  return out;
+}
+
+template <typename T>
+DeviceBuffer upload(const std::vector<T>& host) {
+  DeviceBuffer buf(std::max<std::size_t>(host.size(), 1) * sizeof(T), "test input");
+  if (!host.empty()) copy_to_device(buf.data(), host.data(), host.size() * sizeof(T));
+  return buf;
+}
+
+// bf16 device copy of float values (rounded).
+inline DeviceBuffer upload_bf16(const std::vector<float>& host) { return upload(to_bf16_bits(host)); }
+
+template <typename T>
+std::vector<T> download(const DeviceBuffer& buf, std::size_t count) {
+  std::vector<T> host(count);
+  if (count > 0) copy_to_host(host.data(), buf.data(), count * sizeof(T));
+  return host;
+}
+
+inline std::vector<float> download_bf16(const DeviceBuffer& buf, std::size_t count) {
+  return from_bf16_bits(download<uint16_t>(buf, count));
+}
+
+// All bytes 0xFF: NaN as float32 and as bf16, -1 as int32.
+inline void poison(DeviceBuffer& buf) {
+  SHARDSERVE_CUDA_CHECK(cudaMemset(buf.data(), 0xFF, buf.bytes()));
+}
+
+inline double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    const double d = double(got[i]) - double(want[i]);
+    diff += d * d;
+    norm += double(want[i]) * double(want[i]);
+  }
+  if (norm == 0) return diff == 0 ? 0.0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(diff / norm);
+}
+
+}  // namespace shardserve::kernels::cuda::testing

@@ -1,0 +1,303 @@
+// The GPU forward pass against the CPU reference (worker::ModelRunner), on the tiny random
+// LLaMA of tests/worker/tiny_llama.h and on the HF fixtures (tests/fixtures/, when present):
+// logits of prefill, chunked prefill + decode and batched steps within bf16 tolerance, greedy
+// generation token for token (a divergence is reported with its position and the CPU's
+// top1-top2 margin there, and accepted only where that margin is within bf16 noise), and the
+// start-up memory accounting and its out-of-memory error.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
+
+#include "common/error.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "tests/cuda/cuda_test_util.h"
+#include "tests/worker/plan_builder.h"
+#include "tests/worker/tiny_llama.h"
+#include "worker/cuda/cuda_model_runner.h"
+#include "worker/llama_weights.h"
+#include "worker/model_runner.h"
+#include "worker/sampler.h"
+
+namespace shardserve::worker::cuda {
+namespace {
+
+namespace fs = std::filesystem;
+using testing_support::make_plan;
+using testing_support::SeqChunk;
+using ::testing::HasSubstr;
+
+// Whole-model logits: bf16 weights are exact on both sides, but the GPU rounds every GEMM
+// input (normed activations, attention output, SwiGLU output) to bf16.
+constexpr double kLogitTolerance = 3e-2;
+
+double row_error(const StepLogits& got, int64_t got_row, const StepLogits& want, int64_t want_row) {
+  std::vector<float> a(got.row(got_row), got.row(got_row) + got.vocab);
+  std::vector<float> b(want.row(want_row), want.row(want_row) + want.vocab);
+  return kernels::cuda::testing::relative_error(a, b);
+}
+
+// Both runners over one model directory.
+struct Pair {
+  model::ModelConfig config;
+  comm::SingleRankCollective group;
+  std::unique_ptr<ModelRunner> cpu;
+  std::unique_ptr<CudaModelRunner> gpu;
+
+  Pair(const fs::path& dir, int64_t blocks, int64_t block_size) {
+    config = model::load_model_config(dir);
+    const auto ckpt = model::Checkpoint::open(dir);
+    const auto shard = make_shard(config, 0, 1);
+    cpu = std::make_unique<ModelRunner>(config, shard, load_llama_weights(ckpt, config, shard),
+                                        blocks, block_size, group);
+    CudaRunnerOptions opt;
+    opt.block_size = block_size;
+    opt.num_kv_blocks = blocks;
+    opt.max_tokens_per_step = 512;
+    opt.max_logits_per_step = 512;
+    gpu = std::make_unique<CudaModelRunner>(config, shard, ckpt, opt, group);
+  }
+
+  // Runs the plan on both; returns the worst row error.
+  double step(const messages::StepPlan& plan, const char* what) {
+    const StepLogits want = cpu->forward(plan);
+    const StepLogits got = gpu->forward(plan);
+    EXPECT_EQ(got.rows, want.rows) << what;
+    EXPECT_EQ(got.vocab, want.vocab) << what;
+    double worst = 0;
+    for (int64_t r = 0; r < std::min(got.rows, want.rows); ++r) worst = std::max(worst, row_error(got, r, want, r));
+    EXPECT_LT(worst, kLogitTolerance) << what;
+    return worst;
+  }
+};
+
+struct Greedy {
+  std::vector<int32_t> tokens;
+  std::vector<float> margins;  // top1 - top2 of the logits each token was taken from
+  float logit_scale = 0;       // max |logit| seen
+};
+
+Greedy generate(StepRunner& runner, const std::vector<int32_t>& prompt, int n, int64_t block_size) {
+  messages::SamplingParams greedy;
+  greedy.temperature = 0;
+  Sampler sampler;
+  Greedy g;
+  std::vector<int32_t> feed = prompt;
+  std::vector<int32_t> blocks((prompt.size() + n + block_size) / block_size + 1);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  int32_t pos = 0;
+  while (static_cast<int>(g.tokens.size()) < n) {
+    const auto plan = make_plan({{.id = 1, .tokens = feed, .start_pos = pos, .num_logits = 1,
+                                  .blocks = blocks, .prompt_len = int32_t(prompt.size()),
+                                  .sampling = greedy}});
+    sampler.observe(plan);
+    const StepLogits logits = runner.forward(plan);
+    std::vector<float> row(logits.row(0), logits.row(0) + logits.vocab);
+    std::vector<float> sorted = row;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
+    g.margins.push_back(sorted[0] - sorted[1]);
+    for (float v : row) g.logit_scale = std::max(g.logit_scale, std::abs(v));
+    const auto result = sampler.sample(plan, logits);
+    pos += static_cast<int32_t>(feed.size());
+    feed = {result.tokens.at(0).token_id};
+    g.tokens.push_back(feed[0]);
+  }
+  return g;
+}
+
+// Expects the same tokens; a divergence passes only where the CPU's margin was within bf16
+// noise (2% of the largest logit), and is printed either way.
+void compare_greedy(const Greedy& cpu, const Greedy& gpu, const std::string& what) {
+  for (std::size_t i = 0; i < cpu.tokens.size(); ++i) {
+    if (cpu.tokens[i] != gpu.tokens[i]) {
+      std::printf("[%s] greedy divergence at generated token %zu: cpu %d gpu %d, cpu top1-top2 "
+                  "margin %.4g (logit scale %.4g)\n", what.c_str(), i, cpu.tokens[i], gpu.tokens[i],
+                  cpu.margins[i], cpu.logit_scale);
+      EXPECT_LT(cpu.margins[i], 0.02 * cpu.logit_scale)
+          << what << ": diverged at token " << i << " although the CPU's choice was clear";
+      return;
+    }
+  }
+  std::printf("[%s] greedy: all %zu tokens equal (smallest cpu margin %.4g)\n", what.c_str(),
+              cpu.tokens.size(), *std::min_element(cpu.margins.begin(), cpu.margins.end()));
+}
+
+std::vector<int32_t> random_tokens(int n, uint32_t seed, int vocab) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+class CudaRunnerTiny : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    SHARDSERVE_REQUIRE_GPU();
+    model_.tied = GetParam();
+    model_.make(7);
+    dir_ = fs::path(::testing::TempDir()) /
+           (std::string("cuda_tiny_llama") + (model_.tied ? "_tied" : ""));
+    model_.write(dir_);
+    pair_ = std::make_unique<Pair>(dir_, kBlocks, kBlockSize);
+  }
+  static constexpr int64_t kBlocks = 64, kBlockSize = 4;
+  testing_support::TinyLlama model_;
+  fs::path dir_;
+  std::unique_ptr<Pair> pair_;
+};
+
+TEST_P(CudaRunnerTiny, PrefillLogitsMatchCpu) {
+  const auto tokens = random_tokens(23, 1, int(model_.vocab));
+  const double err = pair_->step(make_plan({{.id = 1, .tokens = tokens, .num_logits = 23,
+                                             .blocks = {9, 3, 17, 40, 2, 33}, .prompt_len = 23}}),
+                                 "prefill");
+  std::printf("tiny prefill: worst row error %.3g\n", err);
+}
+
+TEST_P(CudaRunnerTiny, ChunkedPrefillDecodeAndBatchesMatchCpu) {
+  const auto a = random_tokens(40, 3, int(model_.vocab));
+  const auto c = random_tokens(30, 7, int(model_.vocab));
+  const std::vector<int32_t> blocks_a = {5, 11, 2, 60, 31, 7, 44, 13, 21, 50};
+  const std::vector<int32_t> blocks_c = {1, 0, 63, 12, 30, 8, 9, 41};
+  double worst = 0;
+  int pos = 0;
+  for (int chunk : {7, 1, 9, 13, 1, 1, 1, 1, 1}) {
+    std::vector<SeqChunk> seqs = {{.id = 9, .tokens = {a.begin() + pos, a.begin() + pos + chunk},
+                                   .start_pos = pos, .num_logits = 1, .blocks = blocks_a,
+                                   .prompt_len = 30}};
+    if (pos == 0) {
+      seqs.push_back({.id = 3, .tokens = {c.begin(), c.begin() + 12}, .num_logits = 0,
+                      .blocks = blocks_c, .prompt_len = 30});
+    } else if (pos == 7) {
+      seqs.push_back({.id = 3, .tokens = {c.begin() + 12, c.end()}, .start_pos = 12,
+                      .num_logits = 3, .blocks = blocks_c, .prompt_len = 30});
+    }
+    worst = std::max(worst, pair_->step(make_plan(seqs), "chunk"));
+    pos += chunk;
+  }
+  std::printf("tiny chunked/batched: worst row error %.3g\n", worst);
+}
+
+TEST_P(CudaRunnerTiny, GreedyTokensMatchCpu) {
+  const auto prompt = random_tokens(11, 5, int(model_.vocab));
+  CpuStepRunner cpu(*pair_->cpu);
+  // Fresh runners' pools are simply overwritten from position 0.
+  const Greedy want = generate(cpu, prompt, 32, kBlockSize);
+  const Greedy got = generate(*pair_->gpu, prompt, 32, kBlockSize);
+  compare_greedy(want, got, model_.tied ? "tiny tied" : "tiny");
+}
+
+TEST_P(CudaRunnerTiny, RejectsPlansLikeTheCpu) {
+  auto error_of = [&](const messages::StepPlan& plan) -> std::string {
+    try {
+      pair_->gpu->forward(plan);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_THAT(error_of(make_plan({{.id = 4, .tokens = random_tokens(9, 1, 61), .blocks = {0, 1}}})),
+              HasSubstr("sequence 4 has 2 blocks of 4 tokens, too few for 9 positions"));
+  EXPECT_THAT(error_of(make_plan({{.id = 5, .tokens = {61}, .blocks = {0}}})),
+              HasSubstr("sequence 5 has token id 61 outside the vocabulary (61)"));
+  EXPECT_THAT(error_of(make_plan({{.id = 7, .tokens = {1}, .blocks = {64}}})),
+              HasSubstr("block table entry 0 = 64 is outside the pool of 64 blocks"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, CudaRunnerTiny, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "tied" : "untied"; });
+
+TEST(CudaRunnerMemory, KvPoolFromFreeMemoryAndClearOutOfMemoryError) {
+  SHARDSERVE_REQUIRE_GPU();
+  testing_support::TinyLlama m;
+  m.make(3);
+  const auto dir = fs::path(::testing::TempDir()) / "cuda_tiny_llama_mem";
+  m.write(dir);
+  const auto config = model::load_model_config(dir);
+  const auto ckpt = model::Checkpoint::open(dir);
+  const auto shard = make_shard(config, 0, 1);
+  comm::SingleRankCollective group;
+  CudaRunnerOptions opt;
+  opt.kv_memory_fraction = 0.02;
+  opt.max_tokens_per_step = 256;
+  CudaModelRunner runner(config, shard, ckpt, opt, group);
+  const auto& mem = runner.memory();
+  std::printf("memory: total %s, free at start %s, weights %s, activations %s, KV %s = %lld "
+              "blocks of %s\n", kernels::cuda::format_bytes(mem.total_bytes).c_str(),
+              kernels::cuda::format_bytes(mem.free_at_start_bytes).c_str(),
+              kernels::cuda::format_bytes(mem.weights_bytes).c_str(),
+              kernels::cuda::format_bytes(mem.activation_bytes).c_str(),
+              kernels::cuda::format_bytes(mem.kv_bytes).c_str(),
+              static_cast<long long>(mem.num_kv_blocks),
+              kernels::cuda::format_bytes(mem.kv_bytes_per_block).c_str());
+  EXPECT_EQ(mem.kv_bytes_per_block, CudaModelRunner::kv_bytes_per_block(config, shard, 16));
+  EXPECT_GT(mem.num_kv_blocks, 0);
+  const double budget = 0.02 * double(mem.free_at_start_bytes - mem.weights_bytes - mem.activation_bytes);
+  EXPECT_NEAR(double(mem.kv_bytes), budget, 0.01 * budget + double(mem.kv_bytes_per_block));
+  // A pool larger than the device: refused before allocating, with both figures.
+  CudaRunnerOptions huge = opt;
+  huge.num_kv_blocks = static_cast<int64_t>(2 * mem.total_bytes / mem.kv_bytes_per_block);
+  try {
+    CudaModelRunner too_big(config, shard, ckpt, huge, group);
+    ADD_FAILURE() << "no out-of-memory error";
+  } catch (const Error& e) {
+    std::printf("out-of-memory error: %s\n", e.what());
+    EXPECT_THAT(e.what(), HasSubstr("out of device memory: the KV cache of"));
+    EXPECT_THAT(e.what(), HasSubstr("is free"));
+  }
+}
+
+// ---- the HF fixtures ----------------------------------------------------------------------
+
+class CudaRunnerFixture : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    SHARDSERVE_REQUIRE_GPU();
+    dir_ = fs::path(SHARDSERVE_SOURCE_DIR) / "tests" / "fixtures" / GetParam();
+    if (!fs::exists(dir_ / "reference.json")) {
+      GTEST_SKIP() << "fixture not present: " << dir_ << " (tools/fixtures/make_fixtures.py)";
+    }
+    pair_ = std::make_unique<Pair>(dir_, 64, 16);
+    ref_ = nlohmann::json::parse(std::ifstream(dir_ / "reference.json"));
+  }
+  fs::path dir_;
+  std::unique_ptr<Pair> pair_;
+  nlohmann::json ref_;
+};
+
+TEST_P(CudaRunnerFixture, LogitsMatchCpuAndGreedyMatchesTransformers) {
+  for (std::size_t i = 0; i < ref_["prompts"].size(); ++i) {
+    const auto ids = ref_["prompts"][i]["ids"].get<std::vector<int32_t>>();
+    const auto want = ref_["prompts"][i]["greedy"].get<std::vector<int32_t>>();
+    const auto n = static_cast<int32_t>(ids.size());
+    std::vector<int32_t> blocks((n + 16 + 40) / 16);
+    std::iota(blocks.begin(), blocks.end(), 0);
+    const double err = pair_->step(make_plan({{.id = i + 1, .tokens = ids, .num_logits = n,
+                                               .blocks = blocks, .prompt_len = n}}),
+                                   "fixture prefill");
+    std::printf("[%s] prompt %zu: prefill worst row error vs CPU %.3g\n", GetParam().c_str(), i,
+                err);
+    CpuStepRunner cpu(*pair_->cpu);
+    const Greedy c = generate(cpu, ids, static_cast<int>(want.size()), 16);
+    const Greedy g = generate(*pair_->gpu, ids, static_cast<int>(want.size()), 16);
+    EXPECT_EQ(c.tokens, want) << "the CPU reference itself disagrees with transformers";
+    compare_greedy(c, g, GetParam() + " prompt " + std::to_string(i));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaRunnerFixture, ::testing::Values("llama2-sp", "llama3-bpe"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace shardserve::worker::cuda

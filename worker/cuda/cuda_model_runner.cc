@@ -1,0 +1,311 @@
+#include "worker/cuda/cuda_model_runner.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "common/error.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cuda/cuda_check.h"
+
+namespace shardserve::worker::cuda {
+namespace kc = kernels::cuda;
+using kc::bf16;
+using kc::DeviceBuffer;
+
+namespace {
+
+kernels::cpu::RopeParams rope_params(const model::ModelConfig& c) {
+  kernels::cpu::RopeParams p;
+  p.head_dim = c.head_dim;
+  p.theta = c.rope_theta;
+  p.factor = c.rope_scaling.factor;
+  p.low_freq_factor = c.rope_scaling.low_freq_factor;
+  p.high_freq_factor = c.rope_scaling.high_freq_factor;
+  p.original_max_position = c.rope_scaling.original_max_position_embeddings;
+  switch (c.rope_scaling.type) {
+    case model::RopeScaling::Type::kNone: p.scaling = kernels::cpu::RopeParams::Scaling::kNone; break;
+    case model::RopeScaling::Type::kLlama3: p.scaling = kernels::cpu::RopeParams::Scaling::kLlama3; break;
+    case model::RopeScaling::Type::kLinear: p.scaling = kernels::cpu::RopeParams::Scaling::kLinear; break;
+  }
+  return p;
+}
+
+}  // namespace
+
+std::size_t CudaModelRunner::kv_bytes_per_block(const model::ModelConfig& c,
+                                                const TensorParallelShard& s, int64_t block_size) {
+  return static_cast<std::size_t>(c.num_hidden_layers) * 2 * block_size * s.kv_heads *
+         c.head_dim * sizeof(bf16);
+}
+
+CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard shard,
+                                 const model::Checkpoint& checkpoint, CudaRunnerOptions options,
+                                 comm::Collective& group)
+    : config_(std::move(config)), shard_(shard), options_(options), group_(group) {
+  require(group_.size() == shard_.size && group_.rank() == shard_.rank,
+          "cuda model runner: shard {} of {} does not match the collective's rank {} of {}",
+          shard_.rank, shard_.size, group_.rank(), group_.size());
+  require(options_.block_size > 0 && options_.max_tokens_per_step > 0 &&
+              options_.max_logits_per_step > 0 && options_.num_kv_blocks >= 0 &&
+              options_.kv_memory_fraction > 0 && options_.kv_memory_fraction <= 1,
+          "cuda model runner: bad options (block_size {}, max_tokens_per_step {}, "
+          "max_logits_per_step {}, num_kv_blocks {}, kv_memory_fraction {})",
+          options_.block_size, options_.max_tokens_per_step, options_.max_logits_per_step,
+          options_.num_kv_blocks, options_.kv_memory_fraction);
+  SHARDSERVE_CUDA_CHECK_CTX(cudaSetDevice(options_.device), fmt::format("device {}", options_.device));
+  SHARDSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount,
+                                               options_.device));
+  stream_ = kc::Stream();
+  const auto start = kc::device_memory_info();
+  memory_.total_bytes = start.total_bytes;
+  memory_.free_at_start_bytes = start.free_bytes;
+  memory_.block_size = options_.block_size;
+
+  // 1. Weights.
+  weights_ = std::make_unique<DeviceWeights>(checkpoint, config_, shard_);
+  memory_.weights_bytes = weights_->bytes();
+
+  // 2. Activations and workspaces.
+  const auto after_weights = kc::device_memory_info().free_bytes;
+  const int64_t T = options_.max_tokens_per_step, R = options_.max_logits_per_step;
+  const int64_t H = config_.hidden_size, D = config_.head_dim;
+  const int64_t qn = shard_.heads * D, kvn = shard_.kv_heads * D, width = qn + 2 * kvn;
+  const int64_t F = shard_.ffn, V = shard_.vocab_per_rank;
+  const int64_t blocks_per_seq =
+      (config_.max_position_embeddings + options_.block_size - 1) / options_.block_size;
+  block_table_capacity_ = std::min<int64_t>(T * blocks_per_seq, int64_t{1} << 24);
+  gemm_ = std::make_unique<kc::GemmBf16>();
+  const auto inv_freq = kernels::cpu::rope_inverse_frequencies(rope_params(config_));
+  inv_freq_ = DeviceBuffer(inv_freq.size() * sizeof(float), "RoPE frequencies");
+  kc::copy_to_device(inv_freq_.data(), inv_freq.data(), inv_freq.size() * sizeof(float));
+  residual_ = DeviceBuffer(T * H * 4, "activations (residual)");
+  normed_ = DeviceBuffer(T * H * 2, "activations (normed)");
+  qkv_ = DeviceBuffer(T * width * 2, "activations (qkv)");
+  attn_ = DeviceBuffer(T * qn * 2, "activations (attention)");
+  proj_ = DeviceBuffer(T * H * 4, "activations (projection)");
+  gate_up_ = DeviceBuffer(T * 2 * F * 2, "activations (gate_up)");
+  act_ = DeviceBuffer(T * F * 2, "activations (swiglu)");
+  head_in_ = DeviceBuffer(R * H * 2, "activations (LM head input)");
+  logits_ = DeviceBuffer(R * V * 4, "logits");
+  if (group_.size() > 1) gathered_ = DeviceBuffer(group_.size() * R * V * 4, "gathered logits");
+  attn_workspace_ = DeviceBuffer(options_.attention_workspace_bytes, "attention workspace");
+  const std::size_t input_ints = 4 * T + R + block_table_capacity_;
+  inputs_ = DeviceBuffer(input_ints * 4, "step inputs");
+  inputs_host_ = kc::PinnedBuffer(input_ints * 4, "step inputs");
+  logits_host_ = kc::PinnedBuffer(std::size_t(group_.size()) * R * V * 4, "logits");
+  memory_.activation_bytes = after_weights - kc::device_memory_info().free_bytes;
+
+  // 3. The KV pool from what is left.
+  memory_.kv_bytes_per_block = kv_bytes_per_block(config_, shard_, options_.block_size);
+  const auto free_now = kc::device_memory_info();
+  if (options_.num_kv_blocks > 0) {
+    memory_.num_kv_blocks = options_.num_kv_blocks;
+    const double needed = double(memory_.kv_bytes_per_block) * double(options_.num_kv_blocks);
+    require(needed <= double(free_now.free_bytes),
+            "out of device memory: the KV cache of {} blocks x {} needs {} but only {} of {} is "
+            "free after the weights ({}) and activations ({})",
+            options_.num_kv_blocks, kc::format_bytes(memory_.kv_bytes_per_block),
+            kc::format_bytes(static_cast<std::size_t>(needed)),
+            kc::format_bytes(free_now.free_bytes), kc::format_bytes(free_now.total_bytes),
+            kc::format_bytes(memory_.weights_bytes), kc::format_bytes(memory_.activation_bytes));
+  } else {
+    const double budget = double(free_now.free_bytes) * options_.kv_memory_fraction;
+    memory_.num_kv_blocks = static_cast<int64_t>(budget / double(memory_.kv_bytes_per_block));
+    require(memory_.num_kv_blocks >= 1,
+            "out of device memory: one KV block needs {} but {} of the {} free after the weights "
+            "({}) and activations ({}) is only {}",
+            kc::format_bytes(memory_.kv_bytes_per_block), options_.kv_memory_fraction,
+            kc::format_bytes(free_now.free_bytes), kc::format_bytes(memory_.weights_bytes),
+            kc::format_bytes(memory_.activation_bytes),
+            kc::format_bytes(static_cast<std::size_t>(budget)));
+  }
+  memory_.kv_bytes = memory_.kv_bytes_per_block * memory_.num_kv_blocks;
+  kv_ = DeviceBuffer(memory_.kv_bytes, fmt::format("KV cache ({} blocks)", memory_.num_kv_blocks));
+}
+
+CudaModelRunner::~CudaModelRunner() = default;
+
+kc::PagedKvPool CudaModelRunner::pool(int64_t layer) const {
+  const int64_t per_pool =
+      memory_.num_kv_blocks * options_.block_size * shard_.kv_heads * config_.head_dim;
+  bf16* base = kv_.as<bf16>() + layer * 2 * per_pool;
+  return {base, base + per_pool, memory_.num_kv_blocks, options_.block_size, shard_.kv_heads,
+          config_.head_dim};
+}
+
+void CudaModelRunner::validate(const messages::StepPlan& plan) const {
+  const int64_t bs = options_.block_size;
+  require(plan.total_tokens() <= options_.max_tokens_per_step,
+          "step {}: {} tokens exceed the runner's max_tokens_per_step {}", plan.step_id,
+          plan.total_tokens(), options_.max_tokens_per_step);
+  require(int64_t(plan.block_ids.size()) <= block_table_capacity_,
+          "step {}: {} block table entries exceed the runner's capacity {}", plan.step_id,
+          plan.block_ids.size(), block_table_capacity_);
+  int64_t rows = 0;
+  for (const auto& s : plan.seqs) {
+    require(s.num_tokens > 0 && s.start_pos >= 0,
+            "step {}: sequence {} has {} tokens at start position {}", plan.step_id, s.seq_id,
+            s.num_tokens, s.start_pos);
+    require(s.num_logits >= 0 && s.num_logits <= s.num_tokens,
+            "step {}: sequence {} asks for {} logits from {} tokens", plan.step_id, s.seq_id,
+            s.num_logits, s.num_tokens);
+    require(s.token_offset >= 0 && s.token_offset + s.num_tokens <= plan.total_tokens(),
+            "step {}: sequence {} token range is outside the plan", plan.step_id, s.seq_id);
+    const int64_t end = int64_t{s.start_pos} + s.num_tokens;
+    require(end <= config_.max_position_embeddings,
+            "step {}: sequence {} reaches position {} beyond the context length {}", plan.step_id,
+            s.seq_id, end, config_.max_position_embeddings);
+    require(s.block_offset >= 0 && s.block_offset + s.num_blocks <= int64_t(plan.block_ids.size()),
+            "step {}: sequence {} block table is outside the plan", plan.step_id, s.seq_id);
+    require(int64_t{s.num_blocks} * bs >= end,
+            "step {}: sequence {} has {} blocks of {} tokens, too few for {} positions",
+            plan.step_id, s.seq_id, s.num_blocks, bs, end);
+    for (int32_t t = s.token_offset; t < s.token_offset + s.num_tokens; ++t) {
+      require(plan.token_ids[t] >= 0 && plan.token_ids[t] < config_.vocab_size,
+              "step {}: sequence {} has token id {} outside the vocabulary ({})", plan.step_id,
+              s.seq_id, plan.token_ids[t], config_.vocab_size);
+    }
+    // Every entry the step can touch (positions 0 .. end-1) must be inside the pool: the GPU
+    // does not check.
+    const int64_t used = (end + bs - 1) / bs;
+    for (int64_t b = 0; b < used; ++b) {
+      const int32_t id = plan.block_ids[s.block_offset + b];
+      require(id >= 0 && id < memory_.num_kv_blocks,
+              "step {}: sequence {}: paged KV: block table entry {} = {} is outside the pool of "
+              "{} blocks", plan.step_id, s.seq_id, b, id, memory_.num_kv_blocks);
+    }
+    rows += s.num_logits;
+  }
+  require(rows <= options_.max_logits_per_step,
+          "step {}: {} logit rows exceed the runner's max_logits_per_step {}", plan.step_id, rows,
+          options_.max_logits_per_step);
+}
+
+void CudaModelRunner::all_reduce(float* data, int64_t count) {
+  if (group_.size() == 1) return;
+  stream_.synchronize();  // the collective runs on its own stream and returns when done
+  group_.all_reduce_sum(data, count);
+}
+
+StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
+  validate(plan);
+  const cudaStream_t st = stream_.get();
+  const int64_t T = plan.total_tokens();
+  const int64_t H = config_.hidden_size, D = config_.head_dim;
+  const int64_t qn = shard_.heads * D, kvn = shard_.kv_heads * D, width = qn + 2 * kvn;
+  const int64_t F = shard_.ffn, bs = options_.block_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+
+  // Pack the int32 inputs: [tokens T | positions T | slots T | table offsets T | rows R |
+  // block ids], one host-to-device copy.
+  int64_t R = 0, max_context = 0;
+  for (const auto& s : plan.seqs) {
+    R += s.num_logits;
+    max_context = std::max<int64_t>(max_context, int64_t{s.start_pos} + s.num_tokens);
+  }
+  const int64_t nb = static_cast<int64_t>(plan.block_ids.size());
+  int32_t* h = inputs_host_.as<int32_t>();
+  int32_t *h_tokens = h, *h_pos = h + T, *h_slots = h + 2 * T, *h_tab = h + 3 * T,
+          *h_rows = h + 4 * T, *h_blocks = h + 4 * T + R;
+  std::memcpy(h_tokens, plan.token_ids.data(), T * 4);
+  if (nb > 0) std::memcpy(h_blocks, plan.block_ids.data(), nb * 4);
+  int64_t r = 0;
+  for (const auto& s : plan.seqs) {
+    for (int32_t i = 0; i < s.num_tokens; ++i) {
+      const int32_t t = s.token_offset + i, pos = s.start_pos + i;
+      h_pos[t] = pos;
+      h_tab[t] = s.block_offset;
+      h_slots[t] = plan.block_ids[s.block_offset + pos / bs] * static_cast<int32_t>(bs) +
+                   static_cast<int32_t>(pos % bs);
+    }
+    for (int32_t j = 0; j < s.num_logits; ++j) h_rows[r++] = s.token_offset + s.num_tokens - s.num_logits + j;
+  }
+  const std::size_t input_bytes = std::size_t(4 * T + R + nb) * 4;
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h, input_bytes, cudaMemcpyHostToDevice, st));
+  const int32_t* d = inputs_.as<int32_t>();
+  const int32_t *d_tokens = d, *d_pos = d + T, *d_slots = d + 2 * T, *d_tab = d + 3 * T,
+                *d_rows = d + 4 * T, *d_blocks = d + 4 * T + R;
+
+  float* residual = residual_.as<float>();
+  bf16* normed = normed_.as<bf16>();
+  bf16* qkv = qkv_.as<bf16>();
+  bf16* attn = attn_.as<bf16>();
+  float* proj = proj_.as<float>();
+  kc::embedding_lookup(weights_->embedding(), shard_.vocab_begin, shard_.vocab, H, d_tokens, T,
+                       residual, st);
+  all_reduce(residual, T * H);
+  kc::rms_norm(residual, weights_->layer(0).input_norm, normed, T, H, eps, st);
+
+  const kc::AttentionBatch batch{d_pos, d_tab, d_blocks, T};
+  const kc::AttentionSplit split =
+      kc::plan_attention_split(T, shard_.heads, shard_.kv_heads, D, max_context, sm_count_,
+                               attn_workspace_.bytes());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const auto& w = weights_->layer(l);
+    const auto kv = pool(l);
+    gemm_->run(normed, w.qkv, qkv, {.m = T, .n = width, .k = H, .out = kc::GemmOut::kBf16}, st);
+    kc::apply_rope(qkv, width, d_pos, T, shard_.heads + shard_.kv_heads, D, inv_freq_.as<float>(),
+                   st);
+    kc::write_kv(kv, qkv + qn, qkv + qn + kvn, width, d_slots, T, st);
+    kc::paged_attention(kv, qkv, width, attn, qn, batch, shard_.heads, scale, split,
+                        attn_workspace_.data(), attn_workspace_.bytes(), st);
+    gemm_->run(attn, w.o, proj, {.m = T, .n = H, .k = qn, .out = kc::GemmOut::kFloat}, st);
+    all_reduce(proj, T * H);
+    kc::add_rms_norm(residual, static_cast<const float*>(proj), w.post_norm, normed, T, H, eps,
+                     st);
+    gemm_->run(normed, w.gate_up, gate_up_.as<bf16>(),
+               {.m = T, .n = 2 * F, .k = H, .out = kc::GemmOut::kBf16}, st);
+    kc::silu_mul(gate_up_.as<bf16>(), act_.as<bf16>(), T, F, st);
+    gemm_->run(act_.as<bf16>(), w.down, proj, {.m = T, .n = H, .k = F, .out = kc::GemmOut::kFloat},
+               st);
+    all_reduce(proj, T * H);
+    const bool last = l + 1 == config_.num_hidden_layers;
+    const float* next_norm = last ? weights_->final_norm() : weights_->layer(l + 1).input_norm;
+    kc::add_rms_norm(residual, static_cast<const float*>(proj), next_norm, normed, T, H, eps, st);
+  }
+
+  StepLogits out;
+  out.rows = R;
+  out.vocab = config_.vocab_size;
+  if (R == 0) {
+    stream_.synchronize();  // the KV writes are done when forward returns, as on the CPU
+    return out;
+  }
+  // Vocabulary-parallel head: this rank's rows of the vocabulary at the common stride.
+  const int64_t stride = shard_.vocab_per_rank;
+  kc::gather_rows(normed, H, d_rows, R, head_in_.as<bf16>(), st);
+  if (shard_.vocab < stride) {
+    SHARDSERVE_CUDA_CHECK(cudaMemsetAsync(logits_.data(), 0, std::size_t(R * stride) * 4, st));
+  }
+  gemm_->run(head_in_.as<bf16>(), weights_->lm_head(), logits_.data(),
+             {.m = R, .n = shard_.vocab, .k = H, .ldy = stride, .out = kc::GemmOut::kFloat}, st);
+  const float* full = logits_.as<float>();
+  const int64_t ranks = group_.size();
+  if (ranks > 1) {
+    stream_.synchronize();
+    group_.all_gather(logits_.as<float>(), gathered_.as<float>(), R * stride);
+    full = gathered_.as<float>();
+  }
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), full,
+                                        std::size_t(ranks * R * stride) * 4,
+                                        cudaMemcpyDeviceToHost, st));
+  stream_.synchronize();
+  out.data.resize(R * out.vocab);
+  const float* host = logits_host_.as<float>();
+  for (int64_t g = 0; g < ranks; ++g) {
+    const int64_t begin = g * stride;
+    const int64_t count = std::min<int64_t>(stride, out.vocab - begin);
+    for (int64_t row = 0; row < R && count > 0; ++row) {
+      std::memcpy(out.data.data() + row * out.vocab + begin, host + (g * R + row) * stride,
+                  count * 4);
+    }
+  }
+  return out;
+}
+
+}  // namespace shardserve::worker::cuda

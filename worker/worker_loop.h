@@ -1,0 +1,75 @@
+#pragma once
+// One worker rank of the distributed runtime (world rank >= 1). Start-up: take the configuration
+// from the coordinator, join the replica's tensor-parallel group, load this rank's slices of the
+// checkpoint, size the KV pool, report (WorkerHello), allocate the pool the coordinator settles
+// (InitCache, the replica's minimum) and say WorkerReady. Serving: for every StepPlan, every rank
+// of the replica runs the forward pass (the collectives inside keep them in step); tensor-parallel
+// rank 0 also samples and returns the StepResult. Shutdown returns 0, Abort 1.
+//
+// The logits are gathered over the group inside ModelRunner::lm_head (every rank gets the full
+// vocabulary). For greedy requests this could be avoided: each rank takes the argmax of its
+// vocabulary slice and the group all-gathers (max, index) pairs, 8 bytes per row and rank
+// instead of vocab / tp floats; left for when the GPU path makes it pay.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "comm/control_channel.h"
+#include "comm/mpi_collective.h"
+#include "comm/mpi_util.h"
+#include "config/service_config.h"
+#include "messages/codec.h"
+#include "messages/control.h"
+#include "model/model_config.h"
+#include "worker/model_runner.h"
+#include "worker/sampler.h"
+
+namespace shardserve::worker {
+
+struct KvPoolPlan {
+  int64_t num_blocks = 0;
+  int64_t bytes_per_block = 0;
+  std::string source;  // how it was decided, for the log
+};
+
+// The KV pool one rank can hold (float32 blocks on the CPU path), from the configuration's
+// kv settings (see config::KvSettings). `available_bytes`: memory free for the pool on this rank
+// (MemAvailable / ranks on the host on the CPU path); used only for kv.memory_fraction.
+// Throws when not one block fits.
+KvPoolPlan plan_kv_pool(const config::ServiceConfig& cfg, const model::ModelConfig& model,
+                        int64_t available_bytes);
+
+// MemAvailable from /proc/meminfo, in bytes (0 when unreadable).
+int64_t host_available_memory();
+
+class WorkerLoop {
+ public:
+  WorkerLoop(comm::MpiEnvironment& env, comm::ControlChannel& channel);
+  ~WorkerLoop();
+  // Start-up and serving; returns the exit status. Throws Error on failure.
+  int run();
+
+ private:
+  // Waits for the next coordinator message.
+  messages::Message next_message();
+  messages::WorkerHello load(const messages::Configure& configure);
+  void serve();
+  void step(const messages::StepPlan& plan);
+
+  comm::MpiEnvironment& env_;
+  comm::ControlChannel& channel_;
+  config::ServiceConfig cfg_;
+  model::ModelConfig model_;
+  int replica_ = 0;
+  int tp_rank_ = 0;
+  int tp_ = 1;
+  std::unique_ptr<comm::MpiCollective> group_;
+  std::optional<TensorParallelShard> shard_;
+  std::optional<LlamaWeights> weights_;
+  std::unique_ptr<ModelRunner> runner_;
+  Sampler sampler_;
+  uint64_t steps_ = 0;
+};
+
+}  // namespace shardserve::worker

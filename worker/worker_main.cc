@@ -1,0 +1,111 @@
+// A worker rank (world rank >= 1 of `mpirun -np 1 coordinator ... : -np R*N worker`). Takes no
+// arguments: the coordinator sends the configuration. See worker/worker_loop.h.
+//
+// Exit status: 0 after the coordinator's Shutdown; 1 after an Abort or a failure. A failure is
+// reported to the coordinator (WorkerError), which ends the job: the peers of this rank may be
+// inside a collective that can no longer complete.
+#include <omp.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <thread>
+
+#include "comm/control_channel.h"
+#include "comm/mpi_util.h"
+#include "comm/world_layout.h"
+#include "common/error.h"
+#include "messages/codec.h"
+#include "worker/worker_loop.h"
+
+namespace {
+
+using namespace shardserve;
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+// SIGTERM/SIGINT are recorded, not obeyed: the coordinator decides when workers stop (it drains
+// first), and mpirun ends the job with SIGKILL if the coordinator is gone.
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+void setup_logging(int world_rank) {
+  auto logger = spdlog::stderr_logger_mt("worker");
+  logger->set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [worker {}] [%l] %v", world_rank));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+// Without OMP_NUM_THREADS, the ranks on one host share its cores instead of each taking all.
+void share_cores(int local_ranks) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  omp_set_num_threads(static_cast<int>(std::max(1u, cores / std::max(1, local_ranks))));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  install_signal_handlers();
+  std::optional<comm::MpiEnvironment> env;
+  try {
+    env.emplace(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "worker: MPI start-up failed: %s\n", e.what());
+    return 1;
+  }
+  setup_logging(env->world_rank());
+  if (env->world_rank() == comm::WorldLayout::kCoordinator) {
+    spdlog::critical("a worker is world rank 0: launch the coordinator first, "
+                     "`mpirun -np 1 coordinator ... : -np N worker`");
+    comm::MpiEnvironment::abort_job(2);
+  }
+  share_cores(env->local_size());
+  int status = 1;
+  {
+    comm::ControlChannel channel(MPI_COMM_WORLD);
+    try {
+      worker::WorkerLoop loop(*env, channel);
+      status = loop.run();
+      channel.flush(std::chrono::seconds(10));
+    } catch (const std::exception& e) {
+      spdlog::error("failed: {}", e.what());
+      try {
+        channel.send(comm::WorldLayout::kCoordinator,
+                     messages::encode(messages::WorkerError{env->world_rank(), e.what()}));
+        channel.flush(std::chrono::seconds(5));
+        // The coordinator ends the job (MPI_Abort) or, during start-up, sends Abort.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (std::chrono::steady_clock::now() < deadline) {
+          auto r = channel.receive_for(std::chrono::milliseconds(200));
+          if (!r) continue;
+          const auto m = messages::decode(r->bytes);
+          if (std::holds_alternative<messages::Abort>(m) ||
+              std::holds_alternative<messages::Shutdown>(m))
+            break;
+        }
+      } catch (const std::exception& e2) {
+        spdlog::error("could not report the failure to the coordinator: {}", e2.what());
+      }
+      spdlog::shutdown();
+      comm::MpiEnvironment::abort_job(1);
+    }
+  }
+  if (g_signal.load() != 0)
+    spdlog::info("signal {} was received while serving; the coordinator's shutdown was awaited",
+                 g_signal.load());
+  return status;
+}
