@@ -16,7 +16,9 @@
 //     query heads (the GQA reuse);
 //   * per key: GT dot products reduced over the L lanes with shuffles, then an online-softmax
 //     update (running max m, sum l, accumulator acc[GT][8] in registers), in the log2 domain
-//     (q is pre-scaled by scale * log2(e)); kUnroll keys' K and V are loaded before use;
+//     (q is pre-scaled by scale * log2(e)); software pipelined: the next U keys' K and V
+//     loads are issued before the current U keys are scored, and the running max / sum /
+//     accumulator are rescaled once per U keys;
 //   * at the end the key groups' (m, l, acc) are merged through shared memory (GT x 1024 floats
 //     = 32 KB at GT = 8); with one split the block writes bf16 output, else a normalised float
 //     partial and its log-sum-exp go to the workspace and attention_reduce_kernel merges them.
@@ -33,7 +35,8 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kUnroll = 4;
+// Keys per lane per pipeline stage: fewer where GT query heads already fill the registers.
+__host__ __device__ constexpr int unroll_for(int gt) { return gt >= 8 ? 2 : 4; }
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- write_kv ----------------------------------------------------------------------------
@@ -118,16 +121,13 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const Attenti
   const int64_t kv_row = a.kv_heads * a.head_dim;
   const int64_t head_off = int64_t{kv_head} * hd + sub * 8;
   const int stride = groups;  // keys the whole block covers per step
-  // The trip count is uniform across the warp (shuffles need every lane): lanes past `end`
-  // load nothing and skip the update.
-  for (int base = begin + group - key_in_warp; base < end; base += stride * kUnroll) {
-    Bf16x8 kraw[kUnroll], vraw[kUnroll];
-    bool valid[kUnroll];
+  constexpr int U = unroll_for(GT);
+  // Loads the K/V rows of the U keys base + key_in_warp + u * stride (zeros past `end`).
+  auto load = [&](int base, Bf16x8 (&kraw)[U], Bf16x8 (&vraw)[U]) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
+    for (int u = 0; u < U; ++u) {
       const int p = base + key_in_warp + u * stride;
-      valid[u] = p < end;
-      if (valid[u]) {
+      if (p < end) {
         const int64_t slot = int64_t{table[p / a.block_size]} * a.block_size + p % a.block_size;
         kraw[u] = *reinterpret_cast<const Bf16x8*>(a.pool_k + slot * kv_row + head_off);
         vraw[u] = *reinterpret_cast<const Bf16x8*>(a.pool_v + slot * kv_row + head_off);
@@ -136,31 +136,67 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const Attenti
         vraw[u] = Bf16x8{};
       }
     }
+  };
+  // The trip count is uniform across the warp (shuffles need every lane): lanes past `end`
+  // load zeros and their keys get weight 0. Software pipelined: the next U keys' loads are in
+  // flight while the current U are scored; one online-softmax rescale per U keys.
+  int base = begin + group - key_in_warp;
+  Bf16x8 k_next[U], v_next[U];
+  if (base < end) load(base, k_next, v_next);
+  for (; base < end; base += stride * U) {
+    Bf16x8 kraw[U], vraw[U];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      float kf[8], vf[8];
+    for (int u = 0; u < U; ++u) {
+      kraw[u] = k_next[u];
+      vraw[u] = v_next[u];
+    }
+    if (base + stride * U < end) load(base + stride * U, k_next, v_next);
+    float s[U][GT];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float kf[8];
       unpack8(kraw[u], kf);
-      unpack8(vraw[u], vf);
-      float s[GT];
 #pragma unroll
       for (int h = 0; h < GT; ++h) {
         float d = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) d += q[h][j] * kf[j];
-        for (int o = lanes_per_key / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        s[h] = d;
+        s[u][h] = d;
       }
-      if (valid[u]) {
+    }
+    // Reduce the partial dot products over the key group's lanes, all U x GT at once.
+    for (int o = lanes_per_key / 2; o > 0; o >>= 1) {
 #pragma unroll
-        for (int h = 0; h < GT; ++h) {
-          const float m_new = fmaxf(m[h], s[h]);
-          const float corr = exp2f(m[h] - m_new);
-          const float w = exp2f(s[h] - m_new);
-          l[h] = l[h] * corr + w;
+      for (int u = 0; u < U; ++u) {
 #pragma unroll
-          for (int j = 0; j < 8; ++j) acc[h][j] = acc[h][j] * corr + w * vf[j];
-          m[h] = m_new;
-        }
+        for (int h = 0; h < GT; ++h) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], o);
+      }
+    }
+    bool valid[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) valid[u] = base + key_in_warp + u * stride < end;
+#pragma unroll
+    for (int h = 0; h < GT; ++h) {
+      float m_new = m[h];
+#pragma unroll
+      for (int u = 0; u < U; ++u) m_new = valid[u] ? fmaxf(m_new, s[u][h]) : m_new;
+      const float corr = exp2f(m[h] - m_new);
+      l[h] *= corr;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[h][j] *= corr;
+      m[h] = m_new;
+#pragma unroll
+      for (int u = 0; u < U; ++u) s[u][h] = valid[u] ? exp2f(s[u][h] - m_new) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      float vf[8];
+      unpack8(vraw[u], vf);
+#pragma unroll
+      for (int h = 0; h < GT; ++h) {
+        l[h] += s[u][h];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[h][j] += s[u][h] * vf[j];
       }
     }
   }

@@ -6,8 +6,12 @@
 // Pipeline: one thread block per token; its threads first compute cos/sin of
 // position * inv_freq[i] (float32 angle, accurate cosf/sinf as the CPU's std::cos/std::sin)
 // into shared memory, then rotate every (head, pair) of the token: the transcendental work is
-// done once per token, not once per head. Rotation in float32, result rounded to bf16.
+// done once per token, not once per head; then 8 pairs per thread with 16-byte loads where
+// head_dim / 2 is a multiple of 8. Rotation in float32, result rounded to bf16.
+#include <cstdint>
+
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/vec.cuh"
 
 namespace shardserve::kernels::cuda {
 namespace {
@@ -15,7 +19,10 @@ namespace {
 constexpr int kThreads = 128;
 
 // x: [tokens, row_stride]; positions: [tokens]; inv_freq: [head_dim/2]. grid.x = tokens;
-// dynamic shared memory: head_dim floats (cos then sin).
+// dynamic shared memory: head_dim floats (cos then sin). VEC = 8: each thread rotates 8
+// consecutive pairs with 16-byte loads (needs half % 8 == 0 and 16-byte aligned rows); VEC = 1:
+// one pair.
+template <int VEC>
 __global__ void rope_kernel(bf16* __restrict__ x, int64_t row_stride,
                             const int32_t* __restrict__ positions, int64_t heads,
                             int64_t head_dim, const float* __restrict__ inv_freq) {
@@ -31,12 +38,26 @@ __global__ void rope_kernel(bf16* __restrict__ x, int64_t row_stride,
   }
   __syncthreads();
   bf16* row = x + blockIdx.x * row_stride;
-  for (int64_t j = threadIdx.x; j < heads * half; j += kThreads) {
-    const int64_t h = j / half, i = j % half;
+  const int64_t per_head = half / VEC;
+  for (int64_t j = threadIdx.x; j < heads * per_head; j += kThreads) {
+    const int64_t h = j / per_head, i = (j % per_head) * VEC;
     bf16* v = row + h * head_dim;
-    const float a = __bfloat162float(v[i]), b = __bfloat162float(v[i + half]);
-    v[i] = __float2bfloat16_rn(a * cos_t[i] - b * sin_t[i]);
-    v[i + half] = __float2bfloat16_rn(b * cos_t[i] + a * sin_t[i]);
+    if constexpr (VEC == 8) {
+      float a[8], b[8], ra[8], rb[8];
+      load8(v + i, a);
+      load8(v + i + half, b);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        ra[e] = a[e] * cos_t[i + e] - b[e] * sin_t[i + e];
+        rb[e] = b[e] * cos_t[i + e] + a[e] * sin_t[i + e];
+      }
+      store8(v + i, ra);
+      store8(v + i + half, rb);
+    } else {
+      const float a = __bfloat162float(v[i]), b = __bfloat162float(v[i + half]);
+      v[i] = __float2bfloat16_rn(a * cos_t[i] - b * sin_t[i]);
+      v[i + half] = __float2bfloat16_rn(b * cos_t[i] + a * sin_t[i]);
+    }
   }
 }
 
@@ -48,8 +69,16 @@ cudaError_t apply_rope(bf16* x, int64_t row_stride, const int32_t* positions, in
                        int64_t heads, int64_t head_dim, const float* inv_freq,
                        cudaStream_t stream) {
   if (tokens == 0) return cudaSuccess;
-  rope_kernel<<<static_cast<unsigned>(tokens), kThreads, head_dim * sizeof(float), stream>>>(
-      x, row_stride, positions, heads, head_dim, inv_freq);
+  const std::size_t smem = head_dim * sizeof(float);
+  const bool vec = (head_dim / 2) % 8 == 0 && row_stride % 8 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
+  if (vec) {
+    rope_kernel<8><<<static_cast<unsigned>(tokens), kThreads, smem, stream>>>(
+        x, row_stride, positions, heads, head_dim, inv_freq);
+  } else {
+    rope_kernel<1><<<static_cast<unsigned>(tokens), kThreads, smem, stream>>>(
+        x, row_stride, positions, heads, head_dim, inv_freq);
+  }
   return cudaGetLastError();
 }
 

@@ -346,6 +346,9 @@ class CudaPagedKv : public CudaKernels {
       std::copy_n(padded.begin() + t * out_stride, qn, got.begin() + t * qn);
     }
     const double err = relative_error(got, want);
+    std::printf("attention heads %lld/%lld hd %lld block %lld splits %dx%d: error %.3g\n",
+                (long long)c.heads, (long long)c.kv_heads, (long long)hd, (long long)c.block_size,
+                c.split.num_splits, c.split.partition_len, err);
     EXPECT_LT(err, kBf16Tolerance) << "heads " << c.heads << "/" << c.kv_heads << " hd " << hd
                                    << " block " << c.block_size << " splits "
                                    << c.split.num_splits << "x" << c.split.partition_len;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -35,8 +36,11 @@ using testing_support::SeqChunk;
 using ::testing::HasSubstr;
 
 // Whole-model logits: bf16 weights are exact on both sides, but the GPU rounds every GEMM
-// input (normed activations, attention output, SwiGLU output) to bf16.
+// input (normed activations, attention output, SwiGLU output) to bf16 (seen on the H200:
+// 1.3e-2 .. 2.1e-2). An fp16 checkpoint's weights are also rounded to bf16 on the GPU while
+// the CPU keeps them exact (seen: up to 3.2e-2 on llama2-sp).
 constexpr double kLogitTolerance = 3e-2;
+constexpr double kFp16CheckpointTolerance = 5e-2;
 
 double row_error(const StepLogits& got, int64_t got_row, const StepLogits& want, int64_t want_row) {
   std::vector<float> a(got.row(got_row), got.row(got_row) + got.vocab);
@@ -51,9 +55,14 @@ struct Pair {
   std::unique_ptr<ModelRunner> cpu;
   std::unique_ptr<CudaModelRunner> gpu;
 
+  double tolerance = kLogitTolerance;
+
   Pair(const fs::path& dir, int64_t blocks, int64_t block_size) {
     config = model::load_model_config(dir);
     const auto ckpt = model::Checkpoint::open(dir);
+    if (ckpt.tensor("model.embed_tokens.weight").dtype == model::DType::kF16) {
+      tolerance = kFp16CheckpointTolerance;
+    }
     const auto shard = make_shard(config, 0, 1);
     cpu = std::make_unique<ModelRunner>(config, shard, load_llama_weights(ckpt, config, shard),
                                         blocks, block_size, group);
@@ -73,7 +82,7 @@ struct Pair {
     EXPECT_EQ(got.vocab, want.vocab) << what;
     double worst = 0;
     for (int64_t r = 0; r < std::min(got.rows, want.rows); ++r) worst = std::max(worst, row_error(got, r, want, r));
-    EXPECT_LT(worst, kLogitTolerance) << what;
+    EXPECT_LT(worst, tolerance) << what;
     return worst;
   }
 };
@@ -260,7 +269,11 @@ class CudaRunnerFixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     SHARDSERVE_REQUIRE_GPU();
-    dir_ = fs::path(SHARDSERVE_SOURCE_DIR) / "tests" / "fixtures" / GetParam();
+    // SHARDSERVE_FIXTURES_DIR: where the fixtures are when the binary runs away from its
+    // source tree (the GPU machine).
+    const char* env = std::getenv("SHARDSERVE_FIXTURES_DIR");
+    dir_ = (env != nullptr ? fs::path(env) : fs::path(SHARDSERVE_SOURCE_DIR) / "tests" / "fixtures") /
+           GetParam();
     if (!fs::exists(dir_ / "reference.json")) {
       GTEST_SKIP() << "fixture not present: " << dir_ << " (tools/fixtures/make_fixtures.py)";
     }
