@@ -171,13 +171,19 @@ TEST(Scheduler, FullyCachedPromptRecomputesItsLastBlockPrivately) {
   Harness h(small_config());
   const uint64_t a = h.add(spec("a", iota(8), 1));
   h.step();
+  const std::vector<int32_t> a_blocks(h.plan.block_ids.begin() + h.work(a)->block_offset,
+                                      h.plan.block_ids.begin() + h.work(a)->block_offset + 2);
   const uint64_t b = h.add(spec("b", iota(8), 1));
   h.step();
   ASSERT_NE(h.work(b), nullptr);
   EXPECT_EQ(h.work(b)->start_pos, 4) << "one of the two cached blocks: the last token needs logits";
   EXPECT_EQ(h.work(b)->num_tokens, 4);
   EXPECT_EQ(h.work(b)->num_logits, 1);
-  (void)a;
+  const int32_t* b_blocks = h.plan.block_ids.data() + h.work(b)->block_offset;
+  EXPECT_EQ(b_blocks[0], a_blocks[0]) << "the first block is shared";
+  EXPECT_NE(b_blocks[1], a_blocks[1]) << "the last block is recomputed into a private block";
+  EXPECT_TRUE(h.sched.kv_cache().pool().is_cached(a_blocks[1])) << "the first copy stays cached";
+  EXPECT_FALSE(h.sched.kv_cache().pool().is_cached(b_blocks[1])) << "no duplicate entry";
 }
 
 TEST(Scheduler, PreemptsTheYoungestByRecomputeAndRequeuesIt) {
