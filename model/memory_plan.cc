@@ -9,7 +9,6 @@ namespace shardserve::model {
 namespace {
 
 constexpr int64_t kBf16Bytes = 2;  // embeddings, norms, LM head and quantization scales
-constexpr int64_t kInt4PerInt32 = 8;  // GPTQ packs eight 4-bit values into one int32
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -28,7 +27,7 @@ std::string WeightFormat::name() const {
   switch (kind) {
     case Kind::kBf16: return "bf16";
     case Kind::kFp16: return "fp16";
-    case Kind::kInt8: return "int8";
+    case Kind::kInt8: return group_size == 0 ? "int8" : "int8-g" + std::to_string(group_size);
     case Kind::kInt4: return "int4-g" + std::to_string(group_size);
   }
   return "?";
@@ -40,16 +39,28 @@ WeightFormat parse_weight_format(std::string_view text) {
   if (text == "int8") return {WeightFormat::Kind::kInt8, 0};
   // 128 is the group size nearly every published GPTQ/AWQ LLaMA checkpoint uses.
   if (text == "int4") return {WeightFormat::Kind::kInt4, 128};
-  constexpr std::string_view kInt4Prefix = "int4-g";
-  if (text.starts_with(kInt4Prefix)) {
-    const std::string digits(text.substr(kInt4Prefix.size()));
+  for (auto [prefix, kind] : {std::pair{std::string_view("int4-g"), WeightFormat::Kind::kInt4},
+                              std::pair{std::string_view("int8-g"), WeightFormat::Kind::kInt8}}) {
+    if (!text.starts_with(prefix)) continue;
+    const std::string digits(text.substr(prefix.size()));
+    if (digits == "-1") return {kind, -1};
     bool all_digits = !digits.empty() && digits.size() <= 9;
     for (char c : digits) all_digits = all_digits && c >= '0' && c <= '9';
-    if (all_digits && std::stoll(digits) > 0) {
-      return {WeightFormat::Kind::kInt4, std::stoll(digits)};
-    }
+    if (all_digits && std::stoll(digits) > 0) return {kind, std::stoll(digits)};
   }
-  fail("unknown weight format '{}': expected bf16, fp16, int8, int4 or int4-g<group size>", text);
+  fail("unknown weight format '{}': expected bf16, fp16, int8, int4 or int<4|8>-g<group size>",
+       text);
+}
+
+WeightFormat weight_format_of(const QuantizationConfig& quantization) {
+  require(quantization.bits == 4 || quantization.bits == 8,
+          "quantization_config bits {} has no weight format (supported: 4, 8)",
+          quantization.bits);
+  require(quantization.group_size > 0 || quantization.group_size == -1,
+          "quantization_config group_size {} has no weight format (a width or -1)",
+          quantization.group_size);
+  return {quantization.bits == 4 ? WeightFormat::Kind::kInt4 : WeightFormat::Kind::kInt8,
+          quantization.group_size};
 }
 
 KvDtype parse_kv_dtype(std::string_view text) {
@@ -114,22 +125,25 @@ int64_t linear_weight_bytes(int64_t out_features, int64_t in_features, const Wei
   switch (format.kind) {
     case WeightFormat::Kind::kBf16:
     case WeightFormat::Kind::kFp16: return elements * 2;
-    case WeightFormat::Kind::kInt8: return elements + out_features * kBf16Bytes;
+    case WeightFormat::Kind::kInt8:
+      if (format.group_size == 0) return elements + out_features * kBf16Bytes;
+      [[fallthrough]];  // group-wise int8 is GPTQ's layout, like int4
     case WeightFormat::Kind::kInt4: {
+      const int64_t bits = format.kind == WeightFormat::Kind::kInt4 ? 4 : 8;
+      const int64_t per_int32 = 32 / bits;
       const int64_t g = format.group_size;
-      require(g > 0, "int4 needs a positive group size, got {}", g);
-      require(in_features % g == 0,
-              "int4 group size {} does not divide the {} input features of a [{}, {}] linear "
+      require(g > 0 || g == -1, "{} needs a positive group size or -1, got {}", format.name(), g);
+      require(g == -1 || in_features % g == 0,
+              "{} group size {} does not divide the {} input features of a [{}, {}] linear "
               "shard",
-              g, in_features, out_features, in_features);
-      require(out_features % kInt4PerInt32 == 0,
-              "int4 packs zero points 8 to an int32, but a [{}, {}] linear shard has {} output "
-              "features",
-              out_features, in_features, out_features);
-      const int64_t groups = in_features / g;
-      const int64_t qweight = elements / 2;  // int32 [in/8, out]: half a byte per weight
+              format.name(), g, in_features, out_features, in_features);
+      require(in_features % per_int32 == 0 && out_features % per_int32 == 0,
+              "{} packs {} values to an int32, which a [{}, {}] linear shard does not split into",
+              format.name(), per_int32, out_features, in_features);
+      const int64_t groups = g == -1 ? 1 : in_features / g;
+      const int64_t qweight = (in_features / per_int32) * out_features * 4;
       const int64_t scales = groups * out_features * kBf16Bytes;
-      const int64_t qzeros = groups * (out_features / kInt4PerInt32) * 4;
+      const int64_t qzeros = groups * (out_features / per_int32) * 4;
       return qweight + scales + qzeros;
     }
   }

@@ -25,15 +25,21 @@ namespace shardserve::model {
 struct WeightFormat {
   enum class Kind { kBf16, kFp16, kInt8, kInt4 };
   Kind kind = Kind::kBf16;
-  // kInt4 only: input features sharing one scale and zero point (GPTQ's group_size).
+  // Input features sharing one scale and zero point, as GPTQ's group_size: > 0 a group width,
+  // -1 one group over all input features. kInt8 with 0: symmetric per-output-channel (one
+  // scale per row, no zero point). Unused for kBf16 / kFp16.
   int64_t group_size = 0;
 
-  // "bf16", "fp16", "int8", "int4-g128": the spelling parse_weight_format accepts.
+  // "bf16", "fp16", "int8", "int8-g128", "int4-g128", "int4-g-1": what parse_weight_format reads.
   std::string name() const;
 };
 
-// Accepts bf16, fp16, int8 (per-output-channel), int4 (= int4-g128) and int4-g<N>.
+// Accepts bf16, fp16, int8 (per-output-channel), int4 (= int4-g128), int4-g<N> and int8-g<N>
+// (GPTQ group-wise, N a positive width or -1).
 WeightFormat parse_weight_format(std::string_view text);
+
+// The format a GPTQ / AWQ checkpoint's quantization_config describes (bits and group_size).
+WeightFormat weight_format_of(const QuantizationConfig& quantization);
 
 enum class KvDtype { kBf16, kFp16, kFp32, kFp8 };
 
@@ -54,13 +60,17 @@ struct HeadLayout {
 HeadLayout shard_heads(const ModelConfig& config, int64_t tp);
 
 // Stored bytes of one linear layer's weight of shape [out_features, in_features]:
-//   bf16/fp16: out * in * 2
-//   int8:      out * in  (int8 weight) + out * 2 (one bf16 scale per output channel)
-//   int4 g:    as GPTQ stores it: qweight int32 [in/8, out]       = out * in / 2
-//                                 scales fp16 [in/g, out]         = (in/g) * out * 2
-//                                 qzeros int32 [in/g, out/8]      = (in/g) * (out/8) * 4
-//              (g_idx is not counted: it is only used for act-order, which the worker does not load).
-// int4 needs in % g == 0 and out % 8 == 0; otherwise it throws naming the shape.
+//   bf16/fp16:     out * in * 2
+//   int8:          out * in (int8 weight) + out * 2 (one bf16 scale per output channel)
+//   b-bit group g: as GPTQ stores it (b = 4 or 8, pf = 32 / b values per int32,
+//                  G = in / g groups, or 1 when g = -1):
+//                    qweight int32 [in / pf, out] = out * in * b / 8
+//                    scales  fp16  [G, out]       = G * out * 2
+//                    qzeros  int32 [G, out / pf]  = G * out * b / 8
+//                  AWQ packs along the output instead (qweight [in, out / 8], qzeros
+//                  [G, out / 8]) and takes the same bytes. g_idx (int32 [in]) is not counted:
+//                  only act-order kernels read it.
+// Group-wise formats need in % g == 0 and out % pf == 0; otherwise it throws naming the shape.
 int64_t linear_weight_bytes(int64_t out_features, int64_t in_features, const WeightFormat& format);
 
 // One rank's weight shards. Element counts are kept next to bytes because the roofline needs

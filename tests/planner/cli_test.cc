@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -45,7 +46,8 @@ TEST(Cli, MarkdownReport) {
 }
 
 TEST(Cli, JsonToStdout) {
-  const CliResult r = run({"--model", "llama-3.1-70b", "--gpu", "h200", "--tp", "1,8", "--json", "-"});
+  const CliResult r =
+      run({"--model", "llama-3.1-70b", "--gpu", "h200", "--tp", "1,8", "--json", "-"});
   ASSERT_EQ(r.rc, 0) << r.err;
   const nlohmann::json j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["plans"].size(), 2u);
@@ -106,6 +108,25 @@ TEST(Cli, ErrorsNameTheProblem) {
   EXPECT_TRUE(contains(r.err, "H200")) << r.err;
   r = run({"--bogus-flag"});
   EXPECT_NE(r.rc, 0);
+}
+
+TEST(Cli, WeightsDefaultToTheCheckpointsQuantization) {
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / "planner_gptq_model";
+  std::filesystem::create_directories(dir);
+  const nlohmann::json config = {
+      {"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+      {"vocab_size", 1000},                    {"hidden_size", 256},
+      {"intermediate_size", 512},              {"num_hidden_layers", 2},
+      {"num_attention_heads", 4},              {"num_key_value_heads", 2},
+      {"quantization_config", {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 64}}}};
+  std::ofstream(dir / "config.json") << config.dump();
+  CliResult r = run({"--model", dir.string(), "--gpu", "l40s", "--json", "-"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["settings"]["weights"], "int4-g64");
+  r = run({"--model", dir.string(), "--gpu", "l40s", "--weights", "bf16", "--json", "-"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["settings"]["weights"], "bf16");
 }
 
 TEST(Cli, ListPresets) {

@@ -113,6 +113,31 @@ TEST(LinearBytes, Int4G128CountsGptqTensors) {
   EXPECT_EQ(linear_weight_bytes(8192, 28672, parse_weight_format("int4-g64")), 126615552);
 }
 
+TEST(LinearBytes, Int8GroupwiseAndOneGroup) {
+  // GPTQ int8 g128 of [8192, 8192]: pf = 4, 64 groups:
+  //   qweight int32 [2048, 8192] = 67108864; scales [64, 8192] fp16 = 1048576;
+  //   qzeros int32 [64, 2048] = 524288 -> 68681728.
+  EXPECT_EQ(linear_weight_bytes(8192, 8192, parse_weight_format("int8-g128")), 68681728);
+  // int4 with group_size -1: one group, so scales [1, 8192] = 16384 and qzeros [1, 1024] =
+  // 4096 next to the 117440512-byte qweight of down_proj: 117460992.
+  EXPECT_EQ(linear_weight_bytes(8192, 28672, parse_weight_format("int4-g-1")), 117460992);
+}
+
+TEST(WeightFormat, FromQuantizationConfig) {
+  QuantizationConfig q;
+  q.bits = 4;
+  q.group_size = 128;
+  EXPECT_EQ(weight_format_of(q).name(), "int4-g128");
+  q.bits = 8;
+  q.group_size = 64;
+  EXPECT_EQ(weight_format_of(q).name(), "int8-g64");
+  q.bits = 4;
+  q.group_size = -1;
+  EXPECT_EQ(weight_format_of(q).name(), "int4-g-1");
+  q.bits = 3;
+  expect_error([&] { weight_format_of(q); }, {"bits 3"});
+}
+
 TEST(LinearBytes, Int4RejectsShapesGptqCannotStore) {
   expect_error([] { linear_weight_bytes(8, 100, parse_weight_format("int4")); },
                {"128", "100"});
@@ -126,7 +151,10 @@ TEST(WeightFormat, ParsesAndNames) {
   EXPECT_EQ(parse_weight_format("fp16").name(), "fp16");
   expect_error([] { parse_weight_format("int4-g0"); }, {"int4-g0"});
   expect_error([] { parse_weight_format("int4-gx"); }, {"int4-gx"});
-  expect_error([] { parse_weight_format("q4_k_m"); }, {"q4_k_m", "int4-g<group size>"});
+  expect_error([] { parse_weight_format("q4_k_m"); }, {"q4_k_m", "int<4|8>-g<group size>"});
+  EXPECT_EQ(parse_weight_format("int8").group_size, 0);  // per channel
+  EXPECT_EQ(parse_weight_format("int8-g128").name(), "int8-g128");
+  EXPECT_EQ(parse_weight_format("int4-g-1").group_size, -1);
 }
 
 TEST(RankWeights, TinyModelByHand) {

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "model/memory_plan.h"
 #include "tools/plan/benchmark_result.h"
 #include "tools/plan/gpu_spec.h"
 #include "tools/plan/model_presets.h"
@@ -70,7 +71,7 @@ TEST(ModelPresets, UnknownNameListsThePresets) {
   EXPECT_NE(message.find("llama-3.1-405b"), std::string::npos) << message;
 }
 
-TEST(ModelPresets, ReadsADirectoryOrAFileIgnoringQuantizationConfig) {
+TEST(ModelPresets, ReadsADirectoryOrAFile) {
   const std::filesystem::path dir =
       std::filesystem::path(::testing::TempDir()) / "planner_model_dir";
   std::filesystem::create_directories(dir);
@@ -82,11 +83,14 @@ TEST(ModelPresets, ReadsADirectoryOrAFileIgnoringQuantizationConfig) {
                            {"num_hidden_layers", 2},
                            {"num_attention_heads", 4},
                            {"num_key_value_heads", 2},
-                           {"quantization_config", {{"bits", 4}, {"group_size", 128}}}};
+                           {"quantization_config",
+                            {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 128}}}};
   std::ofstream(dir / "config.json") << config.dump();
   const ModelSpec from_dir = load_model_spec(dir.string());
   EXPECT_EQ(from_dir.config.num_key_value_heads, 2);
   EXPECT_EQ(from_dir.config.head_dim, 64);
+  ASSERT_TRUE(from_dir.config.quantization.has_value());
+  EXPECT_EQ(model::weight_format_of(*from_dir.config.quantization).name(), "int4-g128");
   EXPECT_EQ(load_model_spec((dir / "config.json").string()).config.vocab_size, 1000);
 }
 
@@ -127,8 +131,9 @@ TEST(GpuPresets, ValidationRejectsNonPositiveFigures) {
 }
 
 TEST(BenchmarkResult, ReadsTheExample) {
-  const BenchmarkResult r = load_benchmark_result(
-      std::filesystem::path(SHARDSERVE_SOURCE_DIR) / "tests/planner/data/llama70b-h200-tp1-example.json");
+  const BenchmarkResult r =
+      load_benchmark_result(std::filesystem::path(SHARDSERVE_SOURCE_DIR) /
+                            "tests/planner/data/llama70b-h200-tp1-example.json");
   EXPECT_EQ(r.gpu, "H200");
   EXPECT_EQ(r.tp, 1);
   EXPECT_DOUBLE_EQ(*r.copy_tbps, 4.24);

@@ -33,7 +33,7 @@ struct Options {
   std::optional<double> memory_gib, bandwidth_tbps, tflops, link_gbps;
   std::vector<int64_t> tp = {1};
   int64_t replicas = 1;
-  std::string weights = "bf16";
+  std::optional<std::string> weights;  // default: the checkpoint's quantization, else bf16
   std::string kv_dtype = "bf16";
   std::vector<int64_t> contexts = {2048, 8192, 32768, 131072};
   std::vector<int64_t> batches = {1, 8, 32, 64, 128};
@@ -68,7 +68,9 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--link-gbps", o.link_gbps, "override GPU-to-GPU bandwidth per direction, GB/s");
   app.add_option("--tp", o.tp, "tensor-parallel sizes, comma-separated")->delimiter(',');
   app.add_option("--replicas", o.replicas, "data-parallel replicas of TP GPUs each");
-  app.add_option("--weights", o.weights, "bf16, fp16, int8, int4 (= int4-g128), int4-g<N>");
+  app.add_option("--weights", o.weights,
+                 "bf16, fp16, int8 (per channel), int4 (= int4-g128), int4-g<N>, int8-g<N>; "
+                 "default: the checkpoint's quantization_config, else bf16");
   app.add_option("--kv-dtype", o.kv_dtype, "bf16, fp16, fp32, fp8");
   app.add_option("--context", o.contexts, "context lengths, comma-separated")->delimiter(',');
   app.add_option("--batch", o.batches, "batch sizes, comma-separated")->delimiter(',');
@@ -147,7 +149,14 @@ PlanRequest build_request(const Options& o) {
   r.gpu = resolve_gpu(o);
   r.tp_sizes = o.tp;
   r.replicas = o.replicas;
-  r.weights = model::parse_weight_format(o.weights);
+  if (o.weights) {
+    r.weights = model::parse_weight_format(*o.weights);
+  } else if (r.model.config.quantization) {
+    r.weights = model::weight_format_of(*r.model.config.quantization);
+    r.weights_origin = "from the checkpoint's quantization_config";
+  } else {
+    r.weights = model::parse_weight_format("bf16");
+  }
   r.kv_dtype = model::parse_kv_dtype(o.kv_dtype);
   r.contexts = o.contexts;
   r.batches = o.batches;
@@ -196,7 +205,9 @@ int run_plan_cli(int argc, const char* const* argv, std::ostream& out, std::ostr
       out << render_markdown(plan, comparison);
       if (!o.json_path.empty()) write_text(o.json_path, json.dump(2) + "\n");
     }
-    if (!o.plots_dir.empty()) write_plots(json, o.plots_dir, o.plot_script, o.python, o.plot_format);
+    if (!o.plots_dir.empty()) {
+      write_plots(json, o.plots_dir, o.plot_script, o.python, o.plot_format);
+    }
     return 0;
   } catch (const Error& e) {
     err << "plan: " << e.what() << "\n";

@@ -235,9 +235,6 @@ ModelSpec load_model_spec(const std::string& spec) {
     } catch (const nlohmann::json::exception& e) {
       fail("model config {} is not valid JSON: {}", file.string(), e.what());
     }
-    // The planner takes the weight format from --weights, so a quantized checkpoint's config
-    // (which the loader refuses until quantized weights are supported) is planned like any other.
-    json.erase("quantization_config");
     // generation_config.json is not read: it only adds eos ids, which planning ignores.
     return {spec, model::parse_model_config(json, file.string())};
   }

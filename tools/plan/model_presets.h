@@ -19,7 +19,7 @@ struct ModelSpec {
 std::vector<std::string> model_preset_names();
 
 // A preset name (case-insensitive), a model directory holding config.json, or a path to a
-// config.json-style file; a file's quantization_config is ignored (--weights says the format).
+// config.json-style file (whose quantization_config, if any, lands in config.quantization).
 // Throws naming the presets when it is none of them.
 ModelSpec load_model_spec(const std::string& spec);
 

@@ -21,6 +21,7 @@ struct PlanRequest {
   std::vector<int64_t> tp_sizes = {1};
   int64_t replicas = 1;
   model::WeightFormat weights;
+  std::string weights_origin;  // where the format came from, when not from --weights
   model::KvDtype kv_dtype = model::KvDtype::kBf16;
   std::vector<int64_t> contexts = {2048, 8192, 32768, 131072};  // tokens per sequence
   std::vector<int64_t> batches = {1, 8, 32, 64, 128};           // concurrent sequences

@@ -97,6 +97,7 @@ nlohmann::json plan_to_json(const Plan& plan, const std::optional<Comparison>& c
               {"source", r.gpu.source}};
   j["settings"] = {{"replicas", r.replicas},
                    {"weights", r.weights.name()},
+                   {"weights_origin", r.weights_origin},
                    {"kv_dtype", model::kv_dtype_name(r.kv_dtype)},
                    {"block_size", r.block_size},
                    {"kv_fraction", r.kv_fraction},

@@ -48,10 +48,11 @@ void header(std::string& out, const Plan& plan) {
                  m.num_key_value_heads, m.gqa_group(), m.head_dim, m.vocab_size,
                  m.max_position_embeddings, m.tie_word_embeddings ? "tied" : "untied");
   fmt::format_to(o,
-                 "- Weights {} (embeddings, norms and LM head bf16); KV cache {} in blocks of {} "
-                 "tokens; KV pool = {:.2f} x (GPU memory - weights - {:.2f} GiB reserve); {} "
+                 "- Weights {}{} (embeddings, norms and LM head bf16); KV cache {} in blocks of "
+                 "{} tokens; KV pool = {:.2f} x (GPU memory - weights - {:.2f} GiB reserve); {} "
                  "replica(s) of TP GPUs each.\n\n",
-                 r.weights.name(), model::kv_dtype_name(r.kv_dtype), r.block_size, r.kv_fraction,
+                 r.weights.name(), r.weights_origin.empty() ? "" : ", " + r.weights_origin,
+                 model::kv_dtype_name(r.kv_dtype), r.block_size, r.kv_fraction,
                  static_cast<double>(r.reserve_bytes) / kGiB, r.replicas);
 }
 
@@ -118,7 +119,9 @@ void decode_table(std::string& out, const Plan& plan) {
   out += "|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const TpPlan& p : plan.tps) {
     for (const ContextRow& c : p.contexts) {
-      fmt::format_to(o, "| {} | {} | {} | {} |", p.tp, context_label(c), ms(c.batch1.seconds()),
+      // A context no sequence fits at still gets its batch-1 time, marked as hypothetical.
+      fmt::format_to(o, "| {} | {} | {}{} | {} |", p.tp, context_label(c),
+                     ms(c.batch1.seconds()), c.max_sequences >= 1 ? "" : " (no fit)",
                      rate(1.0 / c.batch1.seconds()));
       if (c.at_max_batch) {
         const double tps = static_cast<double>(c.max_sequences) / c.at_max_batch->seconds();
@@ -290,8 +293,9 @@ void comparison_table(std::string& out, const Comparison& c) {
                    r.predicted, r.measured, 100.0 * r.achieved(),
                    r.benchmark_roofline ? fmt::format("{:.3f}", *r.benchmark_roofline) : "-");
   }
-  for (const std::string& note : c.notes) fmt::format_to(o, "\n- {}", note);
-  out += "\n\n";
+  if (!c.notes.empty()) out += "\n";
+  for (const std::string& note : c.notes) fmt::format_to(o, "- {}\n", note);
+  out += "\n";
 }
 
 void notes(std::string& out, const Plan& plan) {

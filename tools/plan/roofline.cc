@@ -19,7 +19,8 @@ RankCost rank_cost(const model::ModelConfig& config, int64_t tp, const model::Ra
   cost.lm_head_params = static_cast<double>(weights.lm_head_params);
   cost.kv_bytes_per_token = static_cast<double>(model::kv_bytes_per_token(kv));
   cost.attention_flops_per_position =
-      4.0 * static_cast<double>(config.num_hidden_layers * heads.q_heads_per_rank * config.head_dim);
+      4.0 *
+      static_cast<double>(config.num_hidden_layers * heads.q_heads_per_rank * config.head_dim);
   return cost;
 }
 
