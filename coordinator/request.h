@@ -62,6 +62,9 @@ struct Request {
   // Tokens whose KV is in the cache (computed, or taken from the prefix cache). Decode and
   // prefill are the same thing here: a step computes tokens[num_computed, num_computed + n).
   int32_t num_computed_tokens = 0;
+  // Positions the worker ranks have been fed (their sampler state covers [0, this)); a
+  // preemption does not lower it, since the workers keep that state until `released`.
+  int32_t num_fed_tokens = 0;
   // hash of block i for every full block of `tokens` (empty when prefix caching is off).
   std::vector<BlockHash> block_hashes;
 

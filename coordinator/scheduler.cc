@@ -150,7 +150,7 @@ void Scheduler::preempt(Request* victim, std::vector<Scheduled>& scheduled, int3
 messages::StepPlan Scheduler::build_plan(const std::vector<Scheduled>& scheduled) {
   messages::StepPlan plan;
   for (const Scheduled& s : scheduled) {
-    const Request& r = *s.request;
+    Request& r = *s.request;
     messages::SequenceWork w;
     w.seq_id = r.seq_id;
     w.start_pos = r.num_computed_tokens;
@@ -164,6 +164,15 @@ messages::StepPlan Scheduler::build_plan(const std::vector<Scheduled>& scheduled
     w.block_offset = static_cast<int32_t>(plan.block_ids.size());
     w.num_blocks = kv_.blocks_for_tokens(w.start_pos + w.num_tokens);
     plan.block_ids.insert(plan.block_ids.end(), table.begin(), table.begin() + w.num_blocks);
+    // A first admission past a prefix-cache hit: the workers never saw the cached prompt
+    // tokens, which the repetition penalty reads. Send them once.
+    if (w.start_pos > r.num_fed_tokens && r.sampling.repetition_penalty != 1.0f) {
+      w.history_offset = static_cast<int32_t>(plan.history_ids.size());
+      w.history_len = w.start_pos - r.num_fed_tokens;
+      plan.history_ids.insert(plan.history_ids.end(), r.tokens.begin() + r.num_fed_tokens,
+                              r.tokens.begin() + w.start_pos);
+    }
+    r.num_fed_tokens = std::max(r.num_fed_tokens, w.start_pos + w.num_tokens);
     if (w.num_logits > 0) {
       w.sampling_index = static_cast<int32_t>(plan.sampling.size());
       plan.sampling.push_back(r.sampling);

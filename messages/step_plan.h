@@ -20,6 +20,11 @@ struct SequenceWork {
   int32_t block_offset = 0;   // its block table: StepPlan::block_ids[block_offset ...]
   int32_t num_blocks = 0;     // covers positions [0, start_pos + num_tokens)
   int32_t sampling_index = -1;  // StepPlan::sampling[...] when num_logits > 0
+  // Tokens at positions [start_pos - history_len, start_pos) that the worker has not been fed
+  // (a first admission that starts past a prefix-cache hit), sent once so that penalties over
+  // the prompt see them: StepPlan::history_ids[history_offset ...]. Usually empty.
+  int32_t history_offset = 0;
+  int32_t history_len = 0;
 };
 
 struct StepPlan {
@@ -29,6 +34,7 @@ struct StepPlan {
   std::vector<SequenceWork> seqs;
   std::vector<SamplingParams> sampling;  // one per sequence that samples this step
   std::vector<uint64_t> released;        // sequences finished or cancelled: drop worker state
+  std::vector<int32_t> history_ids;      // see SequenceWork::history_len
 
   int32_t total_tokens() const { return static_cast<int32_t>(token_ids.size()); }
 };

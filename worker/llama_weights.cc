@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/half.h"
+#include "model/quant/quantized_checkpoint.h"
 
 namespace shardserve::worker {
 namespace {
@@ -69,6 +70,19 @@ class Loader {
   const model::Checkpoint& ckpt_;
 };
 
+// Rows x columns of the linear `prefix` ([out, in] as nn.Linear stores it), as float32: read from
+// `<prefix>.weight`, or dequantized from the GPTQ / AWQ tensors of a quantized checkpoint.
+void append_linear(const model::Checkpoint& ckpt, const model::ModelConfig& c, const Loader& load,
+                   const std::string& prefix, int64_t out, int64_t in, int64_t row_begin,
+                   int64_t rows, int64_t col_begin, int64_t cols, std::vector<float>& dst) {
+  if (c.quantization && quant::is_quantized_linear(ckpt, *c.quantization, prefix)) {
+    quant::QuantizedLinearView(ckpt, *c.quantization, prefix, out, in)
+        .append_block(row_begin, rows, col_begin, cols, dst);
+    return;
+  }
+  append_block(load.get(prefix + ".weight", {out, in}), row_begin, rows, col_begin, cols, dst);
+}
+
 }  // namespace
 
 LlamaWeights load_llama_weights(const model::Checkpoint& ckpt, const model::ModelConfig& c,
@@ -83,26 +97,24 @@ LlamaWeights load_llama_weights(const model::Checkpoint& ckpt, const model::Mode
     LayerWeights lw;
     lw.input_norm = load.vector(p + "input_layernorm.weight", H);
     lw.post_norm = load.vector(p + "post_attention_layernorm.weight", H);
-    const auto& q = load.get(p + "self_attn.q_proj.weight", {c.q_size(), H});
-    const auto& k = load.get(p + "self_attn.k_proj.weight", {c.kv_size(), H});
-    const auto& v = load.get(p + "self_attn.v_proj.weight", {c.kv_size(), H});
-    append_block(q, s.head_begin * D, s.heads * D, 0, H, lw.qkv);
-    append_block(k, s.kv_head_begin * D, s.kv_heads * D, 0, H, lw.qkv);
-    append_block(v, s.kv_head_begin * D, s.kv_heads * D, 0, H, lw.qkv);
-    const auto& o = load.get(p + "self_attn.o_proj.weight", {H, c.q_size()});
-    append_block(o, 0, H, s.head_begin * D, s.heads * D, lw.o);
-    const auto& gate = load.get(p + "mlp.gate_proj.weight", {c.intermediate_size, H});
-    const auto& up = load.get(p + "mlp.up_proj.weight", {c.intermediate_size, H});
-    append_block(gate, s.ffn_begin, s.ffn, 0, H, lw.gate_up);
-    append_block(up, s.ffn_begin, s.ffn, 0, H, lw.gate_up);
-    const auto& down = load.get(p + "mlp.down_proj.weight", {H, c.intermediate_size});
-    append_block(down, 0, H, s.ffn_begin, s.ffn, lw.down);
+    const int64_t F = c.intermediate_size;
+    auto linear = [&](const char* name, int64_t out, int64_t in, int64_t row_begin, int64_t rows,
+                      int64_t col_begin, int64_t cols, std::vector<float>& dst) {
+      append_linear(ckpt, c, load, p + name, out, in, row_begin, rows, col_begin, cols, dst);
+    };
+    linear("self_attn.q_proj", c.q_size(), H, s.head_begin * D, s.heads * D, 0, H, lw.qkv);
+    linear("self_attn.k_proj", c.kv_size(), H, s.kv_head_begin * D, s.kv_heads * D, 0, H, lw.qkv);
+    linear("self_attn.v_proj", c.kv_size(), H, s.kv_head_begin * D, s.kv_heads * D, 0, H, lw.qkv);
+    linear("self_attn.o_proj", H, c.q_size(), 0, H, s.head_begin * D, s.heads * D, lw.o);
+    linear("mlp.gate_proj", F, H, s.ffn_begin, s.ffn, 0, H, lw.gate_up);
+    linear("mlp.up_proj", F, H, s.ffn_begin, s.ffn, 0, H, lw.gate_up);
+    linear("mlp.down_proj", H, F, 0, H, s.ffn_begin, s.ffn, lw.down);
     w.layers.push_back(std::move(lw));
   }
   w.final_norm = load.vector("model.norm.weight", H);
-  if (c.tie_word_embeddings) {
-    w.lm_head = w.embedding;  // transformers ignores a stored lm_head.weight when tied
-  } else {
+  // Tied: lm_head stays empty and head() serves the embedding (transformers ignores a stored
+  // lm_head.weight when tied).
+  if (!c.tie_word_embeddings) {
     const auto& head = load.get("lm_head.weight", {c.vocab_size, H});
     append_block(head, s.vocab_begin, s.vocab, 0, H, w.lm_head);
   }

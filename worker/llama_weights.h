@@ -24,7 +24,8 @@ struct LlamaWeights {
   std::vector<float> embedding;    // [shard.vocab, hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;   // [hidden]
-  std::vector<float> lm_head;      // [shard.vocab, hidden] (a copy of the embedding when tied)
+  std::vector<float> lm_head;      // [shard.vocab, hidden]; empty when tied (the embedding serves)
+  const std::vector<float>& head() const { return lm_head.empty() ? embedding : lm_head; }
 };
 
 // Throws an Error naming the tensor and file for a missing tensor, a wrong shape or an

@@ -62,6 +62,9 @@ void ModelRunner::validate(const messages::StepPlan& plan) const {
     require(end <= config_.max_position_embeddings,
             "step {}: sequence {} reaches position {} beyond the context length {}", plan.step_id,
             s.seq_id, end, config_.max_position_embeddings);
+    require(s.history_len >= 0 && s.history_len <= s.start_pos && s.history_offset >= 0 &&
+                s.history_offset + s.history_len <= int64_t(plan.history_ids.size()),
+            "step {}: sequence {} history range is outside the plan", plan.step_id, s.seq_id);
     require(s.block_offset >= 0 && s.block_offset + s.num_blocks <= int64_t(plan.block_ids.size()),
             "step {}: sequence {} block table is outside the plan", plan.step_id, s.seq_id);
     require(int64_t{s.num_blocks} * bs >= end,
@@ -166,7 +169,7 @@ StepLogits ModelRunner::lm_head(const messages::StepPlan& plan) {
   const int64_t stride = shard_.vocab_per_rank;
   std::vector<float> local(out.rows * stride, 0.0f);
   std::vector<float> partial(out.rows * shard_.vocab);
-  cpu::matmul_nt(rows.data(), weights_.lm_head.data(), partial.data(), out.rows, shard_.vocab, H);
+  cpu::matmul_nt(rows.data(), weights_.head().data(), partial.data(), out.rows, shard_.vocab, H);
   for (int64_t r = 0; r < out.rows; ++r) {
     std::copy(partial.begin() + r * shard_.vocab, partial.begin() + (r + 1) * shard_.vocab,
               local.begin() + r * stride);

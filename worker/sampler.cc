@@ -13,16 +13,23 @@ kernels::cpu::PenaltyHistory Sampler::History::as_penalties() const {
   return p;
 }
 
+void Sampler::History::add(int32_t token, int64_t position, int32_t prompt_len) {
+  if (position < next_position) return;
+  seen[token] = true;
+  if (position >= prompt_len) ++output_counts[token];
+  next_position = position + 1;
+}
+
 void Sampler::observe(const messages::StepPlan& plan) {
   for (uint64_t id : plan.released) history_.erase(id);
   for (const auto& s : plan.seqs) {
-    // A plan that starts a known sequence at position 0 recomputes it (preemption): rebuild.
-    if (s.start_pos == 0) history_.erase(s.seq_id);
     History& h = history_[s.seq_id];
+    const int64_t history_begin = int64_t{s.start_pos} - s.history_len;
+    for (int32_t i = 0; i < s.history_len; ++i) {
+      h.add(plan.history_ids[s.history_offset + i], history_begin + i, s.prompt_len);
+    }
     for (int32_t i = 0; i < s.num_tokens; ++i) {
-      const int32_t token = plan.token_ids[s.token_offset + i];
-      h.seen[token] = true;
-      if (s.start_pos + i >= s.prompt_len) ++h.output_counts[token];
+      h.add(plan.token_ids[s.token_offset + i], int64_t{s.start_pos} + i, s.prompt_len);
     }
   }
 }

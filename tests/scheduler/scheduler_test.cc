@@ -167,6 +167,42 @@ TEST(Scheduler, PrefixCacheHitStartsAfterTheCachedBlocks) {
       << "a finished in the previous step: released in this plan";
 }
 
+TEST(Scheduler, PrefixHitSendsTheCachedPromptOnceWhenTheRepetitionPenaltyNeedsIt) {
+  SchedulerConfig c = small_config();
+  c.max_num_batched_tokens = 16;
+  Harness h(c);
+  auto shared = iota(8);
+  auto pa = shared;
+  pa.insert(pa.end(), {1, 1});
+  h.add(spec("a", pa, 1));
+  h.step();
+  // b shares a's 8 cached tokens and penalises repetition: the workers must learn them.
+  auto pb = shared;
+  pb.insert(pb.end(), {3, 3, 3});
+  auto sb = spec("b", pb, 3);
+  sb.sampling.repetition_penalty = 1.3f;
+  const uint64_t b = h.add(std::move(sb));
+  h.step();
+  ASSERT_NE(h.work(b), nullptr);
+  EXPECT_EQ(h.work(b)->start_pos, 8);
+  EXPECT_EQ(h.work(b)->history_len, 8);
+  EXPECT_EQ(std::vector<int32_t>(h.plan.history_ids.begin() + h.work(b)->history_offset,
+                                 h.plan.history_ids.begin() + h.work(b)->history_offset + 8),
+            shared);
+  h.step();  // a decode: nothing to resend
+  ASSERT_NE(h.work(b), nullptr);
+  EXPECT_EQ(h.work(b)->history_len, 0);
+  EXPECT_TRUE(h.plan.history_ids.empty());
+  // Without the penalty a prefix hit sends no history.
+  auto pc = shared;
+  pc.insert(pc.end(), {4, 4});
+  const uint64_t cseq = h.add(spec("c", pc, 1));
+  h.step();
+  ASSERT_NE(h.work(cseq), nullptr);
+  EXPECT_EQ(h.work(cseq)->start_pos, 8);
+  EXPECT_EQ(h.work(cseq)->history_len, 0);
+}
+
 TEST(Scheduler, FullyCachedPromptRecomputesItsLastBlockPrivately) {
   Harness h(small_config());
   const uint64_t a = h.add(spec("a", iota(8), 1));
