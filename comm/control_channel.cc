@@ -26,7 +26,11 @@ ControlChannel::ControlChannel(MPI_Comm world) {
 }
 
 ControlChannel::~ControlChannel() {
-  progress();
+  try {
+    progress();
+  } catch (const std::exception&) {
+    // Destruction must not throw; what is still pending is freed below.
+  }
   for (auto& p : pending_) MPI_Request_free(&p.request);
   // The buffers of freed requests must outlive the sends: keep them to the end of the process.
   if (!pending_.empty()) {

@@ -68,8 +68,11 @@ const std::vector<Setting>& settings() {
        [](C& c) { return Setting::Ref(&c.ports.host); }},
       {"ports.zmq", "--zmq-port", "ZeroMQ request port", [](C& c) { return Setting::Ref(&c.ports.zmq); }},
       {"ports.http", "--http-port", "HTTP API port", [](C& c) { return Setting::Ref(&c.ports.http); }},
-      {"ports.metrics", "--metrics-port", "Prometheus metrics port",
+      {"ports.metrics", "--metrics-port",
+       "Prometheus metrics port of the coordinator; worker rank w uses it + w (0: off)",
        [](C& c) { return Setting::Ref(&c.ports.metrics); }},
+      {"ports.metrics_host", "--metrics-host", "address the metrics endpoints bind",
+       [](C& c) { return Setting::Ref(&c.ports.metrics_host); }},
       {"runtime.startup_timeout_s", "--startup-timeout", "seconds for loading and the handshake",
        [](C& c) { return Setting::Ref(&c.runtime.startup_timeout_s); }},
       {"runtime.step_timeout_s", "--step-timeout", "seconds a replica may take for one step",
@@ -353,11 +356,16 @@ void validate(const ServiceConfig& c) {
   const std::pair<const char*, int32_t> ports[] = {
       {"ports.zmq", c.ports.zmq}, {"ports.http", c.ports.http}, {"ports.metrics", c.ports.metrics}};
   for (const auto& [name, port] : ports)
-    require(port >= 1 && port <= 65535, "{} = {} must be in [1, 65535]", name, port);
+    require((port >= 1 || (port == 0 && name == std::string_view("ports.metrics"))) &&
+                port <= 65535,
+            "{} = {} must be in [1, 65535]{}", name, port,
+            name == std::string_view("ports.metrics") ? " (or 0: off)" : "");
   for (std::size_t i = 0; i < 3; ++i)
     for (std::size_t j = i + 1; j < 3; ++j)
-      require(ports[i].second != ports[j].second, "{} = {} equals {} = {}: each port must differ",
-              ports[j].first, ports[j].second, ports[i].first, ports[i].second);
+      require(ports[i].second != ports[j].second || ports[i].second == 0,
+              "{} = {} equals {} = {}: each port must differ", ports[j].first, ports[j].second,
+              ports[i].first, ports[i].second);
+  require(!c.ports.metrics_host.empty(), "ports.metrics_host is empty");
   const std::pair<const char*, double> times[] = {
       {"runtime.startup_timeout_s", c.runtime.startup_timeout_s},
       {"runtime.step_timeout_s", c.runtime.step_timeout_s}};

@@ -11,7 +11,7 @@
 //   [kv]         block_size, num_blocks, memory_bytes ("4GiB" or an integer), memory_fraction
 //   [scheduler]  max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching,
 //                enable_chunked_prefill, watermark
-//   [ports]      host, zmq, http, metrics
+//   [ports]      host, zmq, http, metrics, metrics_host
 //   [runtime]    startup_timeout_s, step_timeout_s, shutdown_grace_s
 // Each key has a flag: `kv.block_size` is --kv-block-size, `tp` is --tp (see settings()).
 #include <cstdint>
@@ -56,7 +56,11 @@ struct PortSettings {
   std::string host = "0.0.0.0";
   int32_t zmq = 5555;
   int32_t http = 8000;
+  // Prometheus /metrics: the coordinator on `metrics`, worker world rank w on metrics + w, each
+  // bound to metrics_host (loopback unless configured; "0.0.0.0" for a remote Prometheus).
+  // 0 turns the endpoints off. See docs/metrics.md.
   int32_t metrics = 9090;
+  std::string metrics_host = "127.0.0.1";
 };
 
 struct RuntimeSettings {

@@ -68,6 +68,23 @@ bool KVCacheManager::allocate_slots(uint64_t seq, int32_t num_tokens, int32_t nu
   return true;
 }
 
+int32_t KVCacheManager::trim(uint64_t seq, int32_t num_tokens) {
+  auto it = tables_.find(seq);
+  require(it != tables_.end(), "kv cache: trim of unknown sequence {}", seq);
+  SeqBlocks& s = it->second;
+  const int32_t keep = blocks_for_tokens(num_tokens);
+  require(keep >= s.num_registered,
+          "kv cache: trim of sequence {} to {} blocks would drop {} registered blocks", seq, keep,
+          s.num_registered);
+  int32_t freed = 0;
+  while (static_cast<int32_t>(s.table.size()) > keep) {
+    pool_.release(s.table.back());
+    s.table.pop_back();
+    ++freed;
+  }
+  return freed;
+}
+
 void KVCacheManager::cache_full_blocks(uint64_t seq, std::span<const BlockHash> hashes,
                                        int32_t num_computed) {
   if (!prefix_caching_) return;

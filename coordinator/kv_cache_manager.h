@@ -46,6 +46,11 @@ class KVCacheManager {
   // when the pool has too few free blocks.
   bool allocate_slots(uint64_t seq, int32_t num_tokens, int32_t num_lookahead);
 
+  // Speculative rollback: shrinks the sequence's table to the blocks that num_tokens slots need,
+  // releasing the rest last block first (they held only rejected draft tokens' KV: private,
+  // never registered). Returns how many were freed.
+  int32_t trim(uint64_t seq, int32_t num_tokens);
+
   // Registers the sequence's blocks that are full and computed (its first num_computed tokens)
   // under hashes[i]; blocks already registered or taken from the cache are skipped.
   void cache_full_blocks(uint64_t seq, std::span<const BlockHash> hashes, int32_t num_computed);

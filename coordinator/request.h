@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "coordinator/block_hash.h"
+#include "coordinator/speculative_policy.h"
 #include "coordinator/stop_string_matcher.h"
 #include "coordinator/text_stream.h"
 #include "messages/sampling_params.h"
@@ -31,6 +32,10 @@ struct RequestSpec {
   double arrival_time = 0.0;
   // Detokenizer for stop strings and output text; may be null when stop_strings is empty.
   std::unique_ptr<TextStream> text_stream;
+  // Speculative decoding: draft tokens per verify for this request. Unset: the engine's
+  // SpeculativeConfig::num_speculative_tokens; 0: this request does not speculate; larger values
+  // are capped at the engine's. Ignored when the engine does not speculate.
+  std::optional<int32_t> num_speculative_tokens;
 };
 
 enum class RequestStatus { kWaiting, kRunning, kFinished };
@@ -72,6 +77,11 @@ struct Request {
   bool ever_scheduled = false;
   int32_t num_preemptions = 0;
   int32_t num_cached_prompt_tokens = 0;  // prefix-cache hit at first admission
+
+  // Speculative decoding: the most draft tokens per verify (0: never speculates), and the
+  // measured acceptance for the adaptive K (coordinator/speculative_policy.h).
+  int32_t max_num_draft = 0;
+  AcceptanceEstimate acceptance;
 
   QueueKey key() const { return QueueKey{priority, arrival_time, seq_id}; }
   int32_t num_tokens() const { return static_cast<int32_t>(tokens.size()); }

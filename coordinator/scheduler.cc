@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "coordinator/decode_policy.h"
+#include "coordinator/ngram_proposer.h"
 #include "coordinator/prefill_policy.h"
 #include "coordinator/preemption_policy.h"
 #include "coordinator/stop_checker.h"
@@ -53,9 +54,16 @@ AddResult Scheduler::add_request(RequestSpec spec) {
     result.rejection = std::move(out);
     return result;
   }
+  const SpeculativeConfig& sp = config_.speculative;
+  const int32_t max_num_draft =
+      sp.method == SpeculativeMethod::kNone
+          ? 0
+          : std::clamp(spec.num_speculative_tokens.value_or(sp.num_speculative_tokens), 0,
+                       sp.num_speculative_tokens);
   auto request = std::make_unique<Request>(result.seq_id, std::move(spec), config_.block_size,
                                            config_.enable_prefix_caching);
   Request* r = request.get();
+  r->max_num_draft = max_num_draft;
   by_request_id_.emplace(r->request_id, r->seq_id);
   requests_.emplace(r->seq_id, std::move(request));
   waiting_.push(r);
@@ -76,14 +84,38 @@ messages::StepPlan Scheduler::schedule() {
 
 void Scheduler::schedule_running(std::vector<Scheduled>& scheduled, int32_t& budget,
                                  bool& preempted) {
-  for (Request* r : order_running(running_)) {
+  const std::vector<Request*> order = order_running(running_);
+  // Decodes still to be served after the current one: draft tokens come only from the budget
+  // they leave, so that every running decode still gets its step.
+  int32_t decodes_after = 0;
+  for (const Request* r : order) decodes_after += r->is_decoding();
+  for (Request* r : order) {
+    const bool decoding = r->is_decoding();
+    if (decoding) --decodes_after;
     if (r->status != RequestStatus::kRunning) continue;  // a victim earlier in this loop
     if (budget == 0) break;
-    const int32_t n = r->is_decoding()
-                          ? 1
-                          : prefill_chunk(r->num_uncomputed_tokens(), budget,
-                                          config_.enable_chunked_prefill);
+    const int32_t n = decoding ? 1
+                               : prefill_chunk(r->num_uncomputed_tokens(), budget,
+                                               config_.enable_chunked_prefill);
     if (n == 0) continue;
+    Scheduled s{r, n};
+    if (decoding && r->max_num_draft > 0)
+      plan_drafts(*r, std::max(0, budget - n - decodes_after), s);
+    // Lookahead slots for the drafts, from free blocks only: speculation never preempts. With
+    // too few, as many drafts as the sequence's blocks and the free ones have slots for.
+    if (s.num_draft > 0 &&
+        !kv_.allocate_slots(r->seq_id, r->num_computed_tokens + n, s.num_draft)) {
+      const int32_t held = static_cast<int32_t>(kv_.block_table(r->seq_id).size());
+      const int32_t slots = (held + kv_.num_free_blocks()) * config_.block_size -
+                            (r->num_computed_tokens + n);
+      s.num_draft = std::max(0, std::min(s.num_draft - 1, slots));
+      s.drafts.resize(s.drafts.empty() ? 0 : s.num_draft);
+      if (s.num_draft > 0 &&
+          !kv_.allocate_slots(r->seq_id, r->num_computed_tokens + n, s.num_draft)) {
+        s.num_draft = 0;
+        s.drafts.clear();
+      }
+    }
     bool self_preempted = false;
     while (!kv_.allocate_slots(r->seq_id, r->num_computed_tokens + n, /*num_lookahead=*/0)) {
       Request* victim = choose_victim(running_);
@@ -95,8 +127,26 @@ void Scheduler::schedule_running(std::vector<Scheduled>& scheduled, int32_t& bud
       }
     }
     if (self_preempted) continue;
-    scheduled.push_back({r, n});
-    budget -= n;
+    budget -= s.budget();
+    scheduled.push_back(std::move(s));
+  }
+}
+
+void Scheduler::plan_drafts(const Request& r, int32_t cap, Scheduled& s) const {
+  const SpeculativeConfig& sp = config_.speculative;
+  int32_t k = r.max_num_draft;
+  if (sp.adaptive)
+    k = best_num_draft(r.acceptance.rate(sp.initial_acceptance), k, sp.draft_cost);
+  // A verify yields up to k + 1 tokens: never more than the request may still produce.
+  k = std::min(k, cap);
+  k = std::min(k, config_.max_model_len - r.num_tokens() - 1);
+  if (r.max_tokens) k = std::min(k, *r.max_tokens - r.num_output_tokens() - 1);
+  if (k <= 0) return;
+  if (sp.method == SpeculativeMethod::kNgram) {
+    s.drafts = propose_ngram(r.tokens, k, sp.ngram_min, sp.ngram_max);
+    s.num_draft = static_cast<int32_t>(s.drafts.size());
+  } else {
+    s.num_draft = k;
   }
 }
 
@@ -138,7 +188,7 @@ void Scheduler::preempt(Request* victim, std::vector<Scheduled>& scheduled, int3
   auto it = std::find_if(scheduled.begin(), scheduled.end(),
                          [&](const Scheduled& s) { return s.request == victim; });
   if (it != scheduled.end()) {
-    budget += it->num_tokens;
+    budget += it->budget();
     scheduled.erase(it);
   }
   preempt_by_recompute(*victim, kv_);
@@ -154,12 +204,22 @@ messages::StepPlan Scheduler::build_plan(const std::vector<Scheduled>& scheduled
     messages::SequenceWork w;
     w.seq_id = r.seq_id;
     w.start_pos = r.num_computed_tokens;
-    w.num_tokens = s.num_tokens;
-    w.num_logits = (w.start_pos + w.num_tokens == r.num_tokens()) ? 1 : 0;
+    w.num_tokens = s.num_tokens + s.num_draft;
+    w.num_logits = (w.start_pos + s.num_tokens == r.num_tokens()) ? 1 + s.num_draft : 0;
     w.prompt_len = r.prompt_len;
     w.token_offset = plan.total_tokens();
     plan.token_ids.insert(plan.token_ids.end(), r.tokens.begin() + w.start_pos,
-                          r.tokens.begin() + w.start_pos + w.num_tokens);
+                          r.tokens.begin() + w.start_pos + s.num_tokens);
+    if (s.num_draft > 0) {
+      w.num_draft = s.num_draft;
+      if (config_.speculative.method == SpeculativeMethod::kNgram) {
+        w.draft_source = messages::DraftSource::kPlan;
+        plan.token_ids.insert(plan.token_ids.end(), s.drafts.begin(), s.drafts.end());
+      } else {
+        w.draft_source = messages::DraftSource::kDraftModel;
+        plan.token_ids.insert(plan.token_ids.end(), s.num_draft, -1);  // the worker drafts
+      }
+    }
     const auto& table = kv_.block_table(r.seq_id);
     w.block_offset = static_cast<int32_t>(plan.block_ids.size());
     w.num_blocks = kv_.blocks_for_tokens(w.start_pos + w.num_tokens);
@@ -172,7 +232,7 @@ messages::StepPlan Scheduler::build_plan(const std::vector<Scheduled>& scheduled
       plan.history_ids.insert(plan.history_ids.end(), r.tokens.begin() + r.num_fed_tokens,
                               r.tokens.begin() + w.start_pos);
     }
-    r.num_fed_tokens = std::max(r.num_fed_tokens, w.start_pos + w.num_tokens);
+    r.num_fed_tokens = std::max(r.num_fed_tokens, w.start_pos + s.num_tokens);
     if (w.num_logits > 0) {
       w.sampling_index = static_cast<int32_t>(plan.sampling.size());
       plan.sampling.push_back(r.sampling);
@@ -221,18 +281,45 @@ std::vector<RequestOutput> Scheduler::on_step_result(const messages::StepResult&
     auto it = requests_.find(w.seq_id);
     if (it == requests_.end()) continue;  // cancelled while the step ran; its blocks are free
     Request& r = *it->second;
-    r.num_computed_tokens += w.num_tokens;
-    kv_.cache_full_blocks(r.seq_id, r.block_hashes, r.num_computed_tokens);
+    if (w.num_draft == 0) {
+      r.num_computed_tokens += w.num_tokens;
+      kv_.cache_full_blocks(r.seq_id, r.block_hashes, r.num_computed_tokens);
+    }
     if (w.num_logits == 0) continue;
     auto s = sample_of.find(w.seq_id);
     require(s != sample_of.end(), "scheduler: step {} result lacks the token of sequence {}",
             result.step_id, w.seq_id);
     const int32_t begin = result.sample_offsets[s->second];
     const int32_t count = result.sample_offsets[s->second + 1] - begin;
-    require(count == w.num_logits,
-            "scheduler: step {} result has {} tokens for sequence {}, the plan asked for {}",
-            result.step_id, count, w.seq_id, w.num_logits);
-    outputs.push_back(process_sample(r, result.tokens[begin]));
+    const std::span<const messages::SampledToken> samples(result.tokens.data() + begin, count);
+    if (w.num_draft == 0) {
+      require(count == w.num_logits,
+              "scheduler: step {} result has {} tokens for sequence {}, the plan asked for {}",
+              result.step_id, count, w.seq_id, w.num_logits);
+      outputs.push_back(process_samples(r, samples.first(1)));
+      continue;
+    }
+    // Speculative verify: the accepted drafts, then the target's own token.
+    require(count >= 1 && count <= w.num_draft + 1,
+            "scheduler: step {} result has {} tokens for sequence {}, which verified {} drafts "
+            "(want 1 to {})",
+            result.step_id, count, w.seq_id, w.num_draft, w.num_draft + 1);
+    const int32_t accepted = count - 1;
+    ++counters_.spec_decode_drafts_total;
+    counters_.spec_decode_draft_tokens_total += w.num_draft;
+    counters_.spec_decode_accepted_tokens_total += accepted;
+    r.acceptance.update(accepted, w.num_draft, config_.speculative.acceptance_decay);
+    // KV is valid for the fed tokens and the accepted drafts; the workers' sampler counted the
+    // accepted drafts too.
+    r.num_computed_tokens += w.num_tokens - w.num_draft + accepted;
+    r.num_fed_tokens = std::max(r.num_fed_tokens, r.num_computed_tokens);
+    const uint64_t seq = r.seq_id;
+    RequestOutput out = process_samples(r, samples);
+    // Rollback: blocks that held only rejected drafts go back to the pool (a finished request
+    // has freed all of its blocks already).
+    if (!out.finished)
+      counters_.spec_decode_rollback_blocks_total += kv_.trim(seq, r.num_tokens());
+    outputs.push_back(std::move(out));
   }
   return outputs;
 }
@@ -262,31 +349,47 @@ bool end_text(Request& r, RequestOutput& out) {
 
 }  // namespace
 
-RequestOutput Scheduler::process_sample(Request& r, const messages::SampledToken& sample) {
-  const int32_t token = sample.token_id;
-  r.append_token(token);
-  RequestOutput out = base_output(r);
-  out.new_tokens.push_back(sample);
+RequestOutput Scheduler::process_samples(Request& r,
+                                         std::span<const messages::SampledToken> samples) {
+  RequestOutput out;
+  for (const messages::SampledToken& sample : samples) {
+    const int32_t token = sample.token_id;
+    r.append_token(token);
+    // A speculative verify computed KV past the tokens known before it: blocks that the
+    // accepted tokens complete are registered now (no-op for plain steps).
+    kv_.cache_full_blocks(r.seq_id, r.block_hashes, r.num_computed_tokens);
+    out.new_tokens.push_back(sample);
+    auto finish_now = [&](FinishReason reason, const char* detail) {
+      RequestOutput full = base_output(r);
+      full.new_tokens = std::move(out.new_tokens);
+      full.new_text = std::move(out.new_text);
+      full.stop_token_id = out.stop_token_id;
+      full.stop_string = std::move(out.stop_string);
+      return finish(r, reason, detail, std::move(full));
+    };
 
-  // Order: stop token, stop string, length.
-  const TokenStop ts = check_stop_token(r, token, config_.eos_token_ids);
-  if (ts != TokenStop::kNone) {
-    // The stop token's own text is not emitted; text held back before it is.
-    const bool by_string = end_text(r, out);
-    out.stop_token_id = by_string ? std::nullopt : std::optional<int32_t>(token);
-    return finish(r, FinishReason::kStop,
-                  by_string ? "stop_string" : (ts == TokenStop::kEos ? "eos" : "stop_token"),
-                  std::move(out));
+    // Order: stop token, stop string, length. Whatever follows a token that ends the request
+    // (rest of an accepted draft run) is dropped.
+    const TokenStop ts = check_stop_token(r, token, config_.eos_token_ids);
+    if (ts != TokenStop::kNone) {
+      // The stop token's own text is not emitted; text held back before it is.
+      const bool by_string = end_text(r, out);
+      out.stop_token_id = by_string ? std::nullopt : std::optional<int32_t>(token);
+      return finish_now(FinishReason::kStop,
+                        by_string ? "stop_string" : (ts == TokenStop::kEos ? "eos" : "stop_token"));
+    }
+    const std::string piece = r.text_stream ? r.text_stream->push(token) : std::string();
+    if (feed_text(r, piece, out)) return finish_now(FinishReason::kStop, "stop_string");
+    if (reached_length(r, config_.max_model_len)) {
+      if (end_text(r, out)) return finish_now(FinishReason::kStop, "stop_string");
+      const bool by_max_tokens = r.max_tokens && r.num_output_tokens() >= *r.max_tokens;
+      return finish_now(FinishReason::kLength, by_max_tokens ? "max_tokens" : "context_length");
+    }
   }
-  const std::string piece = r.text_stream ? r.text_stream->push(token) : std::string();
-  if (feed_text(r, piece, out)) return finish(r, FinishReason::kStop, "stop_string", std::move(out));
-  if (reached_length(r, config_.max_model_len)) {
-    if (end_text(r, out)) return finish(r, FinishReason::kStop, "stop_string", std::move(out));
-    const bool by_max_tokens = r.max_tokens && r.num_output_tokens() >= *r.max_tokens;
-    return finish(r, FinishReason::kLength, by_max_tokens ? "max_tokens" : "context_length",
-                  std::move(out));
-  }
-  return out;
+  RequestOutput full = base_output(r);
+  full.new_tokens = std::move(out.new_tokens);
+  full.new_text = std::move(out.new_text);
+  return full;
 }
 
 RequestOutput Scheduler::finish(Request& r, FinishReason reason, std::string detail,

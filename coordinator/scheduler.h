@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -68,7 +69,10 @@ class Scheduler {
  private:
   struct Scheduled {
     Request* request;
-    int32_t num_tokens;
+    int32_t num_tokens;             // the sequence's own tokens (drafts not included)
+    int32_t num_draft = 0;          // draft tokens to verify after them
+    std::vector<int32_t> drafts = {};  // prompt lookup: the proposals (draft model: empty)
+    int32_t budget() const { return num_tokens + num_draft; }
   };
   struct InFlight {
     uint64_t step_id;
@@ -80,7 +84,12 @@ class Scheduler {
   void admit_waiting(std::vector<Scheduled>& scheduled, int32_t& budget);
   void preempt(Request* victim, std::vector<Scheduled>& scheduled, int32_t& budget);
   messages::StepPlan build_plan(const std::vector<Scheduled>& scheduled);
-  RequestOutput process_sample(Request& r, const messages::SampledToken& sample);
+  // Draft tokens for a decoding request this step, at most `cap` (budget and lookahead rules in
+  // coordinator/speculative_policy.h).
+  void plan_drafts(const Request& r, int32_t cap, Scheduled& s) const;
+  // Appends a step's tokens for one sequence in order, checking the stop conditions after each;
+  // tokens after one that finishes the request are dropped.
+  RequestOutput process_samples(Request& r, std::span<const messages::SampledToken> samples);
   RequestOutput finish(Request& r, FinishReason reason, std::string detail, RequestOutput out);
   void erase_request(Request& r);
   RequestOutput base_output(const Request& r) const;

@@ -37,6 +37,40 @@ void validate_scheduler_config(const SchedulerConfig& c) {
   require(c.preemption_mode == PreemptionMode::kRecompute,
           "scheduler: preemption_mode=swap is not implemented (the step plan carries no swap "
           "lists and workers keep no host KV pool); use preemption_mode=recompute");
+  const SpeculativeConfig& sp = c.speculative;
+  if (sp.method != SpeculativeMethod::kNone) {
+    require(sp.num_speculative_tokens >= 1 && sp.num_speculative_tokens <= kMaxSpeculativeTokens,
+            "scheduler: speculative.num_speculative_tokens={} must be in [1, {}] with method {}",
+            sp.num_speculative_tokens, kMaxSpeculativeTokens, to_string(sp.method));
+    require(sp.ngram_min >= 1 && sp.ngram_max >= sp.ngram_min && sp.ngram_max <= 64,
+            "scheduler: speculative ngram_min={} / ngram_max={} must satisfy 1 <= min <= max <= 64",
+            sp.ngram_min, sp.ngram_max);
+    require(std::isfinite(sp.draft_cost) && sp.draft_cost >= 0.0,
+            "scheduler: speculative.draft_cost={} must be >= 0", sp.draft_cost);
+    require(std::isfinite(sp.initial_acceptance) && sp.initial_acceptance > 0.0 &&
+                sp.initial_acceptance < 1.0,
+            "scheduler: speculative.initial_acceptance={} must be in (0, 1)",
+            sp.initial_acceptance);
+    require(std::isfinite(sp.acceptance_decay) && sp.acceptance_decay >= 0.0 &&
+                sp.acceptance_decay < 1.0,
+            "scheduler: speculative.acceptance_decay={} must be in [0, 1)", sp.acceptance_decay);
+  }
+}
+
+SpeculativeMethod parse_speculative_method(std::string_view name) {
+  if (name == "none") return SpeculativeMethod::kNone;
+  if (name == "ngram") return SpeculativeMethod::kNgram;
+  if (name == "draft_model") return SpeculativeMethod::kDraftModel;
+  fail("scheduler: speculative method '{}' is not one of none, ngram, draft_model", name);
+}
+
+std::string_view to_string(SpeculativeMethod method) {
+  switch (method) {
+    case SpeculativeMethod::kNone: return "none";
+    case SpeculativeMethod::kNgram: return "ngram";
+    case SpeculativeMethod::kDraftModel: return "draft_model";
+  }
+  return "?";
 }
 
 PreemptionMode parse_preemption_mode(std::string_view name) {

@@ -14,6 +14,34 @@ enum class PreemptionMode {
   kSwap,       // copy its blocks to host memory: refused by validation (see scheduler_config.cc)
 };
 
+// Speculative decoding (docs/speculative.md). The scheduler reserves lookahead slots for the
+// drafts, puts them in the plan (prompt lookup) or asks the workers' draft model for them, keeps
+// the accepted ones and rolls the rest back.
+enum class SpeculativeMethod {
+  kNone,
+  kNgram,       // prompt lookup: the scheduler proposes from the sequence's own tokens
+  kDraftModel,  // the workers' draft model proposes (DraftSource::kDraftModel)
+};
+
+inline constexpr int32_t kMaxSpeculativeTokens = 32;
+
+struct SpeculativeConfig {
+  SpeculativeMethod method = SpeculativeMethod::kNone;
+  // K: draft tokens per verify, the default for every request (RequestSpec may ask for fewer or
+  // for none) and the most the adaptive choice may use.
+  int32_t num_speculative_tokens = 0;
+  int32_t ngram_min = 1;  // prompt lookup: suffix lengths tried, longest first
+  int32_t ngram_max = 3;
+  // Adaptive K: per request, the K in [1, K] that maximises expected tokens per unit of step time
+  // (1 + a + ... + a^K) / (1 + K * draft_cost) at its measured acceptance rate a (an EWMA).
+  bool adaptive = false;
+  // Cost of one more draft token relative to a plain decode step: t_draft / t_target plus the
+  // verify pass's cost per extra token (near 0 while decode is memory-bound).
+  double draft_cost = 0.05;
+  double initial_acceptance = 0.6;  // the estimate before a request has verified anything
+  double acceptance_decay = 0.9;    // EWMA weight of the past per verify
+};
+
 struct SchedulerConfig {
   int32_t block_size = 16;                // tokens per KV block
   int32_t num_blocks = 0;                 // physical blocks in the pool (the memory planner's figure)
@@ -25,10 +53,15 @@ struct SchedulerConfig {
   bool enable_chunked_prefill = true;
   PreemptionMode preemption_mode = PreemptionMode::kRecompute;
   std::vector<int32_t> eos_token_ids;     // every id that ends generation (ModelConfig's list)
+  SpeculativeConfig speculative;
 };
 
 // Throws shardserve::Error naming the offending setting and value.
 void validate_scheduler_config(const SchedulerConfig& config);
+
+// "none", "ngram" or "draft_model" (command-line and config-file spelling).
+SpeculativeMethod parse_speculative_method(std::string_view name);
+std::string_view to_string(SpeculativeMethod method);
 
 // "recompute" or "swap" (command-line and config-file spelling).
 PreemptionMode parse_preemption_mode(std::string_view name);

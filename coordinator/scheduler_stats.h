@@ -19,6 +19,23 @@ struct SchedulerStats {
   int64_t requests_cancelled = 0;
   int64_t requests_rejected = 0;
   int64_t steps_total = 0;            // plans with work
+  // Speculative decoding (the monitoring catalogue's shardserve_spec_decode_*_total):
+  int64_t spec_decode_drafts_total = 0;         // sequence-steps that verified draft tokens
+  int64_t spec_decode_draft_tokens_total = 0;   // draft tokens proposed for verification
+  int64_t spec_decode_accepted_tokens_total = 0;  // of those, accepted by the target
+  int64_t spec_decode_rollback_blocks_total = 0;  // KV blocks freed by rolling back rejections
+
+  double spec_acceptance_rate() const {
+    return spec_decode_draft_tokens_total
+               ? double(spec_decode_accepted_tokens_total) / double(spec_decode_draft_tokens_total)
+               : 0.0;
+  }
+  // Tokens a verifying sequence gains per step: accepted drafts + the target's own token.
+  double spec_mean_accepted_length() const {
+    return spec_decode_drafts_total
+               ? 1.0 + double(spec_decode_accepted_tokens_total) / double(spec_decode_drafts_total)
+               : 0.0;
+  }
 };
 
 }  // namespace shardserve::coordinator

@@ -14,6 +14,17 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the codec sends raw arrays little-endian; add byte swapping for this host");
 
+// A field added to a message type must be added to its pack/unpack below (and kCodecVersion
+// bumped): these sizes make the build fail until it is.
+static_assert(sizeof(SequenceWork) == 56, "SequenceWork changed: update messages/codec.cc");
+static_assert(sizeof(SamplingParams) == 48, "SamplingParams changed: update messages/codec.cc");
+static_assert(sizeof(StepPlan) == 8 + 6 * sizeof(std::vector<int32_t>),
+              "StepPlan changed: update messages/codec.cc");
+static_assert(sizeof(SampledToken) == 8 + 2 * sizeof(std::vector<int32_t>),
+              "SampledToken changed: update messages/codec.cc");
+static_assert(sizeof(StepResult) == 8 + 3 * sizeof(std::vector<int32_t>),
+              "StepResult changed: update messages/codec.cc");
+
 // ----- encoding -------------------------------------------------------------------------------
 
 struct StringBuffer {
@@ -56,7 +67,7 @@ void pack(Packer& pk, const SamplingParams& s) {
 }
 
 void pack(Packer& pk, const SequenceWork& w) {
-  pk.pack_array(9);
+  pk.pack_array(13);
   pk.pack_uint64(w.seq_id);
   pk.pack_int32(w.start_pos);
   pk.pack_int32(w.num_tokens);
@@ -66,6 +77,10 @@ void pack(Packer& pk, const SequenceWork& w) {
   pk.pack_int32(w.block_offset);
   pk.pack_int32(w.num_blocks);
   pk.pack_int32(w.sampling_index);
+  pk.pack_int32(w.history_offset);
+  pk.pack_int32(w.history_len);
+  pk.pack_int32(w.num_draft);
+  pk.pack_uint8(static_cast<uint8_t>(w.draft_source));
 }
 
 void pack(Packer& pk, const SampledToken& t) {
@@ -121,6 +136,9 @@ uint32_t array_size(const msgpack::object& o, const Path& path) {
 template <typename T>
 T scalar(const msgpack::object& o, const Path& path) {
   if constexpr (std::is_floating_point_v<T>) {
+    // msgpack-c packs a float with an integral value as an integer (pack_float does).
+    if (o.type == msgpack::type::POSITIVE_INTEGER) return static_cast<T>(o.via.u64);
+    if (o.type == msgpack::type::NEGATIVE_INTEGER) return static_cast<T>(o.via.i64);
     require(o.type == msgpack::type::FLOAT32 || o.type == msgpack::type::FLOAT64,
             "codec: {}: expected a float, got {}", path.text, type_name(o.type));
   } else {
@@ -168,7 +186,7 @@ SamplingParams unpack_sampling(const msgpack::object& o, const Path& p) {
 }
 
 SequenceWork unpack_work(const msgpack::object& o, const Path& p) {
-  const auto* f = array(o, p, 9);
+  const auto* f = array(o, p, 13);
   SequenceWork w;
   w.seq_id = scalar<uint64_t>(f[0], p / "seq_id");
   w.start_pos = scalar<int32_t>(f[1], p / "start_pos");
@@ -179,6 +197,14 @@ SequenceWork unpack_work(const msgpack::object& o, const Path& p) {
   w.block_offset = scalar<int32_t>(f[6], p / "block_offset");
   w.num_blocks = scalar<int32_t>(f[7], p / "num_blocks");
   w.sampling_index = scalar<int32_t>(f[8], p / "sampling_index");
+  w.history_offset = scalar<int32_t>(f[9], p / "history_offset");
+  w.history_len = scalar<int32_t>(f[10], p / "history_len");
+  w.num_draft = scalar<int32_t>(f[11], p / "num_draft");
+  const auto source = scalar<uint8_t>(f[12], p / "draft_source");
+  require(source == static_cast<uint8_t>(DraftSource::kPlan) ||
+              source == static_cast<uint8_t>(DraftSource::kDraftModel),
+          "codec: {}: draft_source {} is not a DraftSource", (p / "draft_source").text, source);
+  w.draft_source = static_cast<DraftSource>(source);
   return w;
 }
 
@@ -208,7 +234,7 @@ Message unpack_body(MessageKind kind, const msgpack::object& o) {
       return InitCache{scalar<int64_t>(f[0], p / "num_kv_blocks")};
     }
     case MessageKind::kStepPlan: {
-      const auto* f = array(o, p, 6);
+      const auto* f = array(o, p, 7);
       StepPlan plan;
       plan.step_id = scalar<uint64_t>(f[0], p / "step_id");
       plan.token_ids = raw<int32_t>(f[1], p / "token_ids");
@@ -222,6 +248,7 @@ Message unpack_body(MessageKind kind, const msgpack::object& o) {
       for (uint32_t i = 0; i < nsamp; ++i)
         plan.sampling.push_back(unpack_sampling(f[4].via.array.ptr[i], (p / "sampling")[i]));
       plan.released = raw<uint64_t>(f[5], p / "released");
+      plan.history_ids = raw<int32_t>(f[6], p / "history_ids");
       return plan;
     }
     case MessageKind::kShutdown: {
@@ -333,7 +360,7 @@ std::string encode(const InitCache& m) {
 
 std::string encode(const StepPlan& m) {
   return envelope(MessageKind::kStepPlan, [&](Packer& pk) {
-    pk.pack_array(6);
+    pk.pack_array(7);
     pk.pack_uint64(m.step_id);
     pack_raw(pk, m.token_ids);
     pack_raw(pk, m.block_ids);
@@ -342,6 +369,7 @@ std::string encode(const StepPlan& m) {
     pk.pack_array(static_cast<uint32_t>(m.sampling.size()));
     for (const auto& s : m.sampling) pack(pk, s);
     pack_raw(pk, m.released);
+    pack_raw(pk, m.history_ids);
   });
 }
 

@@ -20,7 +20,7 @@
 namespace shardserve::messages {
 
 inline constexpr uint32_t kCodecMagic = 0x53535256;  // "SSRV"
-inline constexpr uint32_t kCodecVersion = 1;
+inline constexpr uint32_t kCodecVersion = 2;
 
 enum class MessageKind : uint8_t {
   kConfigure = 1,

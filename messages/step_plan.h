@@ -9,12 +9,21 @@
 
 namespace shardserve::messages {
 
+// Where the draft tokens of a speculating sequence (SequenceWork::num_draft > 0) come from.
+enum class DraftSource : uint8_t {
+  kPlan = 0,        // the coordinator proposed them (prompt lookup): they are in token_ids
+  kDraftModel = 1,  // the worker's draft model proposes them: token_ids holds -1 placeholders
+};
+
 struct SequenceWork {
   uint64_t seq_id = 0;        // the coordinator's id; the worker keys sampler state by it
   int32_t start_pos = 0;      // position of the first new token = tokens already in the KV cache
-  int32_t num_tokens = 0;     // new tokens computed this step (prefill chunk, 1 for decode)
+  int32_t num_tokens = 0;     // new tokens computed this step (prefill chunk, 1 for decode,
+                              // 1 + num_draft for a speculative verify)
   int32_t num_logits = 0;     // trailing positions to sample from: 0 (a prefill chunk that is not
-                              // the last), 1 (decode / last chunk), k+1 (speculative verify)
+                              // the last), 1 (decode / last chunk), num_draft + 1 (speculative
+                              // verify: the worker returns 1 .. num_draft + 1 tokens, the
+                              // accepted drafts then the correction or bonus token)
   int32_t prompt_len = 0;     // positions < prompt_len are prompt tokens (penalty bookkeeping)
   int32_t token_offset = 0;   // this sequence's tokens: StepPlan::token_ids[token_offset ...]
   int32_t block_offset = 0;   // its block table: StepPlan::block_ids[block_offset ...]
@@ -25,6 +34,11 @@ struct SequenceWork {
   // the prompt see them: StepPlan::history_ids[history_offset ...]. Usually empty.
   int32_t history_offset = 0;
   int32_t history_len = 0;
+  // Speculative decoding (docs/speculative.md): the last num_draft of the num_tokens are draft
+  // tokens to verify (num_logits = num_draft + 1); 0 = a plain step. Their KV is written like
+  // any token's; the coordinator keeps only what the result accepts.
+  int32_t num_draft = 0;
+  DraftSource draft_source = DraftSource::kPlan;  // meaningful when num_draft > 0
 };
 
 struct StepPlan {
@@ -39,8 +53,10 @@ struct StepPlan {
   int32_t total_tokens() const { return static_cast<int32_t>(token_ids.size()); }
 };
 
-// What a replica sends back: for each sequence with num_logits > 0, num_logits sampled tokens
-// (for speculative verification the coordinator keeps the accepted prefix).
+// What a replica sends back: for each sequence with num_logits > 0 its sampled tokens: exactly
+// num_logits for a plain step; for a speculative verify (num_draft > 0) between 1 and
+// num_draft + 1: the accepted draft tokens in order, then the token sampled at the first
+// rejection (or the bonus token when every draft was accepted).
 struct SampledToken {
   int32_t token_id = 0;
   float logprob = 0.0f;                  // log p(token) under the sampling distribution's logits

@@ -1,6 +1,8 @@
 #include "model/model_config.h"
 
+#include <cctype>
 #include <fstream>
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -108,7 +110,83 @@ void parse_rope(const json& config, const std::string& source, ModelConfig& out)
   fail("{}: rope_type '{}' is not supported (supported: default, llama3, linear)", where, type);
 }
 
+std::string get_string(const json& j, const char* key, const std::string& where,
+                       const std::string& fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  require(it->is_string(), "{}.{} must be a string, got {}", where, key, it->dump());
+  return it->get<std::string>();
+}
+
+// The first of `keys` present (AutoAWQ's own files spell bits / group_size w_bit / q_group_size).
+const char* first_key(const json& j, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    if (auto it = j.find(k); it != j.end() && !it->is_null()) return k;
+  }
+  return *keys.begin();
+}
+
 }  // namespace
+
+QuantizationConfig parse_quantization_config(const json& q, const std::string& source) {
+  const std::string where = source + ": quantization_config";
+  require(q.is_object(), "{} must be an object, got {}", where, q.dump());
+  QuantizationConfig out;
+  const std::string method = get_string(q, "quant_method", where, "");
+  require(!method.empty(), "{}.quant_method is missing (supported: gptq, awq)", where);
+  const char* bits_key = first_key(q, {"bits", "w_bit"});
+  const char* group_key = first_key(q, {"group_size", "q_group_size"});
+  const int64_t bits = get_int(q, bits_key, where, 0, true);
+  out.group_size = get_int(q, group_key, where, 0, true);
+  require(out.group_size == -1 || out.group_size == 32 || out.group_size == 64 ||
+              out.group_size == 128,
+          "{}.{} {} is not supported (supported: 32, 64, 128, -1)", where, group_key,
+          out.group_size);
+  if (method == "gptq") {
+    out.method = QuantizationConfig::Method::kGptq;
+    require(bits == 4 || bits == 8, "{}.{} {} is not supported for gptq (supported: 4, 8)", where,
+            bits_key, bits);
+    out.desc_act = get_bool(q, "desc_act", where, false);
+    out.sym = get_bool(q, "sym", where, true);
+    // AutoGPTQ and older GPTQModel write checkpoint_format, newer GPTQModel writes format.
+    const char* format_key = first_key(q, {"checkpoint_format", "format"});
+    out.checkpoint_format = get_string(q, format_key, where, "gptq");
+    require(out.checkpoint_format == "gptq" || out.checkpoint_format == "gptq_v2",
+            "{}.{} '{}' is not supported (supported: gptq, gptq_v2)", where, format_key,
+            out.checkpoint_format);
+    out.zero_minus_one = out.checkpoint_format == "gptq";
+    require(!get_bool(q, "is_marlin_format", where, false),
+            "{}.is_marlin_format true is not supported (supported: false)", where);
+    require(!get_bool(q, "lm_head", where, false),
+            "{}.lm_head true (a quantized lm_head) is not supported (supported: false)", where);
+    const std::string pack = get_string(q, "pack_dtype", where, "int32");
+    require(pack == "int32", "{}.pack_dtype '{}' is not supported (supported: int32)", where,
+            pack);
+  } else if (method == "awq") {
+    out.method = QuantizationConfig::Method::kAwq;
+    require(bits == 4, "{}.{} {} is not supported for awq (supported: 4)", where, bits_key, bits);
+    out.checkpoint_format = get_string(q, "version", where, "gemm");
+    for (auto& ch : out.checkpoint_format) ch = static_cast<char>(std::tolower(ch));
+    require(out.checkpoint_format == "gemm",
+            "{}.version '{}' is not supported (supported: gemm)", where, out.checkpoint_format);
+    require(get_bool(q, "zero_point", where, true),
+            "{}.zero_point false is not supported (supported: true)", where);
+    out.sym = false;
+    out.zero_minus_one = false;
+    if (auto m = q.find("modules_to_not_convert"); m != q.end() && !m->is_null()) {
+      require(m->is_array(), "{}.modules_to_not_convert must be a list, got {}", where, m->dump());
+      for (const auto& name : *m) {
+        require(name.is_string(), "{}.modules_to_not_convert must hold names, got {}", where,
+                name.dump());
+        out.modules_to_not_convert.push_back(name.get<std::string>());
+      }
+    }
+  } else {
+    fail("{}.quant_method '{}' is not supported (supported: gptq, awq)", where, method);
+  }
+  out.bits = static_cast<int>(bits);
+  return out;
+}
 
 ModelConfig parse_model_config(const json& config, const std::string& source) {
   require(config.is_object(), "{}: expected a JSON object", source);
@@ -123,9 +201,8 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
   }
   require(c.model_type == "llama", "{}: model_type '{}' is not supported (supported: llama)", source,
           c.model_type);
-  if (config.contains("quantization_config")) {
-    fail("{}: quantization_config is present but quantized checkpoints are not supported yet",
-         source);
+  if (auto q = config.find("quantization_config"); q != config.end() && !q->is_null()) {
+    c.quantization = parse_quantization_config(*q, source);
   }
 
   c.vocab_size = get_int(config, "vocab_size", source, 0, true);

@@ -8,7 +8,7 @@ packages=(
   libpcre2-dev libsentencepiece-dev libcli11-dev libtomlplusplus-dev
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   prometheus-cpp-dev libcpp-httplib-dev
-  python3 python3-zmq python3-matplotlib
+  python3 python3-zmq python3-matplotlib curl nodejs npm prometheus
 )
 missing=()
 for p in "${packages[@]}"; do

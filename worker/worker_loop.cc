@@ -12,6 +12,7 @@
 #include "messages/codec.h"
 #include "model/memory_plan.h"
 #include "model/safetensors.h"
+#include "monitoring/process_metrics.h"
 
 namespace shardserve::worker {
 namespace {
@@ -80,6 +81,7 @@ WorkerLoop::~WorkerLoop() = default;
 messages::Message WorkerLoop::next_message() {
   while (true) {
     auto r = channel_.receive_for(std::chrono::seconds(1));
+    if (metrics_) metrics_->heartbeat();
     if (!r) continue;
     require(r->source == comm::WorldLayout::kCoordinator,
             "worker: message from world rank {}; only the coordinator (rank 0) sends to workers",
@@ -120,8 +122,14 @@ int WorkerLoop::run() {
           "worker: InitCache asks for {} KV blocks; this rank has room for {}", init->num_kv_blocks,
           hello.num_kv_blocks);
   runner_ = std::make_unique<ModelRunner>(model_, *shard_, std::move(*weights_),
-                                          init->num_kv_blocks, cfg_.kv.block_size, *group_);
+                                          init->num_kv_blocks, cfg_.kv.block_size, *timed_group_);
   weights_.reset();
+  if (metrics_) {
+    const int64_t kv = runner_->kv_cache().bytes();
+    metrics_->set_memory(weight_bytes_ + kv,
+                         monitoring::host_memory_total_bytes() / std::max(1, env_.local_size()),
+                         weight_bytes_, kv);
+  }
   channel_.send(comm::WorldLayout::kCoordinator,
                 messages::encode(messages::WorkerReady{env_.world_rank(), runner_->kv_cache().bytes()}));
   spdlog::info("ready: KV pool {} blocks x {} tokens ({:.1f} MiB)", init->num_kv_blocks,
@@ -160,6 +168,16 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
   require(group_->size() == tp_ && group_->rank() == tp_rank_,
           "worker: tensor-parallel group of replica {} has {} ranks (rank {}); expected {} (rank {})",
           replica_, group_->size(), group_->rank(), tp_, tp_rank_);
+  timed_group_ = std::make_unique<monitoring::TimedCollective>(*group_);
+  // Prometheus /metrics on ports.metrics + world rank (docs/metrics.md), up while loading.
+  if (auto port = monitoring::metrics_port_for_rank(cfg_.ports.metrics, w)) {
+    metrics_endpoint_ = std::make_unique<monitoring::MetricsEndpoint>(monitoring::BuildInfo{
+        config::effective_model_name(cfg_), configure.tp, configure.replicas, "worker"});
+    metrics_ = std::make_unique<monitoring::WorkerMetrics>(
+        *metrics_endpoint_, monitoring::WorkerIdentity{w, replica_, tp_rank_, "cpu"});
+    metrics_endpoint_->serve(cfg_.ports.metrics_host, *port);
+    spdlog::info("metrics: {}", metrics_endpoint_->url());
+  }
 
   const auto t0 = std::chrono::steady_clock::now();
   model_ = model::load_model_config(cfg_.model);
@@ -170,6 +188,7 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
   }
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t wbytes = weight_bytes(*weights_);
+  weight_bytes_ = wbytes;
   const int64_t available = host_available_memory() / std::max(1, env_.local_size());
   const KvPoolPlan kv = plan_kv_pool(cfg_, model_, available);
   spdlog::info("loaded {} shard {}/{} in {:.2f} s: {:.1f} MiB of weights; KV room {} blocks ({})",
@@ -204,7 +223,14 @@ void WorkerLoop::step(const messages::StepPlan& plan) {
   if (tp_rank_ == 0) sampler_.observe(plan);
   if (plan.seqs.empty()) return;  // only releases finished sequences; no reply expected
   ++steps_;
+  const auto t0 = std::chrono::steady_clock::now();
   const StepLogits logits = runner_->forward(plan);
+  if (metrics_) {
+    metrics_->on_forward(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+        timed_group_->take_allreduce_seconds(), plan.total_tokens());
+    metrics_->heartbeat();
+  }
   if (tp_rank_ != 0) return;
   const messages::StepResult result = sampler_.sample(plan, logits);
   channel_.send(comm::WorldLayout::kCoordinator, messages::encode(result));

@@ -22,6 +22,9 @@
 #include "messages/codec.h"
 #include "messages/control.h"
 #include "model/model_config.h"
+#include "monitoring/endpoint.h"
+#include "monitoring/timed_collective.h"
+#include "monitoring/worker_metrics.h"
 #include "worker/model_runner.h"
 #include "worker/sampler.h"
 
@@ -65,6 +68,11 @@ class WorkerLoop {
   int tp_rank_ = 0;
   int tp_ = 1;
   std::unique_ptr<comm::MpiCollective> group_;
+  // The forward pass calls the group through this, which times its all-reduces.
+  std::unique_ptr<monitoring::TimedCollective> timed_group_;
+  std::unique_ptr<monitoring::MetricsEndpoint> metrics_endpoint_;
+  std::unique_ptr<monitoring::WorkerMetrics> metrics_;
+  int64_t weight_bytes_ = 0;
   std::optional<TensorParallelShard> shard_;
   std::optional<LlamaWeights> weights_;
   std::unique_ptr<ModelRunner> runner_;

@@ -83,25 +83,31 @@ int main(int argc, char** argv) {
       channel.flush(std::chrono::seconds(10));
     } catch (const std::exception& e) {
       spdlog::error("failed: {}", e.what());
+      // Report to the coordinator. While serving it ends the job (MPI_Abort: this rank's peers
+      // may be inside a collective); during start-up it sends Abort to every worker, and then
+      // this rank exits 1 like the others. Without an answer, this rank ends the job itself.
+      bool told_to_exit = false;
       try {
         channel.send(comm::WorldLayout::kCoordinator,
                      messages::encode(messages::WorkerError{env->world_rank(), e.what()}));
         channel.flush(std::chrono::seconds(5));
-        // The coordinator ends the job (MPI_Abort) or, during start-up, sends Abort.
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-        while (std::chrono::steady_clock::now() < deadline) {
+        while (!told_to_exit && std::chrono::steady_clock::now() < deadline) {
           auto r = channel.receive_for(std::chrono::milliseconds(200));
           if (!r) continue;
           const auto m = messages::decode(r->bytes);
-          if (std::holds_alternative<messages::Abort>(m) ||
-              std::holds_alternative<messages::Shutdown>(m))
-            break;
+          told_to_exit = std::holds_alternative<messages::Abort>(m) ||
+                         std::holds_alternative<messages::Shutdown>(m);
         }
       } catch (const std::exception& e2) {
         spdlog::error("could not report the failure to the coordinator: {}", e2.what());
       }
-      spdlog::shutdown();
-      comm::MpiEnvironment::abort_job(1);
+      if (!told_to_exit) {
+        spdlog::error("no word from the coordinator: ending the job");
+        spdlog::shutdown();
+        comm::MpiEnvironment::abort_job(1);
+      }
+      status = 1;
     }
   }
   if (g_signal.load() != 0)

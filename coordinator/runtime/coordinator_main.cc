@@ -6,6 +6,7 @@
 // error (the workers are told to exit); 1 when start-up failed; a failure while serving (a worker
 // error, a replica that stopped answering) ends the whole job with MPI_Abort.
 #include <signal.h>
+#include <unistd.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -13,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -32,6 +34,9 @@
 #include "coordinator/scheduler_config.h"
 #include "messages/codec.h"
 #include "model/model_config.h"
+#include "monitoring/coordinator_metrics.h"
+#include "monitoring/endpoint.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -69,6 +74,7 @@ struct ProgramOptions {
   std::string requests_file;
   std::string output_file;
   std::vector<std::string> prompt_ids;
+  std::vector<std::string> prompts;
   int32_t max_tokens = 16;
   float temperature = 0.0f;
   bool ignore_eos = false;
@@ -92,6 +98,25 @@ class OutputSink {
  private:
   std::ofstream file_;
 };
+
+// The model directory's tokenizer, or null (with a warning) when it has none or it cannot be
+// loaded: the service then takes token ids only and returns no text.
+std::unique_ptr<model::Tokenizer> load_tokenizer_if_any(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::exists(fs::path(dir) / "tokenizer.json") && !fs::exists(fs::path(dir) / "tokenizer.model")) {
+    spdlog::warn("{} has no tokenizer.json or tokenizer.model: token-id prompts only, no output text",
+                 dir);
+    return nullptr;
+  }
+  try {
+    auto t = model::load_tokenizer(dir);
+    spdlog::info("tokenizer: {} tokens", t->vocab_size());
+    return t;
+  } catch (const Error& e) {
+    spdlog::warn("tokenizer not loaded ({}): token-id prompts only, no output text", e.what());
+    return nullptr;
+  }
+}
 
 // Serving: submits the batch, drives the engine, drains on a signal. Throws on a failed replica.
 void serve(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> batch,
@@ -178,6 +203,7 @@ int main(int argc, char** argv) {
     comm::MpiEnvironment::abort_job(2);
   }
   comm::ControlChannel channel(MPI_COMM_WORLD);
+  spdlog::info("coordinator (pid {}) on {}: world of {} ranks", getpid(), env->host(), world);
 
   // ----- configuration: resolved and validated once, here ---------------------------------
   CLI::App app{"shardserve coordinator: world rank 0 of `mpirun -np 1 coordinator [flags] : "
@@ -187,13 +213,16 @@ int main(int argc, char** argv) {
   app.add_option("--requests", opt.requests_file, "JSON-lines file of requests (see README)");
   app.add_option("--output", opt.output_file, "JSON-lines results file (default: stdout)");
   app.add_option("--prompt-ids", opt.prompt_ids, "a prompt as comma-separated token ids (repeatable)");
-  app.add_option("--max-tokens", opt.max_tokens, "max_tokens for --prompt-ids prompts");
-  app.add_option("--temperature", opt.temperature, "temperature for --prompt-ids prompts (0: greedy)");
-  app.add_flag("--ignore-eos", opt.ignore_eos, "--prompt-ids prompts ignore EOS");
+  app.add_option("--prompt", opt.prompts, "a text prompt (repeatable; needs the model's tokenizer)");
+  app.add_option("--max-tokens", opt.max_tokens, "max_tokens for --prompt / --prompt-ids prompts");
+  app.add_option("--temperature", opt.temperature,
+                 "temperature for --prompt / --prompt-ids prompts (0: greedy)");
+  app.add_flag("--ignore-eos", opt.ignore_eos, "--prompt / --prompt-ids prompts ignore EOS");
   app.add_flag("--keep-running", opt.keep_running,
                "after the requests, keep serving until SIGTERM/SIGINT");
   config::ServiceConfig cfg;
   model::ModelConfig model_config;
+  std::unique_ptr<model::Tokenizer> tokenizer;
   std::vector<coordinator::RequestSpec> batch;
   try {
     try {
@@ -213,17 +242,20 @@ int main(int argc, char** argv) {
     config::validate_for_model(cfg, model_config);
     cfg = config::resolve_for_world(cfg, world);
     spdlog::set_level(spdlog::level::from_str(cfg.log_level));
-    if (!opt.requests_file.empty()) batch = runtime::read_requests(opt.requests_file);
-    for (std::size_t i = 0; i < opt.prompt_ids.size(); ++i) {
-      coordinator::RequestSpec s;
-      s.request_id = fmt::format("prompt-{}", i);
-      s.prompt_token_ids = runtime::parse_id_list(opt.prompt_ids[i], "--prompt-ids");
-      s.max_tokens = opt.max_tokens;
-      s.sampling.temperature = opt.temperature;
-      s.ignore_eos = opt.ignore_eos;
-      s.arrival_time = static_cast<double>(batch.size());
-      batch.push_back(std::move(s));
-    }
+    tokenizer = load_tokenizer_if_any(cfg.model);
+    if (!opt.requests_file.empty()) batch = runtime::read_requests(opt.requests_file, tokenizer.get());
+    auto add_cli_request = [&](nlohmann::json j) {
+      j["id"] = fmt::format("prompt-{}", batch.size());
+      j["max_tokens"] = opt.max_tokens;
+      j["temperature"] = opt.temperature;
+      j["ignore_eos"] = opt.ignore_eos;
+      auto spec = runtime::parse_request(j, "command line", tokenizer.get());
+      spec.arrival_time = static_cast<double>(batch.size());
+      batch.push_back(std::move(spec));
+    };
+    for (const auto& ids : opt.prompt_ids)
+      add_cli_request({{"prompt_ids", runtime::parse_id_list(ids, "--prompt-ids")}});
+    for (const auto& text : opt.prompts) add_cli_request({{"prompt", text}});
   } catch (const Error& e) {
     spdlog::error("configuration error: {}", e.what());
     runtime::abort_workers(channel, world, fmt::format("coordinator configuration error: {}", e.what()));
@@ -240,10 +272,17 @@ int main(int argc, char** argv) {
   }
   const comm::WorldLayout layout{cfg.tp, cfg.replicas};
   const std::string model_name = config::effective_model_name(cfg);
+  // Prometheus /metrics (docs/metrics.md): up from here, so start-up can be watched too.
+  monitoring::MetricsEndpoint metrics_endpoint({model_name, cfg.tp, cfg.replicas, "coordinator"});
+  monitoring::CoordinatorMetrics metrics(metrics_endpoint, cfg.replicas);
 
   // ----- start-up handshake ------------------------------------------------------------------
   std::vector<coordinator::SchedulerConfig> schedulers;
   try {
+    if (auto port = monitoring::metrics_port_for_rank(cfg.ports.metrics, comm::WorldLayout::kCoordinator)) {
+      metrics_endpoint.serve(cfg.ports.metrics_host, *port);
+      spdlog::info("metrics: {} (worker rank w: port {} + w)", metrics_endpoint.url(), *port);
+    }
     channel.send_to(layout.worker_ranks(),
                     messages::encode(messages::Configure{config_toml, cfg.tp, cfg.replicas}));
     comm::MpiCollective::skip_split(MPI_COMM_WORLD);
@@ -280,7 +319,7 @@ int main(int argc, char** argv) {
     OutputSink sink(opt.output_file);
     runtime::MpiTransport transport(channel, layout);
     runtime::EngineCore engine(transport, std::move(schedulers),
-                               runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s)});
+                               runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s), &metrics});
     serve(engine, std::move(batch), cfg, opt, sink);
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}; ending the job", e.what());

@@ -7,10 +7,11 @@
 namespace shardserve::runtime {
 
 using coordinator::RequestOutput;
+using Clock = std::chrono::steady_clock;
 
 EngineCore::EngineCore(ReplicaTransport& transport,
                        std::vector<coordinator::SchedulerConfig> replicas, EngineOptions options)
-    : transport_(transport), options_(options) {
+    : transport_(transport), options_(options), metrics_(options.metrics) {
   require(!replicas.empty(), "engine: no replicas");
   require(static_cast<int>(replicas.size()) == transport.num_replicas(),
           "engine: {} scheduler configs for {} replicas", replicas.size(), transport.num_replicas());
@@ -19,6 +20,12 @@ EngineCore::EngineCore(ReplicaTransport& transport,
     r.capacity_tokens = int64_t{c.num_blocks} * c.block_size;
     r.scheduler = std::make_unique<coordinator::Scheduler>(std::move(c));
     replicas_.push_back(std::move(r));
+  }
+  if (metrics_) {
+    require(metrics_->num_replicas() == num_replicas(), "engine: metrics for {} replicas, {} replicas",
+            metrics_->num_replicas(), num_replicas());
+    for (int i = 0; i < num_replicas(); ++i)
+      metrics_->on_replica_state(i, replicas_[i].scheduler->stats());
   }
 }
 
@@ -39,6 +46,7 @@ int EngineCore::choose_replica() const {
 
 int EngineCore::submit(coordinator::RequestSpec spec) {
   require(!failed_, "engine: submit after a replica failed");
+  if (metrics_) metrics_->on_submitted();
   if (!admitting_) {
     RequestOutput out;
     out.request_id = spec.request_id;
@@ -46,6 +54,7 @@ int EngineCore::submit(coordinator::RequestSpec spec) {
     out.finish_reason = coordinator::FinishReason::kRejected;
     out.finish_detail = "shutting down";
     out.num_prompt_tokens = static_cast<int32_t>(spec.prompt_token_ids.size());
+    if (metrics_) metrics_->on_output(-1, out, Clock::now());
     pending_.push_back(std::move(out));
     return -1;
   }
@@ -65,14 +74,17 @@ int EngineCore::submit(coordinator::RequestSpec spec) {
     out.finish_reason = coordinator::FinishReason::kRejected;
     out.finish_detail = fmt::format("request id '{}' is already live", id);
     out.num_prompt_tokens = static_cast<int32_t>(prompt);
+    if (metrics_) metrics_->on_output(-1, out, Clock::now());
     pending_.push_back(std::move(out));
     return -1;
   }
   auto added = replica.scheduler->add_request(std::move(spec));
   if (added.rejection) {
+    if (metrics_) metrics_->on_output(r, *added.rejection, Clock::now());
     pending_.push_back(std::move(*added.rejection));
     return -1;
   }
+  if (metrics_) metrics_->on_admitted(r, added.seq_id, static_cast<int32_t>(prompt), Clock::now());
   placement_.emplace(std::move(id), Placement{r, tokens});
   replica.outstanding_tokens += tokens;
   ++replica.live;
@@ -92,8 +104,10 @@ void EngineCore::retire(const RequestOutput& out) {
 bool EngineCore::cancel(std::string_view request_id) {
   auto it = placement_.find(std::string(request_id));
   if (it == placement_.end()) return false;
-  auto out = replicas_[it->second.replica].scheduler->cancel(request_id);
+  const int r = it->second.replica;
+  auto out = replicas_[r].scheduler->cancel(request_id);
   if (!out) return false;
+  if (metrics_) metrics_->on_output(r, *out, Clock::now());
   retire(*out);
   pending_.push_back(std::move(*out));
   return true;
@@ -114,8 +128,10 @@ void EngineCore::start_step(int r) {
   if (plan.seqs.empty() && plan.released.empty()) return;
   transport_.send_plan(r, plan);
   if (!plan.seqs.empty()) {
-    replica.in_flight = InFlight{plan.step_id, std::chrono::steady_clock::now()};
+    const auto now = Clock::now();
+    replica.in_flight = InFlight{plan.step_id, now};
     ++replica.steps;
+    if (metrics_) metrics_->on_step_sent(r, plan, now);
   }
 }
 
@@ -138,7 +154,10 @@ void EngineCore::apply(ReplicaEvent event, std::vector<RequestOutput>& outputs) 
   }
   replica.in_flight.reset();
   replica.tokens_sampled += static_cast<int64_t>(result.tokens.size());
+  const auto now = Clock::now();
+  if (metrics_) metrics_->on_step_done(event.replica, now);
   for (auto& out : replica.scheduler->on_step_result(result)) {
+    if (metrics_) metrics_->on_output(event.replica, out, now);
     retire(out);
     outputs.push_back(std::move(out));
   }
@@ -151,7 +170,7 @@ void EngineCore::check_deadlines() const {
     const auto& f = replicas_[r].in_flight;
     if (f && now - f->sent > options_.step_timeout) {
       const double s = std::chrono::duration<double>(now - f->sent).count();
-      fail("{} sent no result for step {} within {:.1f} s (runtime.step_timeout_s = {:.1f}): a "
+      fail("{} sent no result for step {} within {:.1f} s (runtime.step_timeout_s = {:g}): a "
            "rank died or hangs",
            transport_.describe(r), f->step_id, s,
            std::chrono::duration<double>(options_.step_timeout).count());
@@ -165,20 +184,26 @@ std::vector<RequestOutput> EngineCore::poll(std::chrono::milliseconds wait) {
   pending_.clear();
   for (int r = 0; r < num_replicas(); ++r) start_step(r);
   if (!outputs.empty() || !steps_in_flight()) wait = std::chrono::milliseconds(0);
+  // Then whatever else has arrived, but at most one event per replica, so that a caller's
+  // signals, submissions and cancellations are seen between rounds.
   auto event = transport_.poll(wait);
-  while (event) {
+  for (int handled = 0; event; ) {
     try {
       apply(std::move(*event), outputs);
     } catch (...) {
       failed_ = true;
       throw;
     }
+    if (++handled == num_replicas()) break;
     event = transport_.poll(std::chrono::milliseconds(0));
   }
   check_deadlines();
   // Cancellations applied while results were handled are outputs too.
   for (auto& o : pending_) outputs.push_back(std::move(o));
   pending_.clear();
+  if (metrics_)
+    for (int r = 0; r < num_replicas(); ++r)
+      metrics_->on_replica_state(r, replicas_[r].scheduler->stats());
   return outputs;
 }
 

@@ -31,11 +31,14 @@
 #include "coordinator/request_output.h"
 #include "coordinator/scheduler.h"
 #include "coordinator/runtime/replica_transport.h"
+#include "monitoring/coordinator_metrics.h"
 
 namespace shardserve::runtime {
 
 struct EngineOptions {
   std::chrono::milliseconds step_timeout{120000};
+  // Prometheus metrics (monitoring/README.md); null: none. Must outlive the engine.
+  monitoring::CoordinatorMetrics* metrics = nullptr;
 };
 
 struct ReplicaStats {
@@ -64,8 +67,9 @@ class EngineCore {
   void stop_admitting() { admitting_ = false; }
   bool admitting() const { return admitting_; }
 
-  // Starts steps, waits up to `wait` for results and returns every output produced since the
-  // last call (new tokens, finishes, rejections, cancellations). Throws on a failed replica.
+  // Starts steps, waits up to `wait` for a result, applies it and the results that have
+  // already arrived (at most one per replica), and returns every output produced since the last
+  // call (new tokens, finishes, rejections, cancellations). Throws on a failed replica.
   std::vector<coordinator::RequestOutput> poll(std::chrono::milliseconds wait);
 
   // Live requests anywhere, or a step still in flight.
@@ -102,6 +106,7 @@ class EngineCore {
 
   ReplicaTransport& transport_;
   EngineOptions options_;
+  monitoring::CoordinatorMetrics* metrics_;
   std::vector<Replica> replicas_;
   std::unordered_map<std::string, Placement> placement_;  // live request id -> replica
   std::vector<coordinator::RequestOutput> pending_;       // produced outside poll()

@@ -43,13 +43,15 @@ std::vector<int32_t> id_array(const nlohmann::json& j, const char* key, const st
 
 }  // namespace
 
-coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::string& where) {
+coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::string& where,
+                                       const model::Tokenizer* tokenizer) {
   require(j.is_object(), "{}: a request must be a JSON object", where);
   static const std::set<std::string> known = {
       "id",          "prompt_ids",        "prompt",           "max_tokens",
       "temperature", "top_p",             "top_k",            "min_p",
       "seed",        "repetition_penalty", "frequency_penalty", "presence_penalty",
-      "logprobs",    "stop_token_ids",    "ignore_eos",       "priority"};
+      "logprobs",    "stop_token_ids",    "ignore_eos",       "priority",
+      "stop"};
   for (const auto& [k, _] : j.items())
     require(known.count(k) != 0, "{}: unknown request field \"{}\"", where, k);
   coordinator::RequestSpec s;
@@ -58,12 +60,35 @@ coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::strin
           "{}: \"id\" must be a non-empty string", where);
   s.request_id = id->get<std::string>();
   const std::string w = fmt::format("{} (request '{}')", where, s.request_id);
-  require(!j.contains("prompt") || j.contains("prompt_ids"),
-          "{}: text prompts (\"prompt\") need the tokenizer, which the coordinator does not link "
-          "yet: give \"prompt_ids\"",
-          w);
-  s.prompt_token_ids = id_array(j, "prompt_ids", w);
-  require(!s.prompt_token_ids.empty(), "{}: \"prompt_ids\" is missing or empty", w);
+  if (j.contains("prompt")) {
+    require(!j.contains("prompt_ids"), "{}: give \"prompt\" or \"prompt_ids\", not both", w);
+    require(j["prompt"].is_string(), "{}: \"prompt\" must be a string", w);
+    require(tokenizer != nullptr,
+            "{}: a text prompt needs the model's tokenizer, and none was loaded from the model "
+            "directory: give \"prompt_ids\"",
+            w);
+    try {
+      s.prompt_token_ids = tokenizer->encode(j["prompt"].get<std::string>(), true);
+    } catch (const Error& e) {
+      fail("{}: \"prompt\": {}", w, e.what());
+    }
+    require(!s.prompt_token_ids.empty(), "{}: \"prompt\" encodes to no tokens", w);
+  } else {
+    s.prompt_token_ids = id_array(j, "prompt_ids", w);
+    require(!s.prompt_token_ids.empty(), "{}: \"prompt_ids\" is missing or empty", w);
+  }
+  if (j.contains("stop") && !j["stop"].is_null()) {
+    const auto& stop = j["stop"];
+    require(stop.is_array() || stop.is_string(), "{}: \"stop\" must be a string or an array of strings", w);
+    for (const auto& x : stop.is_array() ? stop : nlohmann::json::array({stop})) {
+      require(x.is_string() && !x.get<std::string>().empty(),
+              "{}: \"stop\" entries must be non-empty strings", w);
+      s.stop_strings.push_back(x.get<std::string>());
+    }
+    require(tokenizer != nullptr || s.stop_strings.empty(),
+            "{}: stop strings need the model's tokenizer, and none was loaded", w);
+  }
+  if (tokenizer != nullptr) s.text_stream = std::make_unique<DetokenizerStream>(*tokenizer);
   if (j.contains("max_tokens") && !j["max_tokens"].is_null())
     s.max_tokens = get<int32_t>(j, "max_tokens", w, 0);
   auto& p = s.sampling;
@@ -92,7 +117,8 @@ coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::strin
   return s;
 }
 
-std::vector<coordinator::RequestSpec> read_requests(const std::filesystem::path& path) {
+std::vector<coordinator::RequestSpec> read_requests(const std::filesystem::path& path,
+                                                    const model::Tokenizer* tokenizer) {
   std::ifstream in(path);
   require(static_cast<bool>(in), "requests file {} cannot be read", path.string());
   std::vector<coordinator::RequestSpec> out;
@@ -109,7 +135,7 @@ std::vector<coordinator::RequestSpec> read_requests(const std::filesystem::path&
     } catch (const nlohmann::json::parse_error& e) {
       fail("{}: not JSON: {}", where, e.what());
     }
-    auto spec = parse_request(j, where);
+    auto spec = parse_request(j, where, tokenizer);
     spec.arrival_time = n;
     out.push_back(std::move(spec));
   }

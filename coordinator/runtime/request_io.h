@@ -7,12 +7,13 @@
 //    "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0,
 //    "presence_penalty": 0.0, "seed": 0, "logprobs": 0, "stop_token_ids": [], "ignore_eos": false,
 //    "priority": 0}
-// Only "id" and "prompt_ids" are required; "prompt" (text) needs the tokenizer (not linked yet:
-// refused with a message saying so). Unknown keys are errors.
+// "id" and one of "prompt_ids" / "prompt" (text, encoded with the model's tokenizer, BOS added as
+// its tokenizer_config.json says) are required; "stop": ["text", ...] ends generation at a stop
+// string (needs the tokenizer). Unknown keys are errors.
 //
 // A result line (one per request, when it finishes):
 //   {"id": "r1", "replica": 0, "prompt_tokens": 3, "output_ids": [...], "output_tokens": 16,
-//    "finish_reason": "length", "finish_detail": "max_tokens", "text": "",
+//    "finish_reason": "length", "finish_detail": "max_tokens", "text": "..." (with a tokenizer),
 //    "logprobs": [...]   (only when the request asked for logprobs)}
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -23,13 +24,31 @@
 
 #include "coordinator/request.h"
 #include "coordinator/request_output.h"
+#include "coordinator/text_stream.h"
+#include "model/tokenizer/incremental_detokenizer.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace shardserve::runtime {
 
-// `where` names the source in errors ("requests.jsonl:3").
-coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::string& where);
+// The scheduler's TextStream over the tokenizer's IncrementalDetokenizer (special tokens
+// skipped, as OpenAI-style APIs return text).
+class DetokenizerStream final : public coordinator::TextStream {
+ public:
+  explicit DetokenizerStream(const model::Tokenizer& tokenizer) : detok_(tokenizer, true) {}
+  std::string push(int32_t token) override { return detok_.push(token); }
+  std::string flush() override { return detok_.flush(); }
+
+ private:
+  model::IncrementalDetokenizer detok_;
+};
+
+// `where` names the source in errors ("requests.jsonl:3"). `tokenizer` may be null: then text
+// prompts and stop strings are refused and outputs carry no text.
+coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::string& where,
+                                       const model::Tokenizer* tokenizer = nullptr);
 // Blank lines and lines starting with '#' are skipped; arrival_time = line number.
-std::vector<coordinator::RequestSpec> read_requests(const std::filesystem::path& path);
+std::vector<coordinator::RequestSpec> read_requests(const std::filesystem::path& path,
+                                                    const model::Tokenizer* tokenizer = nullptr);
 // "1,2,3" -> {1, 2, 3}.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what);
 

@@ -41,6 +41,11 @@ struct Scenario {
   bool prefix_caching, chunked, priorities;
   double arrival_rate;  // requests per step while arrivals last
   double cancel_rate;   // cancellations per step
+  // Speculative decoding: method, K, adaptive K. Requests ask for their own K now and then
+  // (0 = none), so speculating and plain decodes share steps.
+  SpeculativeMethod spec = SpeculativeMethod::kNone;
+  int32_t spec_k = 0;
+  bool adaptive = false;
 };
 
 struct Tracked {
@@ -78,6 +83,10 @@ class Driver {
     c.enable_prefix_caching = sc.prefix_caching;
     c.enable_chunked_prefill = sc.chunked;
     c.eos_token_ids = {kEos};
+    c.speculative.method = sc.spec;
+    c.speculative.num_speculative_tokens = sc.spec_k;
+    c.speculative.adaptive = sc.adaptive;
+    c.speculative.ngram_max = 2;
     return c;
   }
 
@@ -104,6 +113,7 @@ class Driver {
   int64_t steps_with_work() const { return sched_.stats().steps_total; }
   int64_t preemptions() const { return sched_.stats().preemptions_total; }
   int64_t hit_tokens() const { return sched_.stats().prefix_cache_hit_tokens; }
+  SchedulerStats stats() const { return sched_.stats(); }
   size_t num_requests() const { return tracked_.size(); }
 
  private:
@@ -162,6 +172,9 @@ class Driver {
     spec.priority = t.priority;
     spec.arrival_time = step;
     spec.text_stream = std::make_unique<PieceStream>();
+    if (sc_.spec != SpeculativeMethod::kNone && chance(0.4)) {
+      spec.num_speculative_tokens = uniform(0, sc_.spec_k + 2);
+    }
     auto r = sched_.add_request(std::move(spec));
     t.seq = r.seq_id;
     index_[t.seq] = tracked_.size();
@@ -218,10 +231,28 @@ class Driver {
       if (chance(sc_.cancel_rate / 2)) cancel_random();
       auto result = worker_.execute(
           plan, [&](uint64_t s) -> const std::vector<int32_t>& { return of(s).tokens; },
+          [&](uint64_t) { return next_token(); },
+          [&](uint64_t, const std::vector<int32_t>& drafts) { return verify(drafts); },
           [&](uint64_t) { return next_token(); });
+      std::map<uint64_t, std::vector<int32_t>> returned;
       for (size_t i = 0; i < result.seq_ids.size(); ++i)
-        of(result.seq_ids[i]).tokens.push_back(result.tokens[result.sample_offsets[i]].token_id);
-      for (const auto& o : sched_.on_step_result(result)) record(o);
+        for (int32_t j = result.sample_offsets[i]; j < result.sample_offsets[i + 1]; ++j)
+          returned[result.seq_ids[i]].push_back(result.tokens[j].token_id);
+      for (const auto& o : sched_.on_step_result(result)) {
+        // The scheduler keeps the returned tokens in order, up to the first that ends the
+        // request; the truth is what it kept.
+        const auto& back = returned[o.seq_id];
+        EXPECT_GE(o.new_tokens.size(), 1u);
+        EXPECT_LE(o.new_tokens.size(), back.size());
+        if (o.new_tokens.size() < back.size()) {
+          EXPECT_TRUE(o.finished) << o.request_id << " dropped tokens but did not finish";
+        }
+        for (size_t j = 0; j < o.new_tokens.size() && j < back.size(); ++j) {
+          EXPECT_EQ(o.new_tokens[j].token_id, back[j]);
+          of(o.seq_id).tokens.push_back(o.new_tokens[j].token_id);
+        }
+        record(o);
+      }
     }
     check_books(step);
   }
@@ -229,6 +260,18 @@ class Driver {
   int32_t next_token() {
     // EOS now and then; otherwise any id (stop ids and stop strings do the rest).
     return chance(0.03) ? kEos : uniform(0, kVocab - 2);
+  }
+
+  // A random verify outcome: a prefix of the drafts, then a token that differs from the first
+  // rejected draft (as the exact rule's residual never yields it), or a bonus token.
+  std::vector<int32_t> verify(const std::vector<int32_t>& drafts) {
+    const int32_t k = static_cast<int32_t>(drafts.size());
+    const int32_t accepted = chance(0.3) ? k : uniform(0, k);
+    std::vector<int32_t> out(drafts.begin(), drafts.begin() + accepted);
+    int32_t t = next_token();
+    while (accepted < k && t == drafts[accepted]) t = next_token();
+    out.push_back(t);
+    return out;
   }
 
   void check_plan(const messages::StepPlan& plan, const std::map<uint64_t, QueueKey>& before,
@@ -298,6 +341,10 @@ class Driver {
       const auto& table = kv.block_table(r->seq_id);
       EXPECT_GE(static_cast<int32_t>(table.size()) * sc_.block_size, r->num_computed_tokens);
       EXPECT_LE(r->num_computed_tokens, r->num_tokens());
+      // Rollback: no block beyond the known tokens stays held between steps (lookahead slots
+      // for rejected drafts are given back).
+      EXPECT_LE(static_cast<int32_t>(table.size()), kv.blocks_for_tokens(r->num_tokens()))
+          << "seq " << r->seq_id << " keeps blocks past its tokens at step " << step;
       for (int32_t i = 0; i < static_cast<int32_t>(table.size()); ++i)
         owners[table[i]].push_back({r->seq_id, i});
     };
@@ -350,8 +397,14 @@ class Driver {
       }
       EXPECT_LE(static_cast<int32_t>(t.tokens.size()), sc_.max_model_len) << t.id;
       const int32_t last = t.tokens.back();
-      const bool stop_token =
-          std::count(t.stop_ids.begin(), t.stop_ids.end(), last) || (last == kEos && !t.ignore_eos);
+      auto is_stop = [&](int32_t id) {
+        return std::count(t.stop_ids.begin(), t.stop_ids.end(), id) ||
+               (id == kEos && !t.ignore_eos);
+      };
+      const bool stop_token = is_stop(last);
+      // Stop conditions are checked on every kept token: none before the last one stops.
+      for (size_t i = t.prompt.size(); i + 1 < t.tokens.size(); ++i)
+        EXPECT_FALSE(is_stop(t.tokens[i])) << t.id << " went on past stop token at " << i;
       // The text: every output token's piece, except a final stop token's.
       std::string full;
       size_t before_last = 0;
@@ -419,6 +472,14 @@ TEST_P(SchedulerProperty, RandomWorkloadKeepsEveryInvariant) {
   if (sc.prefix_caching) {
     EXPECT_GT(d.hit_tokens(), 0) << sc.name;
   }
+  if (sc.spec != SpeculativeMethod::kNone) {
+    const auto st = d.stats();
+    EXPECT_GT(st.spec_decode_drafts_total, 100) << sc.name;
+    EXPECT_GT(st.spec_decode_accepted_tokens_total, 0) << sc.name;
+    EXPECT_LT(st.spec_decode_accepted_tokens_total, st.spec_decode_draft_tokens_total) << sc.name;
+    EXPECT_GT(st.spec_decode_rollback_blocks_total, 0) << sc.name;
+    RecordProperty("spec_acceptance", std::to_string(st.spec_acceptance_rate()));
+  }
   RecordProperty("preemptions", std::to_string(d.preemptions()));
 }
 
@@ -438,6 +499,18 @@ const Scenario kScenarios[] = {
     // Urgent prompts arriving behind lax decodes, with a budget so small that their prefill
     // spans many steps: their chunks preempt decodes already planned in the same step.
     {"priorities_small_budget", 11, 4, 10, 40, 4, 4, 0.0, true, true, true, 0.25, 0.01},
+    // Speculative decoding mixed with plain decodes (requests that ask for K = 0), in small
+    // pools where lookahead slots compete with growth and preemption.
+    {"spec_ngram", 12, 4, 12, 40, 16, 4, 0.0, true, true, false, 0.4, 0.02,
+     SpeculativeMethod::kNgram, 4, false},
+    {"spec_ngram_block1_adaptive", 13, 1, 40, 40, 12, 6, 0.0, true, true, false, 0.5, 0.02,
+     SpeculativeMethod::kNgram, 3, true},
+    {"spec_draft_model", 14, 4, 12, 40, 16, 4, 0.05, true, true, false, 0.5, 0.05,
+     SpeculativeMethod::kDraftModel, 3, false},
+    {"spec_draft_model_small_budget", 15, 2, 24, 40, 6, 5, 0.0, false, true, true, 0.5, 0.03,
+     SpeculativeMethod::kDraftModel, 5, true},
+    {"spec_roomy_many_seqs", 16, 8, 64, 48, 64, 16, 0.02, true, true, false, 1.5, 0.02,
+     SpeculativeMethod::kDraftModel, 4, false},
 };
 
 // gtest prints parameters in failure messages; the name is enough.

@@ -1,0 +1,39 @@
+#pragma once
+// The coordinator's engine (runtime::EngineCore: the replicas over MPI) as the front end's
+// api::Engine, and the ModelInfo the front end needs from the service configuration. This is
+// all a coordinator process adds to host the ZeroMQ front end:
+//
+//   api::CoreEngine engine(core);                                  // core: runtime::EngineCore
+//   api::FrontEnd front(options, api::model_info_for(cfg, model_config, schedulers), tokenizer);
+//   while (serving) front.pump(engine, 20ms);                      // the engine thread's loop
+//
+// (api/runtime/coordinator_zmq_main.cc is that process.)
+#include <vector>
+
+#include "api/engine.h"
+#include "api/protocol.h"
+#include "config/service_config.h"
+#include "coordinator/runtime/engine_core.h"
+#include "coordinator/scheduler_config.h"
+#include "model/model_config.h"
+
+namespace shardserve::api {
+
+class CoreEngine final : public Engine {
+ public:
+  explicit CoreEngine(runtime::EngineCore& core) : core_(core) {}
+  void submit(coordinator::RequestSpec spec) override { core_.submit(std::move(spec)); }
+  bool cancel(std::string_view request_id) override { return core_.cancel(request_id); }
+  // EngineCore does not report when a request is first scheduled: queue_s is null.
+  EnginePoll poll(std::chrono::milliseconds wait) override;
+  bool has_unfinished() const override { return core_.has_unfinished(); }
+  std::vector<ReplicaStatus> status() const override;
+
+ private:
+  runtime::EngineCore& core_;
+};
+
+ModelInfo model_info_for(const config::ServiceConfig& config, const model::ModelConfig& model,
+                         const std::vector<coordinator::SchedulerConfig>& replicas);
+
+}  // namespace shardserve::api

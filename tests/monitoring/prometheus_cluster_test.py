@@ -1,0 +1,413 @@
+#!/usr/bin/env python3
+"""The real Prometheus server scrapes a running CPU cluster (CTest monitoring.prometheus_cluster).
+
+1. Prometheus (Debian's `prometheus`) starts on 127.0.0.1 with the project's own
+   deploy/prometheus/prometheus.yml and rules; only the target files are rewritten to this test's
+   ports and the intervals shortened to 1 s.
+2. `mpirun -np 1 coordinator --keep-running ... : -np 4 worker` (2 replicas x tp 2, tiny random
+   model) serves a known batch: N greedy requests with ignore_eos (each ends by length after
+   exactly max_tokens), some sharing a prompt (prefix-cache hits), one with a prompt longer than
+   the context (rejected).
+3. While it runs, every endpoint's /metrics passes `promtool check metrics` and exports only
+   documented metrics; together they export every documented metric.
+4. Through Prometheus's HTTP API, once the batch is done: the request, token and finish-reason
+   counters equal exactly what was sent and received (per replica too); every latency histogram
+   counted each request once; the workers' forward passes equal the coordinator's steps; the KV
+   gauges are back at their idle value (0) after having been above it; every target is up.
+5. Every PromQL expression of the dashboards (Grafana variables selecting everything) and every
+   recording rule returns data; every metric a query names is documented and exported.
+6. SIGTERM drains the job; every rank exits 0.
+Every wait is bounded; on failure both process groups are killed and the logs printed.
+"""
+import argparse
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import promql  # noqa: E402
+
+TP, REPLICAS = 2, 2
+WORLD = 1 + TP * REPLICAS
+MAX_TOKENS = 200
+PROCS = []
+LOGS = []
+
+
+def fail(msg):
+    print("FAIL:", msg, flush=True)
+    for log in LOGS:
+        if os.path.exists(log):
+            print(f"----- {log} -----")
+            print(open(log, errors="replace").read()[-12000:])
+    cleanup()
+    sys.exit(1)
+
+
+def cleanup():
+    for p in PROCS:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+
+
+def start(cmd, log, env=None):
+    LOGS.append(log)
+    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                         start_new_session=True)
+    PROCS.append(p)
+    return p
+
+
+def free_port_range(n):
+    """A base port such that base .. base + n - 1 are all free on 127.0.0.1."""
+    for _ in range(200):
+        base = random.randint(20000, 60000 - n)
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    fail("no free port range")
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+class Prom:
+    def __init__(self, port):
+        self.base = f"http://127.0.0.1:{port}"
+
+    def api(self, path, **params):
+        url = f"{self.base}/api/v1/{path}?" + urllib.parse.urlencode(params, doseq=True)
+        try:
+            body = json.loads(http_get(url, timeout=10))
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read().decode())
+        if body.get("status") != "success":
+            fail(f"Prometheus {path} {params}: {body.get('errorType')}: {body.get('error')}")
+        return body["data"]
+
+    def query(self, expr):
+        """{frozenset(labels): value} of an instant query."""
+        data = self.api("query", query=expr)
+        if data["resultType"] == "scalar":
+            return {frozenset(): float(data["result"][1])}
+        return {frozenset(r["metric"].items()): float(r["value"][1]) for r in data["result"]}
+
+    def scalar(self, expr):
+        r = self.query(expr)
+        return next(iter(r.values())) if len(r) == 1 else None
+
+    def query_range(self, expr, start, end):
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step="1")["result"]
+
+
+def wait_until(what, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        ok, last = predicate()
+        if ok:
+            return last
+        time.sleep(0.25)
+    fail(f"{what}: not within {timeout} s; last: {last}")
+
+
+def write_requests(args, workdir):
+    """The batch, and what it must produce."""
+    path = os.path.join(workdir, "requests.jsonl")
+    subprocess.run([args.fixture_tool, "make-requests", path, "64", str(MAX_TOKENS), "61", "5"],
+                   check=True, timeout=60)
+    reqs = [json.loads(line) for line in open(path) if line.strip()]
+    rng = random.Random(11)
+    shared = [rng.randrange(61) for _ in range(40)]  # 2 full blocks of 16: prefix-cache hits
+    for i in range(4):
+        reqs.append({"id": f"shared-{i}", "prompt_ids": shared, "max_tokens": MAX_TOKENS,
+                     "temperature": 0.0, "ignore_eos": True})
+    reqs.append({"id": "too-long", "prompt_ids": [1] * 300, "max_tokens": MAX_TOKENS,
+                 "temperature": 0.0, "ignore_eos": True})  # max_model_len 256: rejected
+    with open(path, "w") as f:
+        for r in reqs:
+            f.write(json.dumps(r) + "\n")
+    admitted = [r for r in reqs if len(r["prompt_ids"]) < 256]
+    return path, {
+        "received": len(reqs),
+        "length": len(admitted),
+        "rejected": len(reqs) - len(admitted),
+        "prompt_tokens": sum(len(r["prompt_ids"]) for r in admitted),
+        "generation_tokens": len(admitted) * MAX_TOKENS,
+    }
+
+
+def prometheus_config(args, workdir, base):
+    """The project's deploy/prometheus, targets rewritten to this test's ports, 1 s intervals."""
+    conf_dir = os.path.join(workdir, "prometheus")
+    shutil.copytree(os.path.join(args.source_dir, "deploy", "prometheus"), conf_dir)
+    yml = os.path.join(conf_dir, "prometheus.yml")
+    text = open(yml).read()
+    for key, value in (("scrape_interval", "1s"), ("scrape_timeout", "1s"), ("evaluation_interval", "1s")):
+        text, n = re.subn(rf"^(\s*{key}:\s*)\S+", rf"\g<1>{value}", text, flags=re.M)
+        if n != 1:
+            fail(f"prometheus.yml: expected one global {key}, found {n}")
+    open(yml, "w").write(text)
+    with open(os.path.join(conf_dir, "targets", "coordinator.yml"), "w") as f:
+        f.write(f'- targets: ["127.0.0.1:{base}"]\n  labels:\n    cluster: test\n')
+    with open(os.path.join(conf_dir, "targets", "workers.yml"), "w") as f:
+        targets = ", ".join(f'"127.0.0.1:{base + w}"' for w in range(1, WORLD))
+        f.write(f"- targets: [{targets}]\n  labels:\n    cluster: test\n")
+    return yml
+
+
+def documented(source_dir):
+    text = open(os.path.join(source_dir, "docs", "metrics.md")).read()
+    return dict(re.findall(r"^\|\s*`([a-z0-9_:]+)`\s*\|\s*(counter|gauge|histogram|summary)\s*\|", text, re.M))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for a in ("--source-dir", "--prometheus", "--promtool", "--mpiexec", "--coordinator", "--worker",
+              "--fixture-tool", "--workdir"):
+        p.add_argument(a, required=True)
+    p.add_argument("--mpiexec-flags", default="")
+    args = p.parse_args()
+    flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    workdir = args.workdir
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
+    t_begin = time.monotonic()
+
+    # ----- the model, the batch, the configuration -------------------------------------------------
+    model = os.path.join(workdir, "tiny")
+    subprocess.run([args.fixture_tool, "make-model", model, "7"], check=True, timeout=60)
+    requests, expect = write_requests(args, workdir)
+    base = free_port_range(WORLD)
+    prom_port = free_port_range(1)
+    service = os.path.join(workdir, "service.toml")
+    with open(service, "w") as f:
+        f.write(f'model = "{model}"\ntp = {TP}\n'
+                "[kv]\nnum_blocks = 64\nblock_size = 16\n"
+                "[scheduler]\nmax_num_seqs = 2\nmax_num_batched_tokens = 64\nmax_model_len = 256\n"
+                f'[ports]\nmetrics = {base}\nmetrics_host = "127.0.0.1"\n')
+
+    # ----- Prometheus ------------------------------------------------------------------------------
+    yml = prometheus_config(args, workdir, base)
+    rc = subprocess.run([args.promtool, "check", "config", yml], capture_output=True, text=True)
+    if rc.returncode != 0:
+        fail(f"promtool check config on the test's copy: {rc.stdout}{rc.stderr}")
+    start([args.prometheus, f"--config.file={yml}", f"--storage.tsdb.path={workdir}/tsdb",
+           f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=1h"],
+          os.path.join(workdir, "prometheus.log"))
+    prom = Prom(prom_port)
+
+    def ready():
+        try:
+            return "Ready" in http_get(f"{prom.base}/-/ready", timeout=1), "not ready"
+        except OSError as e:
+            return False, str(e)
+    wait_until("Prometheus ready", ready, 20)
+
+    # File-based discovery reaches the scrape loops within ~5 s (Prometheus throttles discovery
+    # updates): start the job only once every target has been tried, so no step goes unseen.
+    def targets_tried():
+        active = prom.api("targets", state="active")["activeTargets"]
+        tried = [t for t in active if not t["lastScrape"].startswith("0001-")]
+        return len(tried) == WORLD, f"{len(tried)} of {WORLD} targets scraped at least once"
+    wait_until("Prometheus trying every target", targets_tried, 20)
+
+    # ----- the cluster -----------------------------------------------------------------------------
+    output = os.path.join(workdir, "outputs.jsonl")
+    job_log = os.path.join(workdir, "job.log")
+    job = start([args.mpiexec] + flags + ["-np", "1", args.coordinator, "--config", service,
+                 "--requests", requests, "--output", output, "--keep-running",
+                 ":", "-np", str(WORLD - 1), args.worker],
+                job_log, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    t_job = time.time()
+    wait_until("the coordinator serving", lambda: ("serving: " in open(job_log, errors="replace").read(),
+                                                   "no 'serving:' line"), 40)
+    t_serving = time.monotonic()
+
+    # Every endpoint, scraped directly mid-run: promtool, and only documented metrics.
+    docs = documented(args.source_dir)
+    exported = {}
+    for w in range(WORLD):
+        url = f"http://127.0.0.1:{base + w}/metrics"
+        try:
+            text = http_get(url)
+        except OSError as e:
+            fail(f"world rank {w}: {url}: {e}")
+        r = subprocess.run([args.promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        if r.returncode != 0 or (r.stdout + r.stderr).strip():
+            fail(f"promtool check metrics on world rank {w} ({url}): {r.stdout}{r.stderr}")
+        fams = promql.exported_families(text)
+        for name, kind in fams.items():
+            if docs.get(name) != kind:
+                fail(f"world rank {w} exports {kind} {name}, not in docs/metrics.md as such")
+        exported.update(fams)
+    missing = sorted(set(docs) - set(exported))
+    if missing:
+        fail(f"documented but exported by no endpoint: {missing}")
+    print(f"ok: {WORLD} endpoints pass promtool check metrics and export exactly the "
+          f"{len(docs)} documented metrics")
+
+    def records():
+        if not os.path.exists(output):
+            return []
+        return [json.loads(line) for line in open(output) if line.strip()]
+    wait_until("every request finished", lambda: (len(records()) == expect["received"],
+                                                  f"{len(records())} of {expect['received']} records"), 60)
+    workload_s = time.monotonic() - t_serving
+    recs = records()
+    reasons = {}
+    for r in recs:
+        reasons[r["finish_reason"].split(":")[0]] = reasons.get(r["finish_reason"].split(":")[0], 0) + 1
+    if reasons.get("length") != expect["length"] or reasons.get("rejected") != expect["rejected"]:
+        fail(f"the batch ended with {reasons}; expected {expect}")
+    got_tokens = sum(r["output_tokens"] for r in recs)
+    if got_tokens != expect["generation_tokens"]:
+        fail(f"received {got_tokens} output tokens, sent for {expect['generation_tokens']}")
+    per_replica = {}
+    for r in recs:
+        if r.get("replica", -1) >= 0:
+            per_replica[str(r["replica"])] = per_replica.get(str(r["replica"]), 0) + r["output_tokens"]
+
+    # ----- exact counters through Prometheus --------------------------------------------------------
+    want = {
+        "sum(shardserve_requests_received_total)": expect["received"],
+        'sum(shardserve_requests_finished_total{reason="length"})': expect["length"],
+        'sum(shardserve_requests_finished_total{reason="rejected"})': expect["rejected"],
+        'sum(shardserve_requests_finished_total{reason="stop"})': 0,
+        'sum(shardserve_requests_finished_total{reason="cancelled"})': 0,
+        "sum(shardserve_prompt_tokens_total)": expect["prompt_tokens"],
+        "sum(shardserve_generation_tokens_total)": expect["generation_tokens"],
+        "sum(shardserve_time_to_first_token_seconds_count)": expect["length"],
+        "sum(shardserve_e2e_request_latency_seconds_count)": expect["length"],
+        "sum(shardserve_time_per_output_token_seconds_count)": expect["length"],
+        "sum(shardserve_request_queue_time_seconds_count)": expect["length"],
+        "sum(shardserve_requests_running)": 0,
+        "sum(shardserve_requests_waiting)": 0,
+        "sum(shardserve_kv_blocks_used)": 0,
+        "max(shardserve_kv_cache_usage_ratio)": 0,
+        "count(shardserve_kv_cache_usage_ratio == 0)": REPLICAS,
+        "sum(shardserve_kv_blocks_capacity)": 64 * REPLICAS,
+        'count(up{job=~"shardserve-.*"} == 1)': WORLD,
+        'count(shardserve_build_info{role="worker"})': WORLD - 1,
+        'count(shardserve_build_info{role="coordinator",tp="2",replicas="2"})': 1,
+    }
+    for rep, tokens in per_replica.items():
+        want[f'sum(shardserve_generation_tokens_total{{replica="{rep}"}})'] = tokens
+
+    def counters():
+        got = {q: prom.scalar(q) for q in want}
+        bad = {q: (got[q], v) for q, v in want.items() if got[q] is None or abs(got[q] - v) > 1e-9}
+        return not bad, bad
+    wait_until("Prometheus's counters equal the workload (query: (got, want))", counters, 15)
+    print(f"ok: through Prometheus, {expect['received']} requests received, {expect['length']} "
+          f"finished by length and {expect['rejected']} rejected, {expect['prompt_tokens']} prompt "
+          f"and {expect['generation_tokens']} generation tokens (per replica {per_replica}), as sent "
+          f"and received; KV use back to 0 (workload {workload_s:.1f} s)")
+
+    # Relations that must hold once idle.
+    used = prom.scalar("max(max_over_time(shardserve_kv_cache_usage_ratio[5m]))")
+    if not used or used <= 0:
+        fail(f"the KV-use gauge never rose above its idle value during the workload ({used})")
+    def forwards_match_steps():
+        steps = prom.query("sum by (replica) (shardserve_step_duration_seconds_count)")
+        forwards = prom.query("sum by (replica, rank) (shardserve_worker_forward_duration_seconds_count)")
+        step_of = {dict(k)["replica"]: v for k, v in steps.items()}
+        bad = {dict(k)["rank"]: (v, step_of.get(dict(k)["replica"])) for k, v in forwards.items()
+               if v != step_of.get(dict(k)["replica"])}
+        return len(forwards) == WORLD - 1 and len(step_of) == REPLICAS and not bad and \
+            all(v > 0 for v in step_of.values()), {"steps": step_of, "rank: (forwards, steps)": bad}
+    step_of = wait_until("every rank's forward passes equal its replica's steps", forwards_match_steps, 10)["steps"]
+    ages = prom.query("shardserve_worker_heartbeat_age_seconds")
+    if len(ages) != WORLD - 1 or max(ages.values()) > 5:
+        fail(f"heartbeat ages {ages}")
+    allreduce = prom.scalar("sum(shardserve_worker_allreduce_duration_seconds_sum)")
+    if not allreduce or allreduce <= 0:
+        fail(f"no all-reduce time recorded ({allreduce})")
+    print(f"ok: KV use peaked at {used:.2f}; every rank's forward passes equal its replica's steps "
+          f"{step_of}; heartbeats fresh; all-reduce time {allreduce:.3f} s")
+
+    # ----- every dashboard query and recording rule returns data ------------------------------------
+    # rate() and the recording rules need two scrapes of a series; a fast run can end within one,
+    # so wait (bounded) until the slowest kind, a rate1m recording rule over a histogram, has data.
+    for rule in ("shardserve:generation_tokens:rate1m", "shardserve:time_per_output_token_seconds:p50_1m"):
+        wait_until(f"{rule} evaluated", lambda: (bool(prom.query_range(rule, t_job, time.time())),
+                                                 "no data yet"), 30)
+    end = time.time()
+    n = 0
+    empty = []
+    for path in sorted(glob.glob(os.path.join(args.source_dir, "deploy", "grafana", "dashboards", "*.json"))):
+        d = json.load(open(path))
+        for where, expr in promql.dashboard_queries(d):
+            n += 1
+            for name in promql.metric_names(expr):
+                if ":" in name or name in promql.SYNTHETIC:
+                    continue
+                base_name = promql.base_name(name, exported)
+                if base_name not in docs or base_name not in exported:
+                    fail(f"{os.path.basename(path)} {where}: {name} is not documented and exported")
+            lv = promql.grafana_label_values(expr)
+            if lv:
+                series = prom.api("series", **{"match[]": lv[0], "start": f"{t_job:.3f}", "end": f"{end:.3f}"})
+                if not any(lv[1] in s for s in series):
+                    empty.append(f"{os.path.basename(path)} {where}: {expr}")
+                continue
+            if not prom.query_range(promql.substitute_grafana(expr), t_job, end):
+                empty.append(f"{os.path.basename(path)} {where}: {expr}")
+    rules = 0
+    for g in prom.api("rules")["groups"]:
+        for r in g["rules"]:
+            if r["type"] == "recording":
+                rules += 1
+                if not prom.query_range(r["name"], t_job, end):
+                    empty.append(f"recording rule {r['name']}")
+            if r.get("health") != "ok":
+                fail(f"rule {r['name']}: health {r.get('health')}: {r.get('lastError')}")
+    if empty:
+        fail("no data for:\n  " + "\n  ".join(empty))
+    print(f"ok: all {n} dashboard queries and {rules} recording rules return data")
+
+    # ----- shutdown ---------------------------------------------------------------------------------
+    coord_pid = int(re.search(r"coordinator \(pid (\d+)\)", open(job_log).read()).group(1))
+    os.kill(coord_pid, signal.SIGTERM)
+    try:
+        rc = job.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        fail("the job did not end within 20 s of SIGTERM")
+    if rc != 0:
+        fail(f"mpirun exited {rc} after SIGTERM")
+    cleanup()
+    print(f"ok: SIGTERM drained the job, every rank exited 0; test took {time.monotonic() - t_begin:.1f} s")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        cleanup()

@@ -1,0 +1,224 @@
+// config/service_config.h: TOML parsing, flags over the file, one validation with messages that
+// name the setting, and the round trip the coordinator uses to send the configuration.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "common/error.h"
+#include "config/service_config.h"
+#include "model/model_config.h"
+
+namespace shardserve::config {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+fs::path model_dir() {
+  // Any directory with a config.json will do for validate(); use a fixture.
+  return fs::path(SHARDSERVE_SOURCE_DIR) / "tests" / "fixtures" / "llama3-bpe";
+}
+
+model::ModelConfig model_with(int64_t heads, int64_t kv_heads, int64_t ffn = 128) {
+  model::ModelConfig m;
+  m.model_type = "llama";
+  m.vocab_size = 1000;
+  m.hidden_size = 64;
+  m.intermediate_size = ffn;
+  m.num_hidden_layers = 2;
+  m.num_attention_heads = heads;
+  m.num_key_value_heads = kv_heads;
+  m.head_dim = 16;
+  m.max_position_embeddings = 4096;
+  return m;
+}
+
+TEST(ServiceConfig, ParsesEveryTable) {
+  const auto c = parse_toml(R"(
+model = "/models/x"
+tp = 2
+replicas = 3
+log_level = "debug"
+[kv]
+block_size = 32
+memory_bytes = "1.5GiB"
+memory_fraction = 0.5
+[scheduler]
+max_num_seqs = 64
+max_num_batched_tokens = 4096
+max_model_len = 2048
+enable_prefix_caching = false
+watermark = 0.02
+[ports]
+host = "127.0.0.1"
+zmq = 6000
+http = 8080
+metrics = 9100
+[runtime]
+step_timeout_s = 5
+shutdown_grace_s = 0.5
+)", "test.toml");
+  EXPECT_EQ(c.model, "/models/x");
+  EXPECT_EQ(c.tp, 2);
+  EXPECT_EQ(c.replicas, 3);
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.kv.block_size, 32);
+  EXPECT_EQ(c.kv.memory_bytes, int64_t{3} << 29);
+  EXPECT_EQ(c.kv.memory_fraction, 0.5);
+  EXPECT_EQ(c.scheduler.max_num_seqs, 64);
+  EXPECT_EQ(c.scheduler.max_num_batched_tokens, 4096);
+  EXPECT_EQ(c.scheduler.max_model_len, 2048);
+  EXPECT_FALSE(c.scheduler.enable_prefix_caching);
+  EXPECT_TRUE(c.scheduler.enable_chunked_prefill);  // default kept
+  EXPECT_EQ(c.ports.host, "127.0.0.1");
+  EXPECT_EQ(c.ports.metrics, 9100);
+  EXPECT_EQ(c.runtime.step_timeout_s, 5.0);
+  EXPECT_EQ(c.runtime.shutdown_grace_s, 0.5);
+}
+
+TEST(ServiceConfig, FileErrorsNameTheFileLineAndKey) {
+  EXPECT_THAT(error_of([] { parse_toml("tp = 2\n[kv]\nblok_size = 3\n", "a.toml"); }),
+              HasSubstr("config file a.toml:3: kv.blok_size: unknown setting"));
+  EXPECT_THAT(error_of([] { parse_toml("tp = \"two\"\n", "a.toml"); }),
+              HasSubstr("config file a.toml:1: tp: expected an integer, got a string"));
+  EXPECT_THAT(error_of([] { parse_toml("[gpu]\nx = 1\n", "a.toml"); }),
+              HasSubstr("unknown table [gpu]"));
+  EXPECT_THAT(error_of([] { parse_toml("tp = = 2\n", "a.toml"); }), HasSubstr("config file a.toml:1:"));
+  EXPECT_THAT(error_of([] { parse_toml("[kv]\nmemory_bytes = \"4 parsecs\"\n", "a.toml"); }),
+              HasSubstr("unknown unit 'parsecs'"));
+  EXPECT_THAT(error_of([] { parse_toml("tp = 9999999999\n", "a.toml"); }), HasSubstr("out of range"));
+}
+
+TEST(ServiceConfig, TomlRoundTripsExactly) {
+  ServiceConfig c;
+  c.model = "/m/with \"quotes\" and \\ backslash";
+  c.tp = 4;
+  c.kv.memory_fraction = 0.123456789;
+  c.kv.memory_bytes = 123456789012;
+  c.scheduler.enable_chunked_prefill = false;
+  c.runtime.step_timeout_s = 2.5;
+  c.runtime.shutdown_grace_s = 3;
+  const auto text = to_toml(c);
+  EXPECT_EQ(parse_toml(text, "round trip"), c) << text;
+  EXPECT_THAT(text, HasSubstr("[scheduler]"));
+}
+
+TEST(ServiceConfig, FlagsOverrideTheFile) {
+  const auto file = fs::path(testing::TempDir()) / "service_flags.toml";
+  std::ofstream(file) << "model = \"/from/file\"\ntp = 2\n[kv]\nnum_blocks = 100\n";
+  CLI::App app;
+  CommandLine cli(app);
+  std::vector<std::string> args = {"--kv-num-blocks", "7",  "--config",       file.string(),
+                                   "--tp",            "4",  "--enable-prefix-caching", "false",
+                                   "--kv-memory-bytes", "2GiB"};
+  std::reverse(args.begin(), args.end());  // CLI11 takes argv in reverse in this overload
+  app.parse(args);
+  const auto c = cli.resolve();
+  EXPECT_EQ(c.model, "/from/file");  // from the file
+  EXPECT_EQ(c.tp, 4);                // flag over file
+  EXPECT_EQ(c.kv.num_blocks, 7);     // flag over file
+  EXPECT_EQ(c.kv.memory_bytes, int64_t{2} << 30);
+  EXPECT_FALSE(c.scheduler.enable_prefix_caching);
+  EXPECT_EQ(c.kv.block_size, 16);    // default
+}
+
+TEST(ServiceConfig, FlagErrorsNameTheFlagAndTheSetting) {
+  CLI::App app;
+  CommandLine cli(app);
+  std::vector<std::string> args = {"--max-num-seqs", "many"};
+  std::reverse(args.begin(), args.end());
+  app.parse(args);
+  EXPECT_THAT(error_of([&] { cli.resolve(); }),
+              HasSubstr("--max-num-seqs (setting scheduler.max_num_seqs) = 'many': expected an integer"));
+}
+
+TEST(ServiceConfig, ValidateNamesTheSetting) {
+  ServiceConfig good;
+  good.model = model_dir().string();
+  EXPECT_NO_THROW(validate(good));
+  auto with = [&](auto edit) {
+    ServiceConfig c = good;
+    edit(c);
+    return error_of([&] { validate(c); });
+  };
+  EXPECT_THAT(with([](auto& c) { c.model = ""; }), HasSubstr("model is not set"));
+  EXPECT_THAT(with([](auto& c) { c.model = "/no/such/dir"; }),
+              HasSubstr("model = '/no/such/dir' is not a directory"));
+  EXPECT_THAT(with([](auto& c) { c.tp = 0; }), HasSubstr("tp = 0 must be at least 1"));
+  EXPECT_THAT(with([](auto& c) { c.kv.memory_fraction = 1.5; }),
+              HasSubstr("kv.memory_fraction = 1.5 must be in (0, 1]"));
+  EXPECT_THAT(with([](auto& c) { c.kv.block_size = 0; }), HasSubstr("kv.block_size = 0"));
+  EXPECT_THAT(with([](auto& c) { c.scheduler.max_num_batched_tokens = 8; }),
+              HasSubstr("scheduler.max_num_batched_tokens = 8 must be at least "
+                        "scheduler.max_num_seqs = 256"));
+  EXPECT_THAT(with([](auto& c) { c.ports.metrics = 8000; }),
+              HasSubstr("ports.metrics = 8000 equals ports.http = 8000"));
+  EXPECT_THAT(with([](auto& c) { c.ports.zmq = 70000; }), HasSubstr("ports.zmq = 70000 must be in"));
+  EXPECT_THAT(with([](auto& c) { c.log_level = "loud"; }), HasSubstr("log_level = 'loud'"));
+  EXPECT_THAT(with([](auto& c) { c.runtime.step_timeout_s = 0; }),
+              HasSubstr("runtime.step_timeout_s = 0 must be a positive"));
+}
+
+TEST(ServiceConfig, ValidateAgainstTheModel) {
+  ServiceConfig c;
+  c.tp = 3;
+  EXPECT_THAT(error_of([&] { validate_for_model(c, model_with(4, 2)); }),
+              HasSubstr("tp = 3 does not divide num_attention_heads = 4"));
+  c.tp = 4;
+  EXPECT_NO_THROW(validate_for_model(c, model_with(4, 2)));  // KV heads replicated
+  c.tp = 2;
+  EXPECT_THAT(error_of([&] { validate_for_model(c, model_with(6, 3, 128)); }),
+              HasSubstr("tp = 2 does not divide num_key_value_heads = 3"));
+  EXPECT_THAT(error_of([&] { validate_for_model(c, model_with(4, 2, 129)); }),
+              HasSubstr("tp = 2 does not divide intermediate_size = 129"));
+  c.tp = 1;
+  c.scheduler.max_model_len = 8192;
+  EXPECT_THAT(error_of([&] { validate_for_model(c, model_with(4, 2)); }),
+              HasSubstr("scheduler.max_model_len = 8192 exceeds the model's max_position_embeddings = 4096"));
+  c.scheduler.max_model_len = 0;
+  EXPECT_EQ(effective_max_model_len(c, model_with(4, 2)), 4096);
+}
+
+TEST(ServiceConfig, WorldSizeGivesTheReplicas) {
+  ServiceConfig c;
+  c.tp = 2;
+  EXPECT_EQ(resolve_for_world(c, 5).replicas, 2);
+  EXPECT_THAT(error_of([&] { resolve_for_world(c, 4); }),
+              HasSubstr("tp = 2 does not divide the 3 worker ranks"));
+  c.replicas = 3;
+  EXPECT_THAT(error_of([&] { resolve_for_world(c, 5); }),
+              HasSubstr("replicas = 3 x tp = 2 needs 6 worker ranks, but the job has 4"));
+  EXPECT_THAT(error_of([&] { resolve_for_world(c, 1); }), HasSubstr("needs the coordinator and at least one worker"));
+}
+
+TEST(ServiceConfig, ModelName) {
+  ServiceConfig c;
+  c.model = "/models/llama-3-8b/";
+  EXPECT_EQ(effective_model_name(c), "llama-3-8b");
+  c.served_model_name = "prod";
+  EXPECT_EQ(effective_model_name(c), "prod");
+}
+
+TEST(ServiceConfig, ParseBytes) {
+  EXPECT_EQ(parse_bytes("4GiB", "x"), int64_t{4} << 30);
+  EXPECT_EQ(parse_bytes("512 MiB", "x"), int64_t{512} << 20);
+  EXPECT_EQ(parse_bytes("1.5GB", "x"), 1500000000);
+  EXPECT_EQ(parse_bytes("123", "x"), 123);
+  EXPECT_THAT(error_of([] { parse_bytes("lots", "kv.memory_bytes"); }),
+              HasSubstr("kv.memory_bytes = 'lots'"));
+}
+
+}  // namespace
+}  // namespace shardserve::config

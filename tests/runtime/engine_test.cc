@@ -1,0 +1,392 @@
+// The coordinator's engine over an in-process fake transport (no MPI): placement over replicas,
+// concurrent steps, drain and cancel, failure reports and step timeouts; plus the handshake's
+// consistency checks, the request file parser and the worker's KV pool sizing.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "common/error.h"
+#include "coordinator/runtime/engine_core.h"
+#include "coordinator/runtime/handshake.h"
+#include "coordinator/runtime/request_io.h"
+#include "worker/worker_loop.h"
+
+namespace shardserve::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The fake model: the next token of a sequence is a hash of every token before it (so a
+// result is right only if the plans fed the right tokens at the right positions).
+int32_t next_token(const std::vector<int32_t>& tokens) {
+  uint64_t h = 1469598103934665603ull;
+  for (int32_t t : tokens) h = (h ^ static_cast<uint64_t>(t)) * 1099511628211ull;
+  return 3 + static_cast<int32_t>(h % 50);
+}
+
+class FakeTransport final : public ReplicaTransport {
+ public:
+  explicit FakeTransport(int replicas) : delay_(replicas, 0), seqs_(replicas), plans_(replicas) {}
+
+  int num_replicas() const override { return static_cast<int>(delay_.size()); }
+  std::string describe(int r) const override { return "replica " + std::to_string(r) + " (fake)"; }
+
+  void send_plan(int r, const messages::StepPlan& plan) override {
+    plans_[r].push_back(plan);
+    for (uint64_t id : plan.released) seqs_[r].erase(id);
+    if (plan.seqs.empty()) return;
+    messages::StepResult result;
+    result.step_id = plan.step_id;
+    result.sample_offsets.push_back(0);
+    for (const auto& w : plan.seqs) {
+      auto& toks = seqs_[r][w.seq_id];
+      toks.resize(w.start_pos);  // a recompute after preemption starts over
+      for (int i = 0; i < w.num_tokens; ++i) toks.push_back(plan.token_ids[w.token_offset + i]);
+      if (w.num_logits == 0) continue;
+      result.seq_ids.push_back(w.seq_id);
+      messages::SampledToken t;
+      t.token_id = next_token(toks);
+      result.tokens.push_back(t);
+      result.sample_offsets.push_back(static_cast<int32_t>(result.tokens.size()));
+    }
+    if (!silent_) queue_.push_back({r, delay_[r], std::move(result)});
+  }
+
+  std::optional<ReplicaEvent> poll(std::chrono::milliseconds) override {
+    ++polls_;
+    if (!error_.empty()) {
+      ReplicaEvent ev{0, 2, messages::WorkerError{2, error_}};
+      error_.clear();
+      return ev;
+    }
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if (it->wait-- > 0) continue;
+      ReplicaEvent ev{it->replica, 1, std::move(it->result)};
+      queue_.erase(it);
+      return ev;
+    }
+    return std::nullopt;
+  }
+
+  std::vector<int> delay_;  // polls before a replica's result is delivered
+  bool silent_ = false;     // never answer (a dead replica)
+  std::string error_;       // deliver a WorkerError on the next poll
+  std::vector<std::map<uint64_t, std::vector<int32_t>>> seqs_;
+  std::vector<std::vector<messages::StepPlan>> plans_;
+  int polls_ = 0;
+
+ private:
+  struct Pending {
+    int replica;
+    int wait;
+    messages::StepResult result;
+  };
+  std::deque<Pending> queue_;
+};
+
+coordinator::SchedulerConfig sched(int32_t num_blocks) {
+  coordinator::SchedulerConfig c;
+  c.block_size = 4;
+  c.num_blocks = num_blocks;
+  c.max_num_batched_tokens = 64;
+  c.max_num_seqs = 8;
+  c.max_model_len = 128;
+  c.eos_token_ids = {2};
+  return c;
+}
+
+coordinator::RequestSpec request(int i, int prompt_len, int max_tokens) {
+  coordinator::RequestSpec s;
+  s.request_id = "r" + std::to_string(i);
+  for (int t = 0; t < prompt_len; ++t) s.prompt_token_ids.push_back(3 + (i * 7 + t) % 40);
+  s.max_tokens = max_tokens;
+  s.sampling.temperature = 0;
+  s.arrival_time = i;
+  return s;
+}
+
+std::vector<int32_t> expected_output(const coordinator::RequestSpec& s) {
+  std::vector<int32_t> toks = s.prompt_token_ids, out;
+  for (int i = 0; i < *s.max_tokens; ++i) {
+    out.push_back(next_token(toks));
+    toks.push_back(out.back());
+  }
+  return out;
+}
+
+// Runs the engine until every request is done; returns each request's tokens and end.
+struct Finished {
+  std::vector<int32_t> tokens;
+  std::string reason;
+};
+std::map<std::string, Finished> drive(EngineCore& engine, int max_polls = 10000) {
+  std::map<std::string, Finished> done;
+  std::map<std::string, std::vector<int32_t>> partial;
+  for (int i = 0; i < max_polls && engine.has_unfinished(); ++i) {
+    for (const auto& out : engine.poll(std::chrono::milliseconds(0))) {
+      for (const auto& t : out.new_tokens) partial[out.request_id].push_back(t.token_id);
+      if (out.finished) done[out.request_id] = {partial[out.request_id], out.finish_reason_string()};
+    }
+  }
+  return done;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(EngineCore, EveryRequestCompletesWithTheRightTokensSpreadOverReplicas) {
+  FakeTransport t(2);
+  EngineCore engine(t, {sched(64), sched(64)}, {});
+  std::vector<coordinator::RequestSpec> specs;
+  std::map<int, int> per_replica;
+  for (int i = 0; i < 16; ++i) {
+    auto s = request(i, 3 + i % 9, 5 + i % 4);
+    specs.push_back(request(i, 3 + i % 9, 5 + i % 4));
+    ++per_replica[engine.submit(std::move(s))];
+  }
+  EXPECT_EQ(per_replica[0], 8);
+  EXPECT_EQ(per_replica[1], 8);
+  const auto done = drive(engine);
+  ASSERT_EQ(done.size(), 16u);
+  for (const auto& s : specs) {
+    EXPECT_EQ(done.at(s.request_id).tokens, expected_output(s)) << s.request_id;
+    EXPECT_EQ(done.at(s.request_id).reason, "length");
+  }
+  EXPECT_FALSE(engine.has_unfinished());
+  // The last plans only released the finished sequences: the fake workers hold nothing.
+  EXPECT_TRUE(t.seqs_[0].empty());
+  EXPECT_TRUE(t.seqs_[1].empty());
+}
+
+TEST(EngineCore, PlacementFollowsOutstandingTokensOverCapacity) {
+  FakeTransport t(2);
+  EngineCore engine(t, {sched(96), sched(32)}, {});  // replica 0 holds 3x the tokens
+  std::map<int, int> per_replica;
+  for (int i = 0; i < 8; ++i) ++per_replica[engine.submit(request(i, 4, 4))];
+  EXPECT_EQ(per_replica[0], 6);
+  EXPECT_EQ(per_replica[1], 2);
+  EXPECT_EQ(engine.stats(0).outstanding_tokens, 6 * 8);
+  drive(engine);
+  EXPECT_EQ(engine.stats(0).outstanding_tokens, 0);
+  EXPECT_EQ(engine.stats(1).live_requests, 0);
+}
+
+TEST(EngineCore, ReplicasStepConcurrently) {
+  FakeTransport t(2);
+  t.delay_ = {0, 1000000};  // replica 1's first result never comes within this test
+  EngineCore engine(t, {sched(64), sched(64)}, {});
+  engine.submit(request(0, 4, 6));
+  engine.submit(request(1, 4, 6));
+  std::vector<coordinator::RequestOutput> outs;
+  for (int i = 0; i < 50; ++i)
+    for (auto& o : engine.poll(std::chrono::milliseconds(0))) outs.push_back(std::move(o));
+  // Replica 0 finished its request (6 steps) while replica 1's first step is still in flight.
+  EXPECT_EQ(engine.stats(0).steps, 6);
+  EXPECT_EQ(engine.stats(1).steps, 1);
+  EXPECT_EQ(engine.replica_of("r1"), 1);
+  EXPECT_EQ(engine.replica_of("r0"), -1);
+  EXPECT_TRUE(engine.steps_in_flight());
+}
+
+TEST(EngineCore, DrainStopsAdmittingAndCancelAllEndsEverything) {
+  FakeTransport t(2);
+  EngineCore engine(t, {sched(64), sched(64)}, {});
+  for (int i = 0; i < 4; ++i) engine.submit(request(i, 4, 50));
+  std::map<std::string, std::string> reasons;
+  for (const auto& o : engine.poll(std::chrono::milliseconds(0)))
+    if (o.finished) reasons[o.request_id] = o.finish_reason_string();
+  engine.stop_admitting();
+  EXPECT_EQ(engine.submit(request(9, 4, 5)), -1);
+  for (int i = 0; i < 3; ++i)
+    for (const auto& o : engine.poll(std::chrono::milliseconds(0)))
+      if (o.finished) reasons[o.request_id] = o.finish_reason_string() + "/" + o.finish_detail;
+  EXPECT_EQ(reasons["r9"], "rejected:shutting down/shutting down");
+  engine.cancel_all();
+  for (int i = 0; i < 10 && engine.has_unfinished(); ++i)
+    for (const auto& o : engine.poll(std::chrono::milliseconds(0)))
+      if (o.finished) reasons[o.request_id] = o.finish_reason_string();
+  EXPECT_FALSE(engine.has_unfinished());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(reasons["r" + std::to_string(i)], "cancelled") << i;
+}
+
+TEST(EngineCore, OnePollHandlesAtMostOneResultPerReplica) {
+  FakeTransport t(2);  // results arrive at once: an unbounded poll would run everything
+  EngineCore engine(t, {sched(64), sched(64)}, {});
+  engine.submit(request(0, 4, 20));
+  engine.submit(request(1, 4, 20));
+  engine.poll(std::chrono::milliseconds(0));
+  EXPECT_EQ(engine.stats(0).tokens_sampled + engine.stats(1).tokens_sampled, 2);
+  EXPECT_EQ(drive(engine).size(), 2u);
+}
+
+TEST(EngineCore, DuplicateIdsAreRefusedAcrossReplicas) {
+  FakeTransport t(2);
+  EngineCore engine(t, {sched(64), sched(64)}, {});
+  EXPECT_EQ(engine.submit(request(1, 4, 5)), 0);
+  EXPECT_EQ(engine.submit(request(1, 4, 5)), -1);  // would have gone to replica 1
+  const auto outs = engine.poll(std::chrono::milliseconds(0));
+  ASSERT_FALSE(outs.empty());
+  EXPECT_THAT(outs[0].finish_detail, HasSubstr("request id 'r1' is already live"));
+}
+
+TEST(EngineCore, AWorkerErrorEndsTheEngineNamingTheRank) {
+  FakeTransport t(1);
+  EngineCore engine(t, {sched(64)}, {});
+  engine.submit(request(0, 4, 5));
+  t.error_ = "step 1: sequence 1 has token id 99 outside the vocabulary (61)";
+  EXPECT_THAT(error_of([&] { engine.poll(std::chrono::milliseconds(0)); }),
+              HasSubstr("replica 0 (fake): world rank 2 failed: step 1: sequence 1 has token id 99"));
+  EXPECT_THROW(engine.poll(std::chrono::milliseconds(0)), Error);
+}
+
+TEST(EngineCore, AReplicaThatStopsAnsweringTimesOut) {
+  FakeTransport t(2);
+  t.silent_ = true;
+  EngineCore engine(t, {sched(64), sched(64)}, {std::chrono::milliseconds(50)});
+  engine.submit(request(0, 4, 5));
+  const auto start = std::chrono::steady_clock::now();
+  std::string err;
+  while (err.empty() && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    try {
+      engine.poll(std::chrono::milliseconds(5));
+    } catch (const Error& e) {
+      err = e.what();
+    }
+  }
+  EXPECT_THAT(err, HasSubstr("replica 0 (fake) sent no result for step 1 within"));
+  EXPECT_THAT(err, HasSubstr("runtime.step_timeout_s = 0.05"));
+}
+
+TEST(Handshake, ChecksConsistencyAndTakesTheMinimumPool) {
+  const comm::WorldLayout layout{2, 2};
+  std::vector<messages::WorkerHello> hellos;
+  for (int w = 1; w <= 4; ++w) {
+    messages::WorkerHello h;
+    h.world_rank = w;
+    h.replica = layout.replica_of(w);
+    h.tp_rank = layout.tp_rank_of(w);
+    h.tp_size = 2;
+    h.model_name = "m";
+    h.model_type = "llama";
+    h.num_layers = 2;
+    h.hidden_size = 64;
+    h.vocab_size = 1000;
+    h.num_heads_per_rank = 2;
+    h.num_kv_heads_per_rank = 1;
+    h.head_dim = 16;
+    h.block_size = 16;
+    h.num_kv_blocks = 100 + 10 * w;
+    hellos.push_back(h);
+  }
+  const auto caps = check_hellos(layout, hellos, "m");
+  ASSERT_EQ(caps.size(), 2u);
+  EXPECT_EQ(caps[0].num_kv_blocks, 110);
+  EXPECT_EQ(caps[1].num_kv_blocks, 130);
+  EXPECT_EQ(caps[1].world_ranks, (std::vector<int>{3, 4}));
+  auto bad = hellos;
+  bad[2].hidden_size = 32;
+  EXPECT_THAT(error_of([&] { check_hellos(layout, bad, "m"); }),
+              HasSubstr("world rank 3 (replica 1, tp rank 0 of 2) reports hidden_size = 32 but "
+                        "world rank 1 reports 64"));
+  bad = hellos;
+  bad[3].tp_rank = 0;
+  EXPECT_THAT(error_of([&] { check_hellos(layout, bad, "m"); }),
+              HasSubstr("world rank 4 (replica 1, tp rank 1 of 2) reports replica 1, tp rank 0 of 2"));
+  EXPECT_THAT(error_of([&] { check_hellos(layout, hellos, "other"); }),
+              HasSubstr("serves model 'm' but the coordinator expects 'other'"));
+}
+
+TEST(RequestIo, ParsesAndValidatesRequests) {
+  const auto s = parse_request(nlohmann::json::parse(R"({"id": "a", "prompt_ids": [1, 2, 3],
+      "max_tokens": 7, "temperature": 0.5, "top_k": 4, "seed": 9, "ignore_eos": true,
+      "stop_token_ids": [5]})"),
+                               "f:1");
+  EXPECT_EQ(s.request_id, "a");
+  EXPECT_EQ(s.prompt_token_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(*s.max_tokens, 7);
+  EXPECT_EQ(s.sampling.temperature, 0.5f);
+  EXPECT_EQ(s.sampling.top_k, 4);
+  EXPECT_EQ(s.sampling.seed, 9u);
+  EXPECT_TRUE(s.ignore_eos);
+  EXPECT_EQ(s.stop_token_ids, (std::vector<int32_t>{5}));
+  auto err = [](const char* text) {
+    return error_of([&] { parse_request(nlohmann::json::parse(text), "f:2"); });
+  };
+  EXPECT_THAT(err(R"({"id": "a", "prompt_ids": [1], "temprature": 1})"),
+              HasSubstr("f:2: unknown request field \"temprature\""));
+  EXPECT_THAT(err(R"({"prompt_ids": [1]})"), HasSubstr("\"id\" must be a non-empty string"));
+  EXPECT_THAT(err(R"({"id": "a", "prompt_ids": [1, -4]})"), HasSubstr("\"prompt_ids\"[1] = -4"));
+  EXPECT_THAT(err(R"({"id": "a", "prompt": "hello"})"), HasSubstr("needs the model's tokenizer"));
+  EXPECT_THAT(err(R"({"id": "a", "prompt_ids": [1], "top_p": 0})"), HasSubstr("top_p = 0"));
+  EXPECT_EQ(parse_id_list("1,22,333", "--prompt-ids"), (std::vector<int32_t>{1, 22, 333}));
+  EXPECT_THAT(error_of([] { parse_id_list("1,x", "--prompt-ids"); }), HasSubstr("'x' is not a token id"));
+}
+
+TEST(RequestIo, TextPromptsUseTheModelsTokenizer) {
+  namespace fs = std::filesystem;
+  const auto dir = fs::path(SHARDSERVE_SOURCE_DIR) / "tests" / "fixtures" / "llama3-bpe";
+  const auto tokenizer = model::load_tokenizer(dir);
+  const auto ref = nlohmann::json::parse(std::ifstream(dir / "reference.json"));
+  const auto& p = ref["prompts"][0];
+  auto s = parse_request({{"id", "t"}, {"prompt", p["text"]}, {"stop", {"the"}}}, "x", tokenizer.get());
+  EXPECT_EQ(s.prompt_token_ids, p["ids"].get<std::vector<int32_t>>());  // BOS included
+  EXPECT_EQ(s.stop_strings, (std::vector<std::string>{"the"}));
+  ASSERT_NE(s.text_stream, nullptr);
+  std::string text;
+  for (int32_t id : p["greedy"].get<std::vector<int32_t>>()) text += s.text_stream->push(id);
+  text += s.text_stream->flush();
+  EXPECT_EQ(text, tokenizer->decode(p["greedy"].get<std::vector<int32_t>>(), true));
+  EXPECT_THAT(error_of([] { parse_request({{"id", "t"}, {"prompt", "hi"}}, "x", nullptr); }),
+              HasSubstr("a text prompt needs the model's tokenizer"));
+  EXPECT_THAT(error_of([&] {
+                parse_request({{"id", "t"}, {"prompt", "hi"}, {"prompt_ids", {1}}}, "x", tokenizer.get());
+              }),
+              HasSubstr("not both"));
+}
+
+TEST(KvPool, SizedFromTheSettings) {
+  model::ModelConfig m;
+  m.model_type = "llama";
+  m.vocab_size = 100;
+  m.hidden_size = 64;
+  m.intermediate_size = 128;
+  m.num_hidden_layers = 2;
+  m.num_attention_heads = 4;
+  m.num_key_value_heads = 2;
+  m.head_dim = 16;
+  m.max_position_embeddings = 256;
+  config::ServiceConfig c;
+  c.tp = 4;  // one (replicated) KV head per rank
+  c.kv.block_size = 16;
+  // 2 (K, V) x 2 layers x 1 head x 16 dims x 4 bytes x 16 tokens = 4 KiB per block.
+  c.kv.num_blocks = 10;
+  EXPECT_EQ(worker::plan_kv_pool(c, m, 0).num_blocks, 10);
+  EXPECT_EQ(worker::plan_kv_pool(c, m, 0).bytes_per_block, 4096);
+  c.kv.num_blocks = 0;
+  c.kv.memory_bytes = 4096 * 7 + 100;
+  EXPECT_EQ(worker::plan_kv_pool(c, m, 0).num_blocks, 7);
+  c.kv.memory_bytes = 0;
+  c.kv.memory_fraction = 0.5;
+  c.scheduler.max_num_seqs = 1000;
+  EXPECT_EQ(worker::plan_kv_pool(c, m, 4096 * 20).num_blocks, 10);
+  // Capped at what max_num_seqs sequences of max_model_len can use: 2 x 256 / 16 = 32 blocks.
+  c.scheduler.max_num_seqs = 2;
+  const auto capped = worker::plan_kv_pool(c, m, int64_t{1} << 40);
+  EXPECT_EQ(capped.num_blocks, 32);
+  EXPECT_THAT(capped.source, HasSubstr("capped"));
+  EXPECT_THAT(error_of([&] { worker::plan_kv_pool(c, m, 100); }),
+              HasSubstr("leaves room for no block of 4096 bytes"));
+}
+
+}  // namespace
+}  // namespace shardserve::runtime
