@@ -8,8 +8,12 @@ packages=(
   libpcre2-dev libsentencepiece-dev libcli11-dev libtomlplusplus-dev
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   prometheus-cpp-dev libcpp-httplib-dev
-  python3 python3-zmq python3-matplotlib curl nodejs npm prometheus
+  python3 python3-zmq python3-matplotlib curl prometheus
 )
+# node and npm (for the test with the official `openai` client) may come from elsewhere than
+# Debian; Debian's packages are installed only when the commands are missing.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
