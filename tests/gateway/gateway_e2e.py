@@ -193,6 +193,9 @@ def main():
     ap.add_argument("--node", default="node")
     ap.add_argument("--node-modules")
     args = ap.parse_args()
+    if args.mode == "openai" and not os.path.exists(os.path.join(args.node_modules or "", "openai", "package.json")):
+        print(f"SKIP: the openai npm package is not in {args.node_modules} (gateway.npm_install_openai skipped)")
+        sys.exit(77)
     llm = Proc("llm-local", [args.llm_local, "--model", args.model, "--listen", "tcp://127.0.0.1:*",
                              "--max-num-seqs", "2", "--max-waiting", "0", "--kv-blocks", "512"], args.workdir)
     endpoint = llm.listening(60)
