@@ -29,6 +29,7 @@
 #include "config/service_config.h"
 #include "coordinator/runtime/engine_core.h"
 #include "coordinator/runtime/handshake.h"
+#include "coordinator/runtime/scheduler_settings.h"
 #include "coordinator/runtime/mpi_transport.h"
 #include "coordinator/runtime/request_io.h"
 #include "coordinator/scheduler_config.h"
@@ -290,24 +291,7 @@ int main(int argc, char** argv) {
                  cfg.replicas, cfg.tp, world - 1);
     const auto hs = runtime::run_handshake(channel, layout, model_name,
                                            seconds(cfg.runtime.startup_timeout_s));
-    for (const auto& c : hs.replicas) {
-      coordinator::SchedulerConfig sc;
-      sc.block_size = cfg.kv.block_size;
-      sc.num_blocks = static_cast<int32_t>(std::min<int64_t>(c.num_kv_blocks, INT32_MAX));
-      sc.max_num_batched_tokens = cfg.scheduler.max_num_batched_tokens;
-      sc.max_num_seqs = cfg.scheduler.max_num_seqs;
-      sc.max_model_len = config::effective_max_model_len(cfg, model_config);
-      sc.watermark = cfg.scheduler.watermark;
-      sc.enable_prefix_caching = cfg.scheduler.enable_prefix_caching;
-      sc.enable_chunked_prefill = cfg.scheduler.enable_chunked_prefill;
-      sc.eos_token_ids = model_config.eos_token_ids;
-      try {
-        coordinator::validate_scheduler_config(sc);
-      } catch (const Error& e) {
-        fail("replica {} (KV pool of {} blocks): {}", c.replica, c.num_kv_blocks, e.what());
-      }
-      schedulers.push_back(std::move(sc));
-    }
+    schedulers = runtime::scheduler_configs_for(cfg, model_config, hs);
   } catch (const Error& e) {
     spdlog::error("start-up failed: {}", e.what());
     runtime::abort_workers(channel, world, fmt::format("coordinator start-up failed: {}", e.what()));
