@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "coordinator/detokenizer_stream.h"
+
 namespace shardserve::api {
 namespace {
 
@@ -175,7 +177,8 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
   }
   spec.max_tokens = out.max_tokens;
   out.prompt_tokens = static_cast<int32_t>(prompt_len);
-  if (ctx.tokenizer) spec.text_stream = std::make_unique<DetokenizerStream>(*ctx.tokenizer);
+  if (ctx.tokenizer)
+    spec.text_stream = std::make_unique<coordinator::DetokenizerStream>(*ctx.tokenizer);
   return out;
 }
 

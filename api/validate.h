@@ -11,8 +11,6 @@
 #include "api/chat_template.h"
 #include "api/protocol.h"
 #include "coordinator/request.h"
-#include "coordinator/text_stream.h"
-#include "model/tokenizer/incremental_detokenizer.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace shardserve::api {
@@ -47,17 +45,5 @@ ValidatedRequest validate_submit(const SubmitRequest& submit, const ValidationCo
 // The largest prompt + output a request may have: the context length, or less when one
 // replica's KV pool holds fewer tokens.
 int32_t request_token_limit(const ModelInfo& model);
-
-// The scheduler's view of the tokenizer library's incremental detokenizer (special tokens
-// skipped in the text).
-class DetokenizerStream final : public coordinator::TextStream {
- public:
-  explicit DetokenizerStream(const model::Tokenizer& t) : detok_(t, /*skip_special_tokens=*/true) {}
-  std::string push(int32_t token) override { return detok_.push(token); }
-  std::string flush() override { return detok_.flush(); }
-
- private:
-  model::IncrementalDetokenizer detok_;
-};
 
 }  // namespace shardserve::api

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "coordinator/detokenizer_stream.h"
 
 namespace shardserve::runtime {
 namespace {
@@ -88,7 +89,7 @@ coordinator::RequestSpec parse_request(const nlohmann::json& j, const std::strin
     require(tokenizer != nullptr || s.stop_strings.empty(),
             "{}: stop strings need the model's tokenizer, and none was loaded", w);
   }
-  if (tokenizer != nullptr) s.text_stream = std::make_unique<DetokenizerStream>(*tokenizer);
+  if (tokenizer != nullptr) s.text_stream = std::make_unique<coordinator::DetokenizerStream>(*tokenizer);
   if (j.contains("max_tokens") && !j["max_tokens"].is_null())
     s.max_tokens = get<int32_t>(j, "max_tokens", w, 0);
   auto& p = s.sampling;

@@ -24,23 +24,9 @@
 
 #include "coordinator/request.h"
 #include "coordinator/request_output.h"
-#include "coordinator/text_stream.h"
-#include "model/tokenizer/incremental_detokenizer.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace shardserve::runtime {
-
-// The scheduler's TextStream over the tokenizer's IncrementalDetokenizer (special tokens
-// skipped, as OpenAI-style APIs return text).
-class DetokenizerStream final : public coordinator::TextStream {
- public:
-  explicit DetokenizerStream(const model::Tokenizer& tokenizer) : detok_(tokenizer, true) {}
-  std::string push(int32_t token) override { return detok_.push(token); }
-  std::string flush() override { return detok_.flush(); }
-
- private:
-  model::IncrementalDetokenizer detok_;
-};
 
 // `where` names the source in errors ("requests.jsonl:3"). `tokenizer` may be null: then text
 // prompts and stop strings are refused and outputs carry no text.

@@ -17,10 +17,10 @@
 
 #include "common/error.h"
 #include "comm/collective.h"
+#include "coordinator/detokenizer_stream.h"
 #include "coordinator/scheduler.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
-#include "model/tokenizer/incremental_detokenizer.h"
 #include "model/tokenizer/tokenizer.h"
 #include "worker/llama_weights.h"
 #include "worker/cuda/step_runner.h"
@@ -29,17 +29,6 @@
 
 namespace shardserve {
 namespace {
-
-// The scheduler's view of a detokenizer, over the tokenizer library's.
-class DetokenizerStream final : public coordinator::TextStream {
- public:
-  explicit DetokenizerStream(const model::Tokenizer& t) : detok_(t, /*skip_special_tokens=*/true) {}
-  std::string push(int32_t token) override { return detok_.push(token); }
-  std::string flush() override { return detok_.flush(); }
-
- private:
-  model::IncrementalDetokenizer detok_;
-};
 
 std::vector<int32_t> parse_ids(const std::string& csv) {
   std::vector<int32_t> ids;
@@ -172,7 +161,7 @@ int run(int argc, char** argv) {
   spec.max_tokens = max_tokens;
   spec.stop_strings = stops;
   spec.ignore_eos = ignore_eos;
-  spec.text_stream = std::make_unique<DetokenizerStream>(*tokenizer);
+  spec.text_stream = std::make_unique<coordinator::DetokenizerStream>(*tokenizer);
   auto added = scheduler.add_request(std::move(spec));
   if (added.rejection) fail("request rejected: {}", added.rejection->finish_detail);
 
