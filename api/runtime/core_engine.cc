@@ -8,6 +8,7 @@ namespace shardserve::api {
 EnginePoll CoreEngine::poll(std::chrono::milliseconds wait) {
   EnginePoll p;
   p.outputs = core_.poll(wait);
+  p.started = core_.started();
   return p;
 }
 

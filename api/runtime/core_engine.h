@@ -24,7 +24,7 @@ class CoreEngine final : public Engine {
   explicit CoreEngine(runtime::EngineCore& core) : core_(core) {}
   void submit(coordinator::RequestSpec spec) override { core_.submit(std::move(spec)); }
   bool cancel(std::string_view request_id) override { return core_.cancel(request_id); }
-  // EngineCore does not report when a request is first scheduled: queue_s is null.
+  // With EngineCore::started(): the queue time ends when a request's first step is sent.
   EnginePoll poll(std::chrono::milliseconds wait) override;
   bool has_unfinished() const override { return core_.has_unfinished(); }
   std::vector<ReplicaStatus> status() const override;

@@ -85,6 +85,7 @@ int EngineCore::submit(coordinator::RequestSpec spec) {
     return -1;
   }
   if (metrics_) metrics_->on_admitted(r, added.seq_id, static_cast<int32_t>(prompt), Clock::now());
+  replica.unscheduled.emplace(added.seq_id, id);
   placement_.emplace(std::move(id), Placement{r, tokens});
   replica.outstanding_tokens += tokens;
   ++replica.live;
@@ -96,6 +97,7 @@ void EngineCore::retire(const RequestOutput& out) {
   auto it = placement_.find(out.request_id);
   if (it == placement_.end()) return;
   Replica& r = replicas_[it->second.replica];
+  r.unscheduled.erase(out.seq_id);
   r.outstanding_tokens -= it->second.tokens;
   --r.live;
   placement_.erase(it);
@@ -132,6 +134,12 @@ void EngineCore::start_step(int r) {
     replica.in_flight = InFlight{plan.step_id, now};
     ++replica.steps;
     if (metrics_) metrics_->on_step_sent(r, plan, now);
+    for (std::size_t i = 0; i < plan.seqs.size() && !replica.unscheduled.empty(); ++i) {
+      auto it = replica.unscheduled.find(plan.seqs[i].seq_id);
+      if (it == replica.unscheduled.end()) continue;
+      started_.emplace_back(std::move(it->second), now);
+      replica.unscheduled.erase(it);
+    }
   }
 }
 
@@ -182,6 +190,7 @@ std::vector<RequestOutput> EngineCore::poll(std::chrono::milliseconds wait) {
   require(!failed_, "engine: poll after a replica failed");
   std::vector<RequestOutput> outputs = std::move(pending_);
   pending_.clear();
+  started_.clear();
   for (int r = 0; r < num_replicas(); ++r) start_step(r);
   if (!outputs.empty() || !steps_in_flight()) wait = std::chrono::milliseconds(0);
   // Then whatever else has arrived, but at most one event per replica, so that a caller's

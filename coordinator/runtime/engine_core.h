@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "coordinator/request.h"
@@ -78,6 +79,11 @@ class EngineCore {
   int num_replicas() const { return static_cast<int>(replicas_.size()); }
   int replica_of(std::string_view request_id) const;  // -1 when not live
   ReplicaStats stats(int replica) const;
+  // The requests whose first step was sent during the last poll(), with when it was sent: the
+  // end of their queue time. A recompute after preemption is not a first step.
+  const std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>>& started() const {
+    return started_;
+  }
 
  private:
   struct InFlight {
@@ -92,6 +98,7 @@ class EngineCore {
     int32_t live = 0;
     int64_t steps = 0;
     int64_t tokens_sampled = 0;
+    std::unordered_map<uint64_t, std::string> unscheduled;  // seq id -> request id, not yet stepped
   };
   struct Placement {
     int replica;
@@ -110,6 +117,7 @@ class EngineCore {
   std::vector<Replica> replicas_;
   std::unordered_map<std::string, Placement> placement_;  // live request id -> replica
   std::vector<coordinator::RequestOutput> pending_;       // produced outside poll()
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> started_;
   bool admitting_ = true;
   bool failed_ = false;
 };

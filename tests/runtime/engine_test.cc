@@ -267,6 +267,53 @@ TEST(EngineCore, AReplicaThatStopsAnsweringTimesOut) {
   EXPECT_THAT(err, HasSubstr("runtime.step_timeout_s = 0.05"));
 }
 
+// The queue time's end (api: timings.queue_s): started() lists a request once, in the poll that
+// sent its first step, never before it is stepped, never again after a preemption's recompute,
+// and never for a request cancelled while waiting.
+TEST(EngineCore, StartedReportsEachRequestsFirstStepOnce) {
+  FakeTransport t(1);
+  auto c = sched(10);  // 40 token slots: two requests of 4 + 20 tokens cannot both finish
+  c.max_model_len = 40;
+  c.max_num_seqs = 2;  // the third request waits
+  c.watermark = 0;
+  c.enable_prefix_caching = false;  // so that a recompute starts at position 0
+  EngineCore engine(t, {c}, {});
+  for (int i = 0; i < 3; ++i) engine.submit(request(i, 4, 20));
+  engine.submit(request(3, 4, 5));
+  ASSERT_TRUE(engine.cancel("r3"));  // cancelled before any step: never started
+  EXPECT_TRUE(engine.started().empty());
+  std::map<std::string, int> times_started;
+  std::map<std::string, int> poll_started, poll_finished;
+  for (int i = 0; i < 10000 && engine.has_unfinished(); ++i) {
+    const auto before = std::chrono::steady_clock::now();
+    const auto outs = engine.poll(std::chrono::milliseconds(0));
+    const auto after = std::chrono::steady_clock::now();
+    for (const auto& [id, at] : engine.started()) {
+      ++times_started[id];
+      poll_started[id] = i;
+      EXPECT_TRUE(before <= at && at <= after) << id;
+    }
+    for (const auto& o : outs)
+      if (o.finished) poll_finished[o.request_id] = i;
+  }
+  ASSERT_FALSE(engine.has_unfinished());
+  EXPECT_GT(engine.stats(0).scheduler.preemptions_total, 0);  // a recompute happened
+  EXPECT_EQ(times_started, (std::map<std::string, int>{{"r0", 1}, {"r1", 1}, {"r2", 1}}));
+  EXPECT_EQ(poll_started["r0"], 0);
+  EXPECT_EQ(poll_started["r1"], 0);
+  // r2 waited for a running request to end (finish or preemption) before its first step.
+  EXPECT_GT(poll_started["r2"], 0);
+  // Some sequence was fed from position 0 twice (the recompute), yet started once above.
+  std::map<uint64_t, int> from_zero;
+  for (const auto& plan : t.plans_[0])
+    for (const auto& w : plan.seqs)
+      if (w.start_pos == 0) ++from_zero[w.seq_id];
+  EXPECT_EQ(from_zero.size(), 3u);
+  int recomputed = 0;
+  for (const auto& [seq, n] : from_zero) recomputed += n > 1;
+  EXPECT_GE(recomputed, 1);
+}
+
 TEST(Handshake, ChecksConsistencyAndTakesTheMinimumPool) {
   const comm::WorldLayout layout{2, 2};
   std::vector<messages::WorkerHello> hellos;
