@@ -7,7 +7,7 @@
 //   api::FrontEnd front(options, api::model_info_for(cfg, model_config, schedulers), tokenizer);
 //   while (serving) front.pump(engine, 20ms);                      // the engine thread's loop
 //
-// (api/runtime/coordinator_zmq_main.cc is that process.)
+// (coordinator/runtime/coordinator_main.cc does this when it has no --requests.)
 #include <vector>
 
 #include "api/engine.h"

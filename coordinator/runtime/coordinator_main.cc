@@ -1,10 +1,21 @@
 // The coordinator process (world rank 0 of `mpirun -np 1 coordinator ... : -np R*N worker`):
-// resolves and validates the configuration, runs the start-up handshake, serves the requests
-// over the replicas with one EngineCore, and shuts the workers down. See README.md here.
+// resolves and validates the configuration, runs the start-up handshake, serves requests over
+// the replicas with one EngineCore, and shuts the workers down. See README.md here.
 //
-// Exit status: 0 after a normal end or a drain (SIGTERM/SIGINT); 2 for a configuration or usage
-// error (the workers are told to exit); 1 when start-up failed; a failure while serving (a worker
-// error, a replica that stopped answering) ends the whole job with MPI_Abort.
+// Two front ends over the same engine, start-up, metrics and shutdown:
+//   - ZeroMQ (the default): the job API of api/front_end.h on --listen (docs/protocol.md),
+//     until SIGTERM/SIGINT;
+//   - a batch (--requests FILE and/or --prompt / --prompt-ids): JSON-lines results to --output,
+//     then exit (or, with --keep-running, wait for a signal).
+// The executable links the API (shardserve_api_runtime); the runtime library does not.
+//
+// SIGTERM/SIGINT in either mode: admission stops, running requests get runtime.shutdown_grace_s
+// to finish, then (or at a second signal) they are cancelled; the workers are told to exit.
+//
+// Exit status: 0 after a normal end or a drain; 2 for a configuration or usage error (the
+// workers are told to exit); 1 when start-up failed (a metrics or ZeroMQ port that cannot be
+// bound too); a failure while serving (a worker error, a replica that stopped answering) ends
+// the whole job with MPI_Abort.
 #include <signal.h>
 #include <unistd.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -16,11 +27,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <sstream>
 #include <thread>
 
+#include "api/front_end.h"
+#include "api/runtime/core_engine.h"
 #include "comm/control_channel.h"
 #include "comm/mpi_collective.h"
 #include "comm/mpi_util.h"
@@ -72,6 +86,7 @@ std::chrono::milliseconds seconds(double s) {
 }
 
 struct ProgramOptions {
+  // Batch mode (any of the three given); else the ZeroMQ front end serves.
   std::string requests_file;
   std::string output_file;
   std::vector<std::string> prompt_ids;
@@ -80,6 +95,12 @@ struct ProgramOptions {
   float temperature = 0.0f;
   bool ignore_eos = false;
   bool keep_running = false;
+  // ZeroMQ mode.
+  std::string listen;
+  std::string chat_template = "auto";
+  int32_t max_waiting = api::FrontEndOptions{}.max_waiting;
+
+  bool batch() const { return !requests_file.empty() || !prompt_ids.empty() || !prompts.empty(); }
 };
 
 class OutputSink {
@@ -119,9 +140,75 @@ std::unique_ptr<model::Tokenizer> load_tokenizer_if_any(const std::string& dir) 
   }
 }
 
-// Serving: submits the batch, drives the engine, drains on a signal. Throws on a failed replica.
-void serve(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> batch,
-           const config::ServiceConfig& cfg, const ProgramOptions& opt, OutputSink& sink) {
+// SIGTERM/SIGINT while serving (the handler only counts them): the first stops admission and
+// gives the running requests runtime.shutdown_grace_s; the second, or the end of the grace
+// period, cancels them. Both front ends run update() once per round.
+class Drain {
+ public:
+  Drain(runtime::EngineCore& engine, double grace_s) : engine_(engine), grace_s_(grace_s) {}
+
+  // `stop_front` stops the front end's own admission at the first signal.
+  void update(const std::function<void()>& stop_front = {}) {
+    const int signals = g_signal_count.load();
+    if (signals > handled_) {
+      const char* name = g_last_signal.load() == SIGINT ? "SIGINT" : "SIGTERM";
+      if (!draining_) {
+        draining_ = true;
+        if (stop_front) stop_front();
+        engine_.stop_admitting();
+        deadline_ = Clock::now() + seconds(grace_s_);
+        spdlog::warn("received {}: draining: admitting no new requests; running requests have "
+                     "{:.1f} s (runtime.shutdown_grace_s) to finish; a second signal cancels them",
+                     name, grace_s_);
+      } else if (!cancelled_) {
+        spdlog::warn("received {} again: cancelling the running requests", name);
+        cancel();
+      }
+      handled_ = signals;
+    }
+    if (draining_ && !cancelled_ && Clock::now() >= deadline_ && engine_.has_unfinished()) {
+      spdlog::warn("grace period of {:.1f} s over: cancelling the running requests", grace_s_);
+      cancel();
+    }
+  }
+  bool draining() const { return draining_; }
+
+ private:
+  void cancel() {
+    engine_.cancel_all();
+    cancelled_ = true;
+  }
+
+  runtime::EngineCore& engine_;
+  const double grace_s_;
+  int handled_ = 0;
+  bool draining_ = false;
+  bool cancelled_ = false;
+  Clock::time_point deadline_{};
+};
+
+// Every 5 s while there is work: each replica's queue, KV use and progress.
+class ProgressLog {
+ public:
+  void update(const runtime::EngineCore& engine) {
+    if (Clock::now() < next_) return;
+    next_ = Clock::now() + std::chrono::seconds(5);
+    for (int r = 0; r < engine.num_replicas(); ++r) {
+      const auto s = engine.stats(r);
+      spdlog::info("replica {}: {} running, {} waiting, KV {}/{} blocks, {} steps, {} tokens", r,
+                   s.scheduler.num_running, s.scheduler.num_waiting, s.scheduler.kv_blocks_used,
+                   s.scheduler.kv_blocks_total, s.steps, s.tokens_sampled);
+    }
+  }
+
+ private:
+  Clock::time_point next_ = Clock::now() + std::chrono::seconds(5);
+};
+
+// Batch mode: submits the batch, drives the engine, drains on a signal. Throws on a failed
+// replica.
+void serve_batch(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> batch,
+                 const config::ServiceConfig& cfg, const ProgramOptions& opt, OutputSink& sink) {
   runtime::OutputCollector collector;
   const std::size_t total = batch.size();
   for (auto& spec : batch) {
@@ -131,36 +218,12 @@ void serve(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> ba
     collector.expect(id, r, logprobs);
   }
   spdlog::info("serving: {} request(s) submitted over {} replica(s)", total, engine.num_replicas());
-  bool draining = false, cancelled = false;
-  int handled_signals = 0;
-  auto drain_deadline = Clock::now();
-  auto next_report = Clock::now() + std::chrono::seconds(5);
+  Drain drain(engine, cfg.runtime.shutdown_grace_s);
+  ProgressLog progress;
   const auto start = Clock::now();
   int64_t tokens = 0;
-  while (engine.has_unfinished() || (opt.keep_running && !draining)) {
-    const int signals = g_signal_count.load();
-    if (signals > handled_signals) {
-      const char* name = g_last_signal.load() == SIGINT ? "SIGINT" : "SIGTERM";
-      if (!draining) {
-        draining = true;
-        engine.stop_admitting();
-        drain_deadline = Clock::now() + seconds(cfg.runtime.shutdown_grace_s);
-        spdlog::warn("received {}: draining: admitting no new requests; running requests have "
-                     "{:.1f} s (runtime.shutdown_grace_s) to finish; a second signal cancels them",
-                     name, cfg.runtime.shutdown_grace_s);
-      } else if (!cancelled) {
-        spdlog::warn("received {} again: cancelling the running requests", name);
-        engine.cancel_all();
-        cancelled = true;
-      }
-      handled_signals = signals;
-    }
-    if (draining && !cancelled && Clock::now() >= drain_deadline && engine.has_unfinished()) {
-      spdlog::warn("grace period of {:.1f} s over: cancelling the running requests",
-                   cfg.runtime.shutdown_grace_s);
-      engine.cancel_all();
-      cancelled = true;
-    }
+  while (engine.has_unfinished() || (opt.keep_running && !drain.draining())) {
+    drain.update();
     const auto outputs = engine.poll(std::chrono::milliseconds(20));
     for (const auto& out : outputs) {
       tokens += static_cast<int64_t>(out.new_tokens.size());
@@ -168,20 +231,32 @@ void serve(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> ba
     }
     if (outputs.empty() && !engine.steps_in_flight())
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (Clock::now() >= next_report) {
-      next_report = Clock::now() + std::chrono::seconds(5);
-      for (int r = 0; r < engine.num_replicas(); ++r) {
-        const auto s = engine.stats(r);
-        spdlog::info("replica {}: {} running, {} waiting, KV {}/{} blocks, {} steps, {} tokens", r,
-                     s.scheduler.num_running, s.scheduler.num_waiting, s.scheduler.kv_blocks_used,
-                     s.scheduler.kv_blocks_total, s.steps, s.tokens_sampled);
-      }
-    }
+    progress.update(engine);
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   spdlog::info("{}: {} of {} request(s) finished, {} tokens in {:.2f} s ({:.1f} tokens/s)",
-               draining ? "drained" : "done", collector.finished(), total, tokens, elapsed,
+               drain.draining() ? "drained" : "done", collector.finished(), total, tokens, elapsed,
                elapsed > 0 ? tokens / elapsed : 0.0);
+}
+
+// ZeroMQ mode: the front end (already bound) pumps the engine until a signal has drained it.
+// Throws on a failed replica.
+void serve_zmq(runtime::EngineCore& core, api::FrontEnd& front, const config::ServiceConfig& cfg) {
+  api::CoreEngine engine(core);
+  spdlog::info("serving {} over {} replica(s) on {}", front.model_info().name,
+               front.model_info().num_replicas, front.endpoint());
+  Drain drain(core, cfg.runtime.shutdown_grace_s);
+  ProgressLog progress;
+  for (;;) {
+    drain.update([&] { front.stop_admitting(); });
+    // The front end's count lags the engine by one hand-over: both must be empty.
+    if (drain.draining() && !core.has_unfinished() && front.live_requests() == 0) break;
+    front.pump(engine, std::chrono::milliseconds(20));
+    if (core.has_unfinished()) progress.update(core);
+  }
+  const auto c = front.counters();
+  spdlog::info("drained: {} finished, {} cancelled, {} rejected, {} overloaded, {} invalid",
+               c.finished, c.cancelled, c.rejected, c.overloaded, c.invalid);
 }
 
 }  // namespace
@@ -208,23 +283,38 @@ int main(int argc, char** argv) {
 
   // ----- configuration: resolved and validated once, here ---------------------------------
   CLI::App app{"shardserve coordinator: world rank 0 of `mpirun -np 1 coordinator [flags] : "
-               "-np R*TP worker`"};
+               "-np R*TP worker`. Serves the ZeroMQ job API, or with --requests / --prompt / "
+               "--prompt-ids runs that batch"};
   config::CommandLine cli(app);
   ProgramOptions opt;
-  app.add_option("--requests", opt.requests_file, "JSON-lines file of requests (see README)");
-  app.add_option("--output", opt.output_file, "JSON-lines results file (default: stdout)");
+  // ZeroMQ mode.
+  std::vector<CLI::Option*> zmq_only = {
+      app.add_option("--listen", opt.listen,
+                     "ZeroMQ endpoint (default tcp://<ports.host>:<ports.zmq>; port * picks one)"),
+      app.add_option("--max-waiting", opt.max_waiting,
+                     "requests allowed to wait beyond the running capacity")
+          ->capture_default_str(),
+      app.add_option("--chat-template", opt.chat_template,
+                     "auto (recognise the model's), llama2 or llama3")
+          ->capture_default_str()};
+  // Batch mode.
+  app.add_option("--requests", opt.requests_file,
+                 "JSON-lines file of requests (see README); no ZeroMQ front end");
   app.add_option("--prompt-ids", opt.prompt_ids, "a prompt as comma-separated token ids (repeatable)");
   app.add_option("--prompt", opt.prompts, "a text prompt (repeatable; needs the model's tokenizer)");
-  app.add_option("--max-tokens", opt.max_tokens, "max_tokens for --prompt / --prompt-ids prompts");
-  app.add_option("--temperature", opt.temperature,
-                 "temperature for --prompt / --prompt-ids prompts (0: greedy)");
-  app.add_flag("--ignore-eos", opt.ignore_eos, "--prompt / --prompt-ids prompts ignore EOS");
-  app.add_flag("--keep-running", opt.keep_running,
-               "after the requests, keep serving until SIGTERM/SIGINT");
+  std::vector<CLI::Option*> batch_only = {
+      app.add_option("--output", opt.output_file, "JSON-lines results file (default: stdout)"),
+      app.add_option("--max-tokens", opt.max_tokens, "max_tokens for --prompt / --prompt-ids prompts"),
+      app.add_option("--temperature", opt.temperature,
+                     "temperature for --prompt / --prompt-ids prompts (0: greedy)"),
+      app.add_flag("--ignore-eos", opt.ignore_eos, "--prompt / --prompt-ids prompts ignore EOS"),
+      app.add_flag("--keep-running", opt.keep_running,
+                   "after the batch, keep the job up until SIGTERM/SIGINT")};
   config::ServiceConfig cfg;
   model::ModelConfig model_config;
   std::unique_ptr<model::Tokenizer> tokenizer;
   std::vector<coordinator::RequestSpec> batch;
+  api::FrontEndOptions front_options;
   try {
     try {
       app.parse(argc, argv);
@@ -237,6 +327,16 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       fail("command line: {}", e.what());
     }
+    for (const CLI::Option* o : zmq_only)
+      require(!opt.batch() || o->count() == 0,
+              "{} is a ZeroMQ serving option; with --requests / --prompt / --prompt-ids the "
+              "coordinator runs that batch and serves no ZeroMQ",
+              o->get_name());
+    for (const CLI::Option* o : batch_only)
+      require(opt.batch() || o->count() == 0,
+              "{} applies to a batch: give --requests, --prompt or --prompt-ids (without them the "
+              "coordinator serves ZeroMQ)",
+              o->get_name());
     cfg = cli.resolve();
     config::validate(cfg);
     model_config = model::load_model_config(cfg.model);
@@ -257,6 +357,18 @@ int main(int argc, char** argv) {
     for (const auto& ids : opt.prompt_ids)
       add_cli_request({{"prompt_ids", runtime::parse_id_list(ids, "--prompt-ids")}});
     for (const auto& text : opt.prompts) add_cli_request({{"prompt", text}});
+    if (!opt.batch()) {
+      front_options.endpoint = opt.listen.empty()
+                                   ? fmt::format("tcp://{}:{}", cfg.ports.host, cfg.ports.zmq)
+                                   : opt.listen;
+      require(opt.max_waiting >= 0, "--max-waiting must be >= 0, got {}", opt.max_waiting);
+      front_options.max_waiting = opt.max_waiting;
+      if (opt.chat_template != "auto") {
+        front_options.chat_format = api::parse_chat_format(opt.chat_template);
+        require(front_options.chat_format.has_value(),
+                "--chat-template must be auto, llama2 or llama3, got '{}'", opt.chat_template);
+      }
+    }
   } catch (const Error& e) {
     spdlog::error("configuration error: {}", e.what());
     runtime::abort_workers(channel, world, fmt::format("coordinator configuration error: {}", e.what()));
@@ -279,6 +391,7 @@ int main(int argc, char** argv) {
 
   // ----- start-up handshake ------------------------------------------------------------------
   std::vector<coordinator::SchedulerConfig> schedulers;
+  std::optional<api::FrontEnd> front;  // ZeroMQ mode
   try {
     if (auto port = monitoring::metrics_port_for_rank(cfg.ports.metrics, comm::WorldLayout::kCoordinator)) {
       metrics_endpoint.serve(cfg.ports.metrics_host, *port);
@@ -292,6 +405,13 @@ int main(int argc, char** argv) {
     const auto hs = runtime::run_handshake(channel, layout, model_name,
                                            seconds(cfg.runtime.startup_timeout_s));
     schedulers = runtime::scheduler_configs_for(cfg, model_config, hs);
+    // Bound last, once the handshake is done, so that a client connecting sees a ready service.
+    if (!opt.batch()) {
+      front.emplace(front_options, api::model_info_for(cfg, model_config, schedulers),
+                    tokenizer.get());
+      std::printf("listening on %s\n", front->endpoint().c_str());
+      std::fflush(stdout);
+    }
   } catch (const Error& e) {
     spdlog::error("start-up failed: {}", e.what());
     runtime::abort_workers(channel, world, fmt::format("coordinator start-up failed: {}", e.what()));
@@ -300,11 +420,16 @@ int main(int argc, char** argv) {
 
   // ----- serving -------------------------------------------------------------------------------
   try {
-    OutputSink sink(opt.output_file);
     runtime::MpiTransport transport(channel, layout);
     runtime::EngineCore engine(transport, std::move(schedulers),
                                runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s), &metrics});
-    serve(engine, std::move(batch), cfg, opt, sink);
+    if (front) {
+      serve_zmq(engine, *front, cfg);
+      front.reset();  // nothing is live: the socket closes before the workers go
+    } else {
+      OutputSink sink(opt.output_file);
+      serve_batch(engine, std::move(batch), cfg, opt, sink);
+    }
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}; ending the job", e.what());
     spdlog::shutdown();

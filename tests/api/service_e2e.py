@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The service end to end on the CPU demo through mpirun:
-    mpirun -np 1 coordinator-zmq --model models/kjv-llama --listen tcp://127.0.0.1:* : -np 1 worker
-and over its ZeroMQ front end:
+    mpirun -np 1 coordinator --model models/kjv-llama --listen tcp://127.0.0.1:* : -np 1 worker
+(the coordinator without --requests serves ZeroMQ) and over its ZeroMQ front end:
   1. a streamed completion (llmctl stream): several deltas, the text of the in-process `generate`
-     tool's greedy completion of the same prompt;
+     tool's greedy completion of the same prompt; its timings carry the queue time (the MPI
+     engine reports each request's first step);
   2. 100 concurrent requests from the load generator (llmctl bench --check): all complete with
      their full outputs (every token streamed, finish "length" at max_tokens);
   3. 100 concurrent requests, half cancelled mid-stream: those end "cancelled", the others
@@ -16,6 +17,8 @@ and over its ZeroMQ front end:
   7. (with --gateway) the HTTP gateway in front of this coordinator: curl gets a chat completion
      as server-sent events;
   8. SIGTERM: the coordinator drains, tells the worker to exit, and the job exits 0.
+Before all that: a batch-only flag without a batch (and a serving flag with one) is a usage
+error naming the flag and the mode; the job ends non-zero.
 """
 import argparse
 import json
@@ -46,9 +49,18 @@ def main():
     from shardserve_client import Client, ServiceError
 
     flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    for mode_flags, needle in (
+            (["--output", os.path.join(args.workdir, "x.jsonl")], "--output applies to a batch"),
+            (["--prompt-ids", "1,2", "--listen", "tcp://127.0.0.1:*"], "--listen is a ZeroMQ serving option")):
+        rc, out, err = run([args.mpiexec, *flags, "-np", "1", args.coordinator, "--model", args.model,
+                            "--metrics-port", "0", *mode_flags, ":", "-np", "1", args.worker], timeout=60)
+        check(rc != 0 and needle in out + err and "configuration error" in out + err,
+              f"{' '.join(mode_flags[:1])}: '{needle}', job status {rc}")
     job = Proc("job", [args.mpiexec, *flags, "-np", "1", args.coordinator, "--model", args.model,
                        "--listen", "tcp://127.0.0.1:*", "--kv-num-blocks", "1024", "--max-num-seqs", "128",
-                       "--max-waiting", "8", "--shutdown-grace", "5", ":", "-np", "1", args.worker],
+                       "--max-waiting", "8", "--shutdown-grace", "5",
+                       # metrics are checked by tests/monitoring; off here, so no port can clash
+                       "--metrics-port", "0", ":", "-np", "1", args.worker],
                args.workdir)
     endpoint = job.listening(120)
     llmctl = [args.llmctl, "--endpoint", endpoint]
@@ -68,6 +80,9 @@ def main():
           f"streamed over ZeroMQ: accepted, {len(deltas)} deltas, final")
     check(final["finish_reason"] == "length" and final["usage"]["completion_tokens"] == 32
           and sum(len(d["token_ids"]) for d in deltas) == 32, "32 tokens, finish length")
+    t = final["timings"]
+    check(isinstance(t["queue_s"], float) and 0 <= t["queue_s"] <= t["ttft_s"] <= t["total_s"],
+          f"timings: queue {t['queue_s']} <= ttft {t['ttft_s']} <= total {t['total_s']} s")
     if args.generate:
         rc, gen, _ = run([args.generate, "--model", args.model, "--prompt", prompt, "--max-tokens", "32",
                           "--temperature", "0"], timeout=60, check_rc=0)
@@ -201,7 +216,7 @@ def main():
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
         check(all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]" and text
               and chunks[-1]["choices"][0]["finish_reason"] == "length",
-              f"gateway -> coordinator-zmq: curl gets SSE ({len(chunks)} chunks): {text!r}")
+              f"gateway -> coordinator: curl gets SSE ({len(chunks)} chunks): {text!r}")
         gw.signal(signal.SIGTERM)
         check(gw.wait(20) == 0, "the gateway exits 0", gw)
     admin.close()
