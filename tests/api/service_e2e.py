@@ -16,7 +16,8 @@
   6. a client that vanishes mid-stream has its requests cancelled and its blocks freed;
   7. (with --gateway) the HTTP gateway in front of this coordinator: curl gets a chat completion
      as server-sent events;
-  8. SIGTERM: the coordinator drains, tells the worker to exit, and the job exits 0.
+  8. SIGTERM mid-stream: the coordinator drains (new submits answered shutting_down), a second
+     SIGTERM cancels the stream, the worker is told to exit, and the job exits 0.
 Before all that: a batch-only flag without a batch (and a serving flag with one) is a usage
 error naming the flag and the mode; the job ends non-zero.
 """
@@ -221,13 +222,43 @@ def main():
         check(gw.wait(20) == 0, "the gateway exits 0", gw)
     admin.close()
 
-    # 8. Clean shutdown: SIGTERM to the coordinator (rank 0), as a service manager sends it.
+    # 8. Shutdown as a service manager does it: SIGTERM to the coordinator (rank 0) while a long
+    # stream runs. The drain refuses new submits at once; the second SIGTERM cancels the stream
+    # (the grace period is 5 s); then every rank exits 0.
     pid = int(job.wait_for(r"coordinator \(pid (\d+)\)", 10).group(1))
+    last = Client(endpoint)
+    last.submit(prompt_ids=[11, 12, 13], max_tokens=info["max_model_len"] - 3, ignore_eos=True, id="long")
+    m = last.receive(30.0)
+    while m is not None and m["type"] != "delta":
+        m = last.receive(30.0)
+    check(m is not None, "a long stream is running")
     os.kill(pid, signal.SIGTERM)
+    job.wait_for("received SIGTERM: draining", 10)
+    last.submit(prompt_ids=[1, 2], max_tokens=4, id="late")
+    late, final = None, None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and late is None:
+        m = last.receive(1.0)
+        if m and m.get("id") == "late":
+            late = m
+        if m and m.get("id") == "long" and m["type"] == "final":
+            final = m
+    check(late is not None and late["type"] == "error" and late["code"] == "shutting_down",
+          f"draining: a new submit is answered {late and late.get('code')}")
+    os.kill(pid, signal.SIGTERM)
+    while final is None and time.monotonic() < deadline:
+        m = last.receive(1.0)
+        if m and m.get("id") == "long" and m["type"] == "final":
+            final = m
+    check(final is not None and final["finish_reason"] == "cancelled",
+          f"the second SIGTERM cancels the running stream ({final and final['finish_reason']})")
+    last.close()
     rc = job.wait(30)
     check(rc == 0, f"SIGTERM: the job (every rank) exits 0 (got {rc})", job)
     log = job.text()
-    check("coordinator exits 0" in log and "exiting" in log, "the coordinator drained and the worker exited")
+    check(all(n in log for n in ("received SIGTERM again: cancelling the running requests", "drained:",
+                                 "coordinator exits 0", "exiting")),
+          "the coordinator drained (its log says so) and the worker exited")
     print("PASS")
 
 
