@@ -168,6 +168,7 @@ int main(int argc, char** argv) {
       const std::size_t bytes = std::size_t{4} << 30;
       DeviceBuffer a(bytes, "copy source"), b(bytes, "copy destination");
       kc::fill_random_bytes(a.data(), bytes, 1, nullptr);
+      SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // fills run on the legacy stream
       const double us = timer.median_us([&](cudaStream_t s) {
         SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, s));
       }, 10);
@@ -179,6 +180,7 @@ int main(int argc, char** argv) {
       DeviceBuffer x(n * n * 2, "x"), w(n * n * 2, "w"), y(n * n * 2, "y");
       kc::fill_random_bf16(x.as<bf16>(), n * n, 1.0f, 0, 2, nullptr);
       kc::fill_random_bf16(w.as<bf16>(), n * n, 0.02f, 0, 3, nullptr);
+      SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
       const double us = timer.median_us([&](cudaStream_t s) {
         gemm.run(x.as<bf16>(), w.as<bf16>(), y.data(), {.m = n, .n = n, .k = n}, s);
       }, 10);
@@ -215,6 +217,7 @@ int main(int argc, char** argv) {
       const int64_t max_m = 2048;
       DeviceBuffer x(max_m * kFfn * 2, "x"), y(max_m * 2 * kFfn * 4, "y");
       kc::fill_random_bf16(x.as<bf16>(), max_m * kFfn, 1.0f, 0, 40, nullptr);
+      SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<int64_t> batches = {1, 8, 16, 32};
       if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 2048};
       for (int64_t m : batches) {

@@ -122,8 +122,8 @@ TEST(CudaQuantRunner, LogitsAndGreedyTokensMatchTheCpuEngine) {
     EXPECT_EQ(gpu.weights().num_w4_linears(), 4 * config.num_hidden_layers);
     EXPECT_TRUE(gpu.weights().dense_fallbacks().empty());
 
-    // Prefill of 37 tokens (the prefill path: dequantize + cuBLASLt) and 9 (the decode kernel
-    // with 8 + 1 rows), all positions' logits.
+    // Prefills of 37 and 9 tokens (the prefill path: dequantize + cuBLASLt; the decode kernel
+    // takes the greedy steps below), all positions' logits.
     std::vector<int32_t> blocks(8);
     std::iota(blocks.begin(), blocks.end(), 0);
     double worst = 0;

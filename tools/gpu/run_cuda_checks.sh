@@ -19,21 +19,21 @@ status() { echo "$1: exit $2" >> "$sum"; }
   compute-sanitizer --version 2>/dev/null | head -2; } > "$sum" 2>&1
 cat "$sum"
 
-# Inner limits add up to under 9.5 minutes (the device tool allows 10 per command).
-timeout 90 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
-{ timeout 120 "$bin/cuda_runner_test"; echo "runner_test exit $?";
-  timeout 120 "$bin/cuda_quant_runner_test"; echo "quant_runner_test exit $?"; } \
-  > "$out/runner_test.log" 2>&1
-status runner_tests "$(grep -c 'exit 0' "$out/runner_test.log")/2 passed"
-timeout 150 "$bin/llama70b_bench" "$out/llama70b-h200-tp1.json" > "$out/bench.log" 2>&1
+# Inner limits add up to under 7 minutes (the device tool allows 10 per command; a session's
+# device time is often shorter): most important first.
+timeout 60 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
+{ timeout 90 "$bin/cuda_quant_runner_test"; echo "quant_runner_test exit $?";
+  timeout 60 "$bin/cuda_runner_test"; echo "runner_test exit $?"; } > "$out/runner_test.log" 2>&1
+status runner_tests "$(grep -c 'test exit 0' "$out/runner_test.log") of 2 binaries passed"
+timeout 120 "$bin/llama70b_bench" "$out/llama70b-h200-tp1.json" > "$out/bench.log" 2>&1
 status llama70b_bench $?
 if [ "${1:-}" = kernel_bench ]; then
   timeout 90 "$bin/kernel_bench" "$out/kernel_bench.tsv" >> "$out/bench.log" 2>&1; status kernel_bench $?
 fi
-timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  --gtest_filter='*Quant*:*Gemm*' > "$out/memcheck.log" 2>&1; status memcheck $?
-timeout 70 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  --gtest_filter='*QuantGemm*' > "$out/racecheck.log" 2>&1; status racecheck $?
+timeout 45 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_kernels_test" \
+  --gtest_filter='*QuantGemm*' > "$out/memcheck.log" 2>&1; status memcheck $?
+timeout 35 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cuda_kernels_test" \
+  --gtest_filter='*QuantGemm.Decode*' > "$out/racecheck.log" 2>&1; status racecheck $?
 
 echo "==== summary"; cat "$sum"
 for f in kernels_test runner_test; do
