@@ -213,13 +213,13 @@ int main(int argc, char** argv) {
         mats.push_back(std::move(m));
       }
       DeviceBuffer scratch_dense(max_nk * 2, "dense scratch");
-      DeviceBuffer partial(std::size_t{64} << 20, "partials");
+      DeviceBuffer partial(std::size_t{128} << 20, "decode workspace");
       const int64_t max_m = 2048;
       DeviceBuffer x(max_m * kFfn * 2, "x"), y(max_m * 2 * kFfn * 4, "y");
       kc::fill_random_bf16(x.as<bf16>(), max_m * kFfn, 1.0f, 0, 40, nullptr);
       SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<int64_t> batches = {1, 8, 16, 32};
-      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 2048};
+      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 256, 2048};
       for (int64_t m : batches) {
         double w4_bytes = 0, bf_bytes = 0, act_bytes = 0;
         for (const Shape& sh : shapes) {
@@ -229,14 +229,14 @@ int main(int argc, char** argv) {
         }
         struct Path { const char* name; double bytes; std::function<void(cudaStream_t)> run; };
         std::vector<Path> paths;
-        if (m <= 64) {
+        if (m <= 256) {
           paths.push_back({"w4_decode", w4_bytes + act_bytes, [&](cudaStream_t s) {
                              for (std::size_t i = 0; i < shapes.size(); ++i)
                                kc::w4_gemv(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
                                            kc::GemmOut::kBf16, partial.data(), partial.bytes(), s);
                            }});
         }
-        if (m >= 8) {
+        if (m >= 16) {
           paths.push_back({"w4_dequant_gemm", w4_bytes + act_bytes, [&](cudaStream_t s) {
                              for (std::size_t i = 0; i < shapes.size(); ++i) {
                                kc::w4_dequantize(mats[i].w4, scratch_dense.as<bf16>(), s);

@@ -38,10 +38,10 @@ cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width
 cudaError_t argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
                         int32_t* tokens, float* max_logits, cudaStream_t stream);
 
-// W4A16 (quant_gemm.cu). partial: float [w4_gemv_partial_floats(m, n, k)] (unused when 0).
-std::size_t w4_gemv_partial_floats(int64_t m, int64_t n, int64_t k);
+// W4A16 (quant_gemm.cu). workspace: w4_gemv_workspace_bytes(m, n, k) bytes, 16-byte aligned.
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
 cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                    bool float_out, float* partial, cudaStream_t stream);
+                    bool float_out, void* workspace, cudaStream_t stream);
 cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream);
 
 // Random device data (random_fill.cu): counter-hash values, the same for a seed everywhere.

@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/quant_layout.h"
 
 namespace shardserve::kernels::cuda {
 namespace {
@@ -16,9 +17,9 @@ namespace {
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 void check_weights(const char* op, const W4Weights& w) {
-  require(w.n > 0 && w.k > 0 && w.k % 32 == 0 && w.group_size > 0 && w.group_size % 32 == 0,
-          "{}: weight [{}, {}] with group size {}: needs k and the group size multiples of 32", op,
-          w.n, w.k, w.group_size);
+  require(w.n > 0 && w.k > 0 && w.k % 64 == 0 && w.group_size > 0 && w.group_size % 32 == 0,
+          "{}: weight [{}, {}] with group size {}: needs k a multiple of 64 and the group size "
+          "of 32", op, w.n, w.k, w.group_size);
   require(w.codes != nullptr && w.meta != nullptr, "{}: null weight pointer", op);
   require(aligned16(w.codes), "{}: codes must be 16-byte aligned", op);
 }
@@ -38,7 +39,7 @@ uint16_t exact_fp16(float v, const char* what, int64_t row, int64_t group) {
 std::optional<std::string> w4_layout_problem(int bits, int64_t k, const int64_t* group_begin,
                                              int64_t groups) {
   if (bits != 4) return fmt::format("{}-bit codes (the W4 kernels take 4 bits)", bits);
-  if (k % 32 != 0) return fmt::format("{} input features (not a multiple of 32)", k);
+  if (k % 64 != 0) return fmt::format("{} input features (not a multiple of 64)", k);
   const int64_t gs = group_begin[1] - group_begin[0];
   if (gs % 32 != 0) return fmt::format("group size {} (not a multiple of 32)", gs);
   for (int64_t g = 0; g < groups; ++g) {
@@ -63,8 +64,22 @@ W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const fl
   out.n = n;
   out.k = k;
   out.group_size = group_begin[1] - group_begin[0];
-  out.codes.assign(codes, codes + n * (k / 2));
-  out.meta.resize(n * groups);
+  // Codes into the tensor-core tile order of quant_layout.h; rows padded to 16 with zero codes
+  // and zero meta (scale 0), so the padding adds nothing.
+  const int64_t np = w4_padded_rows(n);
+  out.codes.assign(np * (k / 2), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t c = 0; c < k; ++c) {
+      const uint8_t byte = codes[j * (k / 2) + c / 2];
+      const uint32_t q = c % 2 == 0 ? byte & 0xF : byte >> 4;
+      const W4CodePos pos = w4_code_pos(j, c, k);
+      uint32_t word;
+      std::memcpy(&word, out.codes.data() + pos.byte, 4);
+      word |= q << (4 * pos.nibble);
+      std::memcpy(out.codes.data() + pos.byte, &word, 4);
+    }
+  }
+  out.meta.assign(np * groups, 0);
   for (int64_t j = 0; j < n; ++j) {
     for (int64_t g = 0; g < groups; ++g) {
       const float z = zeros[j * groups + g];
@@ -82,7 +97,7 @@ W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const fl
 }
 
 std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k) {
-  return launch::w4_gemv_partial_floats(m, n, k) * sizeof(float);
+  return launch::w4_gemv_workspace_bytes(m, n, k);
 }
 
 void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
@@ -91,11 +106,13 @@ void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
   require(m >= 0 && ldy >= w.n, "w4_gemv: m {} with ldy {} < n {}", m, ldy, w.n);
   require(m == 0 || (x != nullptr && y != nullptr), "w4_gemv: null pointer");
   const std::size_t need = w4_gemv_workspace_bytes(m, w.n, w.k);
-  require(workspace_bytes >= need && (need == 0 || workspace != nullptr),
-          "w4_gemv: workspace of {} bytes, needs {} (m {}, n {}, k {})", workspace_bytes, need, m,
+  require(workspace_bytes >= need && (need == 0 || workspace != nullptr) &&
+              reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0,
+          "w4_gemv: workspace of {} bytes (16-byte aligned), needs {} (m {}, n {}, k {})",
+          workspace_bytes, need, m,
           w.n, w.k);
   const cudaError_t status = launch::w4_gemv(x, m, w, y, ldy, out == GemmOut::kFloat,
-                                             static_cast<float*>(workspace), stream);
+                                             workspace, stream);
   if (status != cudaSuccess) {
     throw_cuda_error(status, "w4_gemv", __FILE__, __LINE__,
                      fmt::format("m={} n={} k={} group_size={}", m, w.n, w.k, w.group_size));

@@ -1,52 +1,47 @@
-// W4A16: 4-bit group-quantized weights times bf16 activations (layout: quant_gemm.h).
+// W4A16: 4-bit group-quantized weights times bf16 activations (layout: quant_gemm.h and
+// quant_layout.h).
 //
-// Memory layout read here, per output row j of the weight (n rows, k stored columns):
-//   codes [j, k/2] bytes: stored column c in byte c/2 (low nibble when c is even); a lane's
-//     16-byte load = one "chunk" of 32 consecutive codes = 4 words of 8 codes;
-//   meta  [j, groups] uint32 = {fp16 scale, fp16 zero}; group_size % 32 == 0, so a chunk lies
-//     in one group: one 4-byte meta load per chunk (4 lanes share it at g128);
-//   perm  [k] (or none): stored column c multiplies x[:, perm[c]].
+// Memory layout read here:
+//   codes: tiles of 16 rows x 64 stored columns, 512 bytes each, row tile by row tile; lane l of
+//     a warp reads the 16 bytes at l * 16 of a tile = its A operands of the tile's 4 k16 steps
+//     of mma.sync.m16n8k16 (quant_layout.h gives the nibble order);
+//   meta [n_padded, groups] uint32 = {fp16 scale, fp16 zero};
+//   perm [k] (or none): stored column c multiplies x[:, perm[c]] (x is gathered into the
+//     workspace first: w4_permute_kernel).
 //
-// Decode kernel (w4_gemv_kernel<M, Out>, M rows of x per pass, M in {1, 2, 4, 8}):
-//   grid (row tiles, K splits); block = 8 warps; split s covers `split_chunks` chunks (32 or 64:
-//   1024 or 2048 stored columns); a row tile is 16 * row_iters rows, each warp 2 rows at a time.
-//   1. Stage x: the block gathers x[m, perm[k0 + e]] for its split into shared memory as
-//      float32, laid out [m][quad q][chunk c][4] so that lane c's 4-float read of quad q is
-//      one conflict-free LDS.128 (consecutive lanes, consecutive 16 bytes). Quad q of a chunk
-//      holds its word q/2's codes {0,2,4,6} (even q) or {1,3,5,7} (odd q): the order in which a
-//      word's nibbles come out of the two masks below. Each warp stages whole chunks, so the
-//      chunk sums sx[m][c] = Σ x (for the zero-point term) come from one warp reduction.
-//   2. Each lane takes chunks lane, lane + 32 of 2 rows: 2-4 independent 16-byte code loads in
-//      flight per lane, issued before any arithmetic. Per word: lo = w & 0x0F0F0F0F and
-//      hi = (w >> 4) & 0x0F0F0F0F hold 4 codes each, one per byte; a byte_perm against
-//      0x4B000000 makes the float 2^23 + code and one subtraction the exact code (2 ops per
-//      code, shared by the M rows); then one FMA per code and row against the staged x.
-//      Per chunk and row: acc += scale * (Σ code·x − zero · Σ x) in float32, the CPU's formula.
-//   3. Warp reduction of each row's accumulators; lane 0 writes y (one split) or the split's
-//      partial sums [split, m, n] that w4_reduce_kernel adds in order (deterministic).
-//   Bytes: codes + meta once per pass of 8 rows; x from L2 once per block.
+// Decode kernel (w4_mma_kernel<NB, Out>: up to 8 * NB rows of x per pass, NB = 1 or 2):
+//   one warp per (row tile, K split); 4 warps per block, no shared memory, no barriers.
+//   1. Each lane issues the 16-byte code loads of the next 4 tiles (64 bytes in flight per lane,
+//      2 KB per warp) before using any.
+//   2. Per k16 step: (word >> 4p) & 0x000F000F | 0x43004300 makes A register p the bf16 pair
+//      {128 + code, 128 + code} (exact: 128..143); one bf16x2 subtraction of {128 + zero} gives
+//      code - zero exactly (|code - zero| <= 15). B = x[batch g][16 columns] comes straight from
+//      global memory (L1/L2: x is tiny), zero for batch rows past m. One mma per 8 batch rows
+//      accumulates Σ (code - zero) · x in float32 for the group.
+//   3. At each group boundary (tracked by column, no division) the group sum is scaled by the
+//      rows' fp16 scales into the float32 accumulators: acc += scale · Σ (code - zero) · x.
+//   4. A warp writes its 16 rows x 8 NB batch columns to y (one split) or to the split's partial
+//      sums [split, m, n], which w4_reduce_kernel adds in split order (deterministic).
+//   Instruction count per 32 codes and lane: ~11 for the bf16 pairs, 4 (8) mma, 8 (16) 32-bit x
+//   loads: far under the memory time at any batch <= 16 (the CUDA-core version before it spent
+//   2 instructions per code on conversion and one FMA per code and batch row).
 //
-// Dequantize kernel (prefill path): one thread per word of 8 codes: dense[j][perm[c]] =
-// bf16(scale * (code - zero)); 16-byte stores when perm is the identity. cuBLASLt then does the
-// product on the tensor cores (quant_gemm.cc).
+// Dequantize kernel (prefill path): one thread per 32-bit word (8 codes of 2 rows):
+// dense[row][perm[c]] = bf16(scale * (code - zero)), bf16 pairs when perm is the identity; then
+// cuBLASLt does the product on the tensor cores (quant_gemm.cc).
 #include <cuda_fp16.h>
 
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/quant_layout.h"
 #include "kernels/cuda/vec.cuh"
 
 namespace shardserve::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 256;  // 8 warps
-constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerWarp = 2;
-constexpr int kChunkCodes = 32;
-
-// Chunks per K split: 64 (2048 columns) up to 4 rows, 32 at 8 rows, so that the staged x
-// (M * split_chunks * 528 bytes) stays under the 48 KB of shared memory a block gets by default.
-__host__ __device__ constexpr int split_chunks_for(int m) { return m >= 8 ? 32 : 64; }
+constexpr int kWarpsPerBlock = 4;
+constexpr int kUnroll = 4;  // tiles whose loads are in flight per lane
 
 template <typename Out>
 __device__ __forceinline__ Out to_out(float v);
@@ -55,151 +50,150 @@ __device__ __forceinline__ float to_out<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ bf16 to_out<bf16>(float v) { return __float2bfloat16_rn(v); }
 
-// Byte b of `bytes4` (a code 0..15) as the float 2^23 + code, minus 2^23: the exact code.
-__device__ __forceinline__ float code_float(uint32_t bytes4, int b) {
-  const uint32_t f = __byte_perm(bytes4, 0x4B000000u, 0x7440u + static_cast<uint32_t>(b));
-  return __uint_as_float(f) - 8388608.0f;
+__device__ __forceinline__ float meta_scale(uint32_t m) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(m & 0xFFFFu)));
+}
+// {128 + zero, 128 + zero} as a bf16 pair (zero is an integer 0..15 stored in fp16).
+__device__ __forceinline__ uint32_t meta_zero_pair(uint32_t m) {
+  const uint32_t z =
+      static_cast<uint32_t>(__half2float(__ushort_as_half(static_cast<unsigned short>(m >> 16))));
+  return (0x4300u | z) * 0x00010001u;
 }
 
-// x: bf16 [m_valid, ldx]; codes [n, k/2]; meta [n, groups]; perm [k] or null;
-// y: Out [m_valid, ldy] when gridDim.y == 1, else partial float [gridDim.y, m_valid, n].
-// Dynamic shared memory: float [M][8][split_chunks][4] (x) + float [M][split_chunks] (sums).
-template <int M, typename Out>
-__global__ void __launch_bounds__(kThreads)
-w4_gemv_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
-               const uint8_t* __restrict__ codes, const uint32_t* __restrict__ meta,
-               const int32_t* __restrict__ perm, int64_t n, int64_t k, int64_t group_size,
-               int64_t groups, int row_iters, Out* __restrict__ y, int64_t ldy,
-               float* __restrict__ partial) {
-  // Compile-time split width: every shared-memory offset below is an immediate off one base.
-  constexpr int split_chunks = split_chunks_for(M);
-  extern __shared__ float4 smem4[];
-  float4* xs = smem4;  // [M][8][split_chunks]
-  float* sx = reinterpret_cast<float*>(smem4 + M * 8 * split_chunks);  // [M][split_chunks]
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t total_chunks = k / kChunkCodes;
-  const int64_t chunk0 = int64_t{blockIdx.y} * split_chunks;
-  const int chunks = static_cast<int>(std::min<int64_t>(split_chunks, total_chunks - chunk0));
-  const int64_t col0 = chunk0 * kChunkCodes;
+__device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
+  __nv_bfloat162 x = *reinterpret_cast<__nv_bfloat162*>(&a);
+  const __nv_bfloat162 y = *reinterpret_cast<__nv_bfloat162*>(&b);
+  x = __hsub2(x, y);
+  return *reinterpret_cast<uint32_t*>(&x);
+}
 
-  // 1. Stage x for this split (each warp pass = one whole chunk of one row m).
-  const int per_m = split_chunks * kChunkCodes;
-  for (int e = threadIdx.x; e < M * per_m; e += kThreads) {
-    const int m = e / per_m, local = e % per_m;
-    const int c = local / kChunkCodes, el = local % kChunkCodes;
-    float v = 0.0f;
-    if (m < m_valid && c < chunks) {
-      const int64_t col = col0 + local;
-      const int64_t src = perm != nullptr ? perm[col] : col;
-      v = __bfloat162float(x[m * ldx + src]);
-    }
-    const int q = 2 * (el / 8) + (el & 1), r = (el % 8) >> 1;
-    reinterpret_cast<float*>(xs + (m * 8 + q) * split_chunks + c)[r] = v;
-    const float s = warp_sum(v);
-    if (lane == 0) sx[m * split_chunks + c] = s;
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// x: bf16 [m_valid, ldx] (stored-column order); codes: tiles (quant_layout.h) as uint4;
+// meta [n_padded, groups]; y: Out [m_valid, ldy] when splits == 1, else
+// partial float [splits, m_valid, n].
+template <int NB, typename Out>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
+              const uint4* __restrict__ codes, const uint32_t* __restrict__ meta, int64_t n,
+              int64_t k, int64_t group_size, int64_t groups, int64_t row_tiles, int64_t splits,
+              int64_t kt_per_split, Out* __restrict__ y, int64_t ldy, float* __restrict__ partial) {
+  const int lane = threadIdx.x & 31;
+  const int64_t item = int64_t{blockIdx.x} * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (item >= row_tiles * splits) return;  // the whole warp: no barrier follows
+  const int64_t split = item / row_tiles, rt = item % row_tiles;
+  const int64_t KT = k / kW4TileCols;
+  const int64_t kt0 = split * kt_per_split, kt1 = std::min<int64_t>(KT, kt0 + kt_per_split);
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t row0 = rt * kW4TileRows + g, row1 = row0 + 8;
+  const uint4* tiles = codes + rt * KT * 32 + lane;
+
+  const uint32_t* xrow[NB];
+  bool xok[NB];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+    const int b = nb * 8 + g;
+    xok[nb] = b < m_valid;
+    xrow[nb] = reinterpret_cast<const uint32_t*>(x + (xok[nb] ? b : 0) * ldx) + t;
   }
-  __syncthreads();
+  float acc[NB][4], d[NB][4];
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
-  // 2-3. Rows: each warp 2 at a time, row_iters times.
-  const int64_t tile_rows = int64_t{kWarps} * kRowsPerWarp * row_iters;
-  for (int it = 0; it < row_iters; ++it) {
-    const int64_t row0 = blockIdx.x * tile_rows + (int64_t{it} * kWarps + warp) * kRowsPerWarp;
-    if (row0 >= n) break;
-    float acc[kRowsPerWarp][M];
+  int64_t group = kt0 * kW4TileCols / group_size;
+  int64_t next_boundary = (group + 1) * group_size;
+  uint32_t m0 = __ldg(meta + row0 * groups + group), m1 = __ldg(meta + row1 * groups + group);
+  float s0 = meta_scale(m0), s1 = meta_scale(m1);
+  uint32_t z0 = meta_zero_pair(m0), z1 = meta_zero_pair(m1);
+
+  for (int64_t kt = kt0; kt < kt1; kt += kUnroll) {
+    uint4 q[kUnroll];
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i)
+    for (int u = 0; u < kUnroll; ++u) {
+      q[u] = kt + u < kt1 ? __ldg(tiles + (kt + u) * 32) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-      for (int m = 0; m < M; ++m) acc[i][m] = 0.0f;
-    for (int cbase = 0; cbase < chunks; cbase += 64) {
-      // Issue every load first: 2 rows x 2 chunks of 16 bytes.
-      uint4 q[kRowsPerWarp][2];
-      uint32_t mt[kRowsPerWarp][2];
+    for (int u = 0; u < kUnroll; ++u) {
+      if (kt + u >= kt1) break;
 #pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
+      for (int s = 0; s < 4; ++s) {
+        const int64_t col = (kt + u) * kW4TileCols + s * 16;
+        if (col >= next_boundary) {
+          // Group boundary: scale the finished group's sums, read the next group's meta.
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int c = cbase + h * 32 + lane;
-          const int64_t row = row0 + i;
-          if (row < n && c < chunks) {
-            const int64_t chunk = chunk0 + c;
-            q[i][h] = __ldg(reinterpret_cast<const uint4*>(codes + row * (k / 2)) + chunk);
-            mt[i][h] = __ldg(meta + row * groups + chunk * kChunkCodes / group_size);
-          } else {
-            q[i][h] = make_uint4(0, 0, 0, 0);
-            mt[i][h] = 0;
+          for (int nb = 0; nb < NB; ++nb) {
+            acc[nb][0] += s0 * d[nb][0];
+            acc[nb][1] += s0 * d[nb][1];
+            acc[nb][2] += s1 * d[nb][2];
+            acc[nb][3] += s1 * d[nb][3];
+            d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
           }
+          group = col / group_size;
+          next_boundary = (group + 1) * group_size;
+          m0 = __ldg(meta + row0 * groups + group);
+          m1 = __ldg(meta + row1 * groups + group);
+          s0 = meta_scale(m0);
+          s1 = meta_scale(m1);
+          z0 = meta_zero_pair(m0);
+          z1 = meta_zero_pair(m1);
         }
-      }
-      // Rows out of range and chunks past the split were loaded as zero codes with a zero
-      // scale: they add nothing, so no branch per row.
+        const uint32_t word = s == 0 ? q[u].x : s == 1 ? q[u].y : s == 2 ? q[u].z : q[u].w;
+        uint32_t a[4];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c = cbase + h * 32 + lane;
-        if (c >= chunks) continue;
-        const float4* xc = xs + c;
-        float d[kRowsPerWarp][M];
+        for (int p = 0; p < 4; ++p) a[p] = ((word >> (4 * p)) & 0x000F000Fu) | 0x43004300u;
+        a[0] = bf16x2_sub(a[0], z0);
+        a[1] = bf16x2_sub(a[1], z1);
+        a[2] = bf16x2_sub(a[2], z0);
+        a[3] = bf16x2_sub(a[3], z1);
 #pragma unroll
-        for (int i = 0; i < kRowsPerWarp; ++i)
-#pragma unroll
-          for (int m = 0; m < M; ++m) d[i][m] = 0.0f;
-#pragma unroll
-        for (int wd = 0; wd < 4; ++wd) {
-          float fl[kRowsPerWarp][4], fh[kRowsPerWarp][4];
-#pragma unroll
-          for (int i = 0; i < kRowsPerWarp; ++i) {
-            const uint32_t word = wd == 0 ? q[i][h].x : wd == 1 ? q[i][h].y : wd == 2 ? q[i][h].z
-                                                                                   : q[i][h].w;
-            const uint32_t lo = word & 0x0F0F0F0Fu, hi = (word >> 4) & 0x0F0F0F0Fu;
-#pragma unroll
-            for (int b = 0; b < 4; ++b) {
-              fl[i][b] = code_float(lo, b);
-              fh[i][b] = code_float(hi, b);
-            }
-          }
-          // Each staged x vector is read once and used for both rows.
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            const float4 xa = xc[(m * 8 + 2 * wd) * split_chunks];
-            const float4 xb = xc[(m * 8 + 2 * wd + 1) * split_chunks];
-#pragma unroll
-            for (int i = 0; i < kRowsPerWarp; ++i) {
-              d[i][m] += fl[i][0] * xa.x + fl[i][1] * xa.y + fl[i][2] * xa.z + fl[i][3] * xa.w;
-              d[i][m] += fh[i][0] * xb.x + fh[i][1] * xb.y + fh[i][2] * xb.z + fh[i][3] * xb.w;
-            }
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < kRowsPerWarp; ++i) {
-          const __half2 sz = *reinterpret_cast<const __half2*>(&mt[i][h]);
-          const float scale = __low2float(sz), zero = __high2float(sz);
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            acc[i][m] += scale * (d[i][m] - zero * sx[m * split_chunks + c]);
-          }
+        for (int nb = 0; nb < NB; ++nb) {
+          const uint32_t b0 = xok[nb] ? __ldg(xrow[nb] + col / 2) : 0u;
+          const uint32_t b1 = xok[nb] ? __ldg(xrow[nb] + col / 2 + 4) : 0u;
+          mma_bf16(d[nb], a, b0, b1);
         }
       }
     }
+  }
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
+  for (int nb = 0; nb < NB; ++nb) {
+    acc[nb][0] += s0 * d[nb][0];
+    acc[nb][1] += s0 * d[nb][1];
+    acc[nb][2] += s1 * d[nb][2];
+    acc[nb][3] += s1 * d[nb][3];
+  }
+  // c0, c1: row g, batch 2t, 2t + 1; c2, c3: row g + 8.
 #pragma unroll
-      for (int m = 0; m < M; ++m) acc[i][m] = warp_sum(acc[i][m]);
-    }
-    if (lane == 0) {
+  for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-      for (int i = 0; i < kRowsPerWarp; ++i) {
-        const int64_t row = row0 + i;
-        if (row >= n) continue;
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-          if (m >= m_valid) continue;
-          if (gridDim.y == 1) {
-            y[m * ldy + row] = to_out<Out>(acc[i][m]);
-          } else {
-            partial[(int64_t{blockIdx.y} * m_valid + m) * n + row] = acc[i][m];
-          }
-        }
+    for (int i = 0; i < 4; ++i) {
+      const int64_t row = i < 2 ? row0 : row1;
+      const int b = nb * 8 + 2 * t + (i & 1);
+      if (row >= n || b >= m_valid) continue;
+      if (splits == 1) {
+        y[b * ldy + row] = to_out<Out>(acc[nb][i]);
+      } else {
+        partial[(split * m_valid + b) * n + row] = acc[nb][i];
       }
     }
+  }
+}
+
+// xp[b][c] = x[b][perm[c]]. x: bf16 [m, k]; xp: bf16 [m, k].
+__global__ void w4_permute_kernel(const bf16* __restrict__ x, const int32_t* __restrict__ perm,
+                                  int64_t m, int64_t k, bf16* __restrict__ xp) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * k;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t b = i / k, c = i % k;
+    xp[i] = x[b * k + perm[c]];
   }
 }
 
@@ -217,93 +211,106 @@ __global__ void w4_reduce_kernel(const float* __restrict__ partial, int splits, 
   }
 }
 
-// One thread per word of 8 codes. codes [n, k/2]; dense bf16 [n, k].
-__global__ void w4_dequantize_kernel(const uint8_t* __restrict__ codes,
+// One thread per 32-bit word of codes (8 codes: rows r, r + 8 x 4 columns). dense bf16 [n, k].
+__global__ void w4_dequantize_kernel(const uint32_t* __restrict__ words,
                                      const uint32_t* __restrict__ meta,
                                      const int32_t* __restrict__ perm, int64_t n, int64_t k,
                                      int64_t group_size, int64_t groups, bf16* __restrict__ dense) {
-  const int64_t words_per_row = k / 8, total = n * words_per_row;
+  const int64_t total = w4_padded_rows(n) * k / 8;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t row = i / words_per_row, c0 = (i % words_per_row) * 8;
-    const uint32_t w = __ldg(reinterpret_cast<const uint32_t*>(codes + row * (k / 2)) + i % words_per_row);
-    const uint32_t mt = __ldg(meta + row * groups + c0 / group_size);
-    const __half2 sz = *reinterpret_cast<const __half2*>(&mt);
-    const float scale = __low2float(sz), zero = __high2float(sz);
-    float v[8];
+    const uint32_t w = __ldg(words + i);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = scale * (static_cast<float>((w >> (4 * j)) & 0xFu) - zero);
-    if (perm == nullptr) {
-      store8(dense + row * k + c0, v);
-    } else {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) dense[row * k + perm[c0 + j]] = __float2bfloat16_rn(v[j]);
+    for (int p = 0; p < 4; ++p) {  // nibbles p and p + 4: columns c, c + 1 of one row
+      int64_t row, c;
+      w4_code_coords(i * 4, p, k, &row, &c);
+      if (row >= n) continue;
+      const uint32_t mt = __ldg(meta + row * groups + c / group_size);
+      const float scale = meta_scale(mt);
+      const float zero = __half2float(__ushort_as_half(static_cast<unsigned short>(mt >> 16)));
+      const float v0 = scale * (static_cast<float>((w >> (4 * p)) & 0xFu) - zero);
+      const float v1 = scale * (static_cast<float>((w >> (4 * p + 16)) & 0xFu) - zero);
+      if (perm == nullptr) {
+        *reinterpret_cast<__nv_bfloat162*>(dense + row * k + c) = __floats2bfloat162_rn(v0, v1);
+      } else {
+        dense[row * k + perm[c]] = __float2bfloat16_rn(v0);
+        dense[row * k + perm[c + 1]] = __float2bfloat16_rn(v1);
+      }
     }
   }
 }
 
-template <int M, typename Out>
-cudaError_t launch_gemv(const bf16* x, int64_t ldx, int m_valid, const W4Weights& w, Out* y,
-                        int64_t ldy, float* partial, int row_iters, int64_t splits,
-                        cudaStream_t stream) {
-  constexpr int split_chunks = split_chunks_for(M);
-  const int64_t tile_rows = int64_t{kWarps} * kRowsPerWarp * row_iters;
-  const dim3 grid(static_cast<unsigned>((w.n + tile_rows - 1) / tile_rows),
-                  static_cast<unsigned>(splits));
-  const std::size_t smem = std::size_t(M) * split_chunks * (8 * 16 + 4);
-  w4_gemv_kernel<M, Out><<<grid, kThreads, smem, stream>>>(
-      x, ldx, m_valid, w.codes, w.meta, w.perm, w.n, w.k, w.group_size, w.groups(), row_iters, y,
-      ldy, partial);
-  return cudaGetLastError();
-}
-
-// Rows per pass and the grid shape for m rows: the split is 64 chunks (2048 columns) up to 4
-// rows, 32 chunks at 8 rows (shared memory stays under the 48 KB default); row tiles shrink
-// until the grid has at least 4 blocks per multiprocessor of an H200 (132).
-struct GemvShape {
-  int rows_per_pass;
-  int split_chunks;
-  int row_iters;
-  int64_t splits;
+// The grid of one pass of up to 8 * NB rows: K splits so that row tiles x splits gives about
+// 24 warps per multiprocessor of an H200 (132), each split at least 4 tiles (one unrolled batch)
+// where k allows.
+struct MmaShape {
+  int nb;
+  int64_t row_tiles, splits, kt_per_split;
 };
 
-GemvShape gemv_shape(int64_t m, int64_t n, int64_t k) {
-  GemvShape s{};
-  s.rows_per_pass = m <= 1 ? 1 : m <= 2 ? 2 : m <= 4 ? 4 : 8;
-  s.split_chunks = split_chunks_for(s.rows_per_pass);
-  const int64_t chunks = k / kChunkCodes;
-  s.splits = (chunks + s.split_chunks - 1) / s.split_chunks;
-  s.row_iters = 4;
-  while (s.row_iters > 1 &&
-         (n + kWarps * kRowsPerWarp * s.row_iters - 1) / (kWarps * kRowsPerWarp * s.row_iters) *
-                 s.splits < 4 * 132) {
-    s.row_iters /= 2;
-  }
+MmaShape mma_shape(int64_t m, int64_t n, int64_t k) {
+  MmaShape s{};
+  s.nb = m <= 8 ? 1 : 2;
+  s.row_tiles = w4_padded_rows(n) / kW4TileRows;
+  const int64_t KT = k / kW4TileCols;
+  const int64_t target = 132 * 24;
+  int64_t splits = std::max<int64_t>(1, (target + s.row_tiles - 1) / s.row_tiles);
+  splits = std::min(splits, std::max<int64_t>(1, KT / kUnroll));
+  s.kt_per_split = (KT + splits - 1) / splits;
+  s.splits = (KT + s.kt_per_split - 1) / s.kt_per_split;
   return s;
+}
+
+constexpr int64_t kPassRows = 16;
+
+// Bytes of the workspace: partial sums (when split) then, 16-byte aligned, the permuted x.
+std::size_t partial_floats(int64_t m, int64_t n, int64_t k) {
+  const MmaShape s = mma_shape(std::min(m, kPassRows), n, k);
+  return s.splits > 1 ? std::size_t(s.splits) * std::min(m, kPassRows) * n : 0;
+}
+std::size_t permuted_offset(int64_t m, int64_t n, int64_t k) {
+  return (partial_floats(m, n, k) * 4 + 15) / 16 * 16;
 }
 
 template <typename Out>
 cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t ldy,
-                     float* partial, cudaStream_t stream) {
-  for (int64_t r0 = 0; r0 < m; r0 += 8) {
-    const int64_t rows = std::min<int64_t>(8, m - r0);
-    const GemvShape s = gemv_shape(rows, w.n, w.k);
-    const bf16* xr = x + r0 * w.k;
+                     void* workspace, cudaStream_t stream) {
+  auto* partial = static_cast<float*>(workspace);
+  const bf16* xs = x;
+  if (w.perm != nullptr) {
+    auto* xp = reinterpret_cast<bf16*>(static_cast<char*>(workspace) + permuted_offset(m, w.n, w.k));
+    const int64_t total = m * w.k;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
+    w4_permute_kernel<<<blocks, 256, 0, stream>>>(x, w.perm, m, w.k, xp);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    xs = xp;
+  }
+  const auto* codes = reinterpret_cast<const uint4*>(w.codes);
+  for (int64_t r0 = 0; r0 < m; r0 += kPassRows) {
+    const int64_t rows = std::min<int64_t>(kPassRows, m - r0);
+    const MmaShape s = mma_shape(rows, w.n, w.k);
+    const bf16* xr = xs + r0 * w.k;
     Out* yr = y + r0 * ldy;
     const int mv = static_cast<int>(rows);
-    cudaError_t err;
-    switch (s.rows_per_pass) {
-      case 1: err = launch_gemv<1, Out>(xr, w.k, mv, w, yr, ldy, partial, s.row_iters, s.splits, stream); break;
-      case 2: err = launch_gemv<2, Out>(xr, w.k, mv, w, yr, ldy, partial, s.row_iters, s.splits, stream); break;
-      case 4: err = launch_gemv<4, Out>(xr, w.k, mv, w, yr, ldy, partial, s.row_iters, s.splits, stream); break;
-      default: err = launch_gemv<8, Out>(xr, w.k, mv, w, yr, ldy, partial, s.row_iters, s.splits, stream); break;
+    const unsigned blocks =
+        static_cast<unsigned>((s.row_tiles * s.splits + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    if (s.nb == 1) {
+      w4_mma_kernel<1, Out><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+          xr, w.k, mv, codes, w.meta, w.n, w.k, w.group_size, w.groups(), s.row_tiles, s.splits,
+          s.kt_per_split, yr, ldy, partial);
+    } else {
+      w4_mma_kernel<2, Out><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
+          xr, w.k, mv, codes, w.meta, w.n, w.k, w.group_size, w.groups(), s.row_tiles, s.splits,
+          s.kt_per_split, yr, ldy, partial);
     }
+    cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     if (s.splits > 1) {
       const int64_t total = rows * w.n;
-      const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
-      w4_reduce_kernel<Out><<<blocks, 256, 0, stream>>>(partial, static_cast<int>(s.splits), mv,
-                                                        w.n, yr, ldy);
+      const unsigned rb = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
+      w4_reduce_kernel<Out><<<rb, 256, 0, stream>>>(partial, static_cast<int>(s.splits), mv, w.n,
+                                                    yr, ldy);
       err = cudaGetLastError();
       if (err != cudaSuccess) return err;
     }
@@ -315,24 +322,24 @@ cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64
 
 namespace launch {
 
-std::size_t w4_gemv_partial_floats(int64_t m, int64_t n, int64_t k) {
-  const GemvShape s = gemv_shape(std::min<int64_t>(m, 8), n, k);
-  return s.splits > 1 ? std::size_t(s.splits) * std::min<int64_t>(m, 8) * n : 0;
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k) {
+  return permuted_offset(m, n, k) + std::size_t(m) * k * sizeof(bf16);
 }
 
 cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                    bool float_out, float* partial, cudaStream_t stream) {
+                    bool float_out, void* workspace, cudaStream_t stream) {
   if (m == 0 || w.n == 0) return cudaSuccess;
-  return float_out ? gemv_any<float>(x, m, w, static_cast<float*>(y), ldy, partial, stream)
-                   : gemv_any<bf16>(x, m, w, static_cast<bf16*>(y), ldy, partial, stream);
+  return float_out ? gemv_any<float>(x, m, w, static_cast<float*>(y), ldy, workspace, stream)
+                   : gemv_any<bf16>(x, m, w, static_cast<bf16*>(y), ldy, workspace, stream);
 }
 
 cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) {
-  const int64_t total = w.n * (w.k / 8);
+  const int64_t total = w4_padded_rows(w.n) * w.k / 8;
   if (total == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 16));
-  w4_dequantize_kernel<<<blocks, 256, 0, stream>>>(w.codes, w.meta, w.perm, w.n, w.k,
-                                                   w.group_size, w.groups(), dense);
+  w4_dequantize_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const uint32_t*>(w.codes),
+                                                   w.meta, w.perm, w.n, w.k, w.group_size,
+                                                   w.groups(), dense);
   return cudaGetLastError();
 }
 

@@ -6,19 +6,20 @@
 // One device layout for both formats (model/quant converts either to kernels::cpu::QuantMatrix
 // at load; make_w4_layout converts that here), so one kernel serves GPTQ (with or without
 // act-order) and AWQ:
-//   codes  uint8  [n, k / 2]       stored columns, two per byte, low nibble = even column (the CPU
-//                                  kernel's packing): a 16-byte load is 32 consecutive codes;
-//   meta   uint32 [n, groups]      {fp16 scale (low half), fp16 zero (high half)}: one 4-byte load
-//                                  per group, 4/group_size bytes per weight (0.031 at g128);
+//   codes  [n_padded * k / 2] bytes: tiles of 16 rows x 64 stored columns in the operand order
+//                                  of the tensor cores' mma.m16n8k16 (kernels/cuda/quant_layout.h;
+//                                  n_padded = n rounded up to 16, padding codes zero);
+//   meta   uint32 [n_padded, groups] {fp16 scale (low half), fp16 zero (high half)}: 4/group_size
+//                                  bytes per weight (0.031 at g128);
 //   perm   int32  [k] or null      input column of each stored column (act-order; null = identity);
-//   groups are uniform runs of group_size stored columns (32, 64, 128, ... or k), k % 32 == 0.
-// A layout the kernels cannot take (8 bits, uneven groups, k % 32 != 0) is reported by
+//   groups are uniform runs of group_size stored columns (32, 64, 128, ... or k), k % 64 == 0.
+// A layout the kernels cannot take (8 bits, uneven groups, k % 64 != 0) is reported by
 // w4_layout_problem; the runner keeps such a linear dense in bf16 instead.
 //
 // Two paths, picked by the number of rows m (w4_matmul):
-//   * decode (m <= kW4DecodeMaxRows): w4_gemv reads every packed code and meta word once per
-//     8 rows of x and accumulates in float32 on the CUDA cores (kernels/cuda/quant_gemm.cu says
-//     how); bandwidth-bound at small m;
+//   * decode (m <= kW4DecodeMaxRows): w4_gemv, one pass over the packed weights per 16 rows of x:
+//     codes become bf16 (code - zero) pairs in registers and go through mma.sync with float32
+//     accumulation, scaled per group (kernels/cuda/quant_gemm.cu says how): memory-bound;
 //   * prefill (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
 //     column order) and multiplied by cuBLASLt (GemmBf16): the matrix units do the work, the
 //     dequantization costs 2.5 bytes per weight once per call.
@@ -38,12 +39,12 @@
 namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel (measured: docs/PERF.md).
-inline constexpr int64_t kW4DecodeMaxRows = 4;
+inline constexpr int64_t kW4DecodeMaxRows = 64;
 
 // A W4 weight on the device (pointers into device memory; not owned).
 struct W4Weights {
-  const uint8_t* codes = nullptr;   // [n, k / 2]
-  const uint32_t* meta = nullptr;   // [n, groups]
+  const uint8_t* codes = nullptr;   // [n_padded * k / 2] (tiles), 16-byte aligned
+  const uint32_t* meta = nullptr;   // [n_padded, groups]
   const int32_t* perm = nullptr;    // [k] or null (identity)
   int64_t n = 0, k = 0, group_size = 0;
   int64_t groups() const { return (k + group_size - 1) / group_size; }
@@ -52,8 +53,8 @@ struct W4Weights {
 // The same layout in host memory, ready to copy (what the loader and the tests build).
 struct W4HostLayout {
   int64_t n = 0, k = 0, group_size = 0;
-  std::vector<uint8_t> codes;    // [n, k / 2]
-  std::vector<uint32_t> meta;    // [n, groups]
+  std::vector<uint8_t> codes;    // [n_padded * k / 2], tile order (quant_layout.h)
+  std::vector<uint32_t> meta;    // [n_padded, groups]
   std::vector<int32_t> perm;     // [k], empty when identity
   std::size_t bytes() const {
     return codes.size() + meta.size() * 4 + perm.size() * 4;
@@ -65,18 +66,20 @@ struct W4HostLayout {
 std::optional<std::string> w4_layout_problem(int bits, int64_t k, const int64_t* group_begin,
                                              int64_t groups);
 
-// From the CPU kernel's layout: codes [n, k / 2] (4-bit, low nibble even column), scales /
+// From the CPU kernel's layout: codes [n, k / 2] (4-bit, row-major, low nibble even column),
+// reordered into tiles; scales /
 // zeros float [n, groups] (scales must be exact in fp16, zeros integers in [0, 15]), perm [k],
 // group_begin [groups + 1]. Throws (naming the problem) where w4_layout_problem would.
 W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const float* scales,
                             const float* zeros, const int32_t* perm, const int64_t* group_begin,
                             int64_t groups);
 
-// Split-K partial sums of the decode kernel for m rows: float [splits, min(m, 8), n].
+// Workspace of the decode kernel for m rows: split-K partial sums float [splits, min(m, 16), n],
+// then (16-byte aligned) x in stored-column order, bf16 [m, k] (act-order).
 std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
 
 // Decode path. x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy] (columns [0, n)).
-// Any m (8 rows per pass over the weights).
+// Any m (16 rows per pass over the weights).
 void w4_gemv(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
              GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
 

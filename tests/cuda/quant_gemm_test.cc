@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <numeric>
@@ -16,6 +17,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/quant_gemm.h"
+#include "kernels/cuda/quant_layout.h"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace shardserve::kernels::cuda {
@@ -93,16 +95,17 @@ std::string name(const Case& c) {
          " g=" + std::to_string(c.group_size) + (c.act_order ? " act-order" : "");
 }
 
-// Decode kernel: every row count 1..8 path (1, 2, 4, 8 instances and the partial ones), more
-// than 8 rows (several passes), float and bf16 outputs with a padded row stride, one and several
-// K splits; the 70B shard shapes at TP 8 (qkv 1280 x 8192, o 8192 x 1024, gate_up 7168 x 8192,
+// Decode kernel (tensor cores): 1..8 rows (one n8 tile, partly empty), 9..16 (two), more than 16
+// (several passes, the last one short), row counts n not a multiple of 16 (padded tiles), float
+// and bf16 outputs with a padded row stride, one and several K splits; the 70B shard shapes at TP 8 (qkv 1280 x 8192, o 8192 x 1024, gate_up 7168 x 8192,
 // down 8192 x 3584) and TP 4 down (8192 x 7168).
 TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
   const Case cases[] = {
       {1, 256, 256, 128, false},   {2, 96, 4096, 4096, false},  {3, 1280, 8192, 128, false},
       {4, 8192, 1024, 128, false}, {5, 1000, 3584, 128, true},  {7, 384, 512, 64, false},
       {8, 7168, 1024, 32, true},   {1, 8192, 3584, 128, false}, {13, 640, 2048, 128, false},
-      {6, 8192, 7168, 128, false}, {1, 40, 96, 32, false},
+      {6, 8192, 7168, 128, false}, {1, 40, 128, 32, false},   {17, 1280, 8192, 128, false},
+      {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
   };
   for (const Case& c : cases) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
@@ -114,13 +117,16 @@ TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
     EXPECT_EQ(dw.view.perm != nullptr, c.act_order) << name(c);
     auto d_x = upload_bf16(x);
     DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(c.m, c.n, c.k), 16), "ws");
-    // float32 out: the same float32 arithmetic as the CPU in another order.
+    // float32 out: exact bf16 products (code - zero and x) summed in float32 by the tensor
+    // cores per group, then scaled: float32 rounding in another order than the CPU's.
     DeviceBuffer d_y(c.m * c.n * 4, "y");
     poison(d_y);
     w4_gemv(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(), ws.bytes(),
             s());
     sync();
-    EXPECT_LT(relative_error(download<float>(d_y, want.size()), want), kF32Tolerance) << name(c);
+    const double err = relative_error(download<float>(d_y, want.size()), want);
+    std::printf("w4 decode %s: float out error %.3g\n", name(c).c_str(), err);
+    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
     // bf16 out with row stride n + 8: the padding must stay untouched (poison).
     const int64_t ldy = c.n + 8;
     DeviceBuffer d_yb(c.m * ldy * 2, "y");
@@ -142,8 +148,8 @@ TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
 // itself against the CPU's dequantize (bf16 rounding of each weight only).
 TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
   GemmBf16 gemm;
-  const Case cases[] = {{17, 512, 1024, 128, false}, {64, 640, 2048, 128, true},
-                        {200, 1280, 8192, 128, false}, {33, 96, 4096, 4096, false},
+  const Case cases[] = {{65, 512, 1024, 128, false}, {100, 640, 2048, 128, true},
+                        {200, 1280, 8192, 128, false}, {80, 96, 4096, 4096, false},
                         {129, 384, 512, 32, true}};
   for (const Case& c : cases) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
@@ -154,7 +160,7 @@ TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
     auto dw = upload_w4(to_w4(w));
     auto d_x = upload_bf16(x);
     DeviceBuffer dense(c.n * c.k * 2, "dense");
-    DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(8, c.n, c.k), 16), "ws");
+    DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(c.m, c.n, c.k), 16), "ws");
     poison(dense);
     w4_dequantize(dw.view, dense.as<bf16>(), s());
     sync();
@@ -169,7 +175,9 @@ TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
       sync();
       const auto got = out == GemmOut::kFloat ? download<float>(d_y, want.size())
                                               : download_bf16(d_y, want.size());
-      EXPECT_LT(relative_error(got, want), kBf16Tolerance) << name(c);
+      const double err = relative_error(got, want);
+      std::printf("w4 prefill %s: error %.3g\n", name(c).c_str(), err);
+      EXPECT_LT(err, kBf16Tolerance) << name(c);
     }
   }
 }
@@ -183,20 +191,54 @@ TEST(CudaQuantGemmLayout, RefusesWhatTheKernelsCannotTake) {
   const int64_t even[] = {0, 64, 128};
   EXPECT_FALSE(w4_layout_problem(4, 128, even, 2).has_value());
   EXPECT_NE(w4_layout_problem(8, 128, even, 2)->find("8-bit"), std::string::npos);
-  const int64_t odd[] = {0, 48};
-  EXPECT_NE(w4_layout_problem(4, 48, odd, 1)->find("multiple of 32"), std::string::npos);
+  const int64_t odd[] = {0, 96};
+  EXPECT_NE(w4_layout_problem(4, 96, odd, 1)->find("multiple of 64"), std::string::npos);
   // A scale that fp16 cannot hold exactly is refused with its row and group.
-  std::vector<uint8_t> codes(2 * 16, 0x11);
+  std::vector<uint8_t> codes(2 * 32, 0x11);
   std::vector<float> scales = {0.1f, 0.25f}, zeros = {8, 8};
-  std::vector<int32_t> perm(32);
+  std::vector<int32_t> perm(64);
   std::iota(perm.begin(), perm.end(), 0);
-  const int64_t one[] = {0, 32};
+  const int64_t one[] = {0, 64};
   try {
-    make_w4_layout(2, 32, codes.data(), scales.data(), zeros.data(), perm.data(), one, 1);
+    make_w4_layout(2, 64, codes.data(), scales.data(), zeros.data(), perm.data(), one, 1);
     ADD_FAILURE() << "expected an error";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("scale 0.1 of row 0 group 0"), std::string::npos)
         << e.what();
+  }
+}
+
+// The tile order (quant_layout.h) is a bijection, and make_w4_layout puts every code where the
+// kernels read it (no GPU needed: runs in CI).
+TEST(CudaQuantGemmLayout, TileOrderRoundTripsEveryCode) {
+  const int64_t n = 40, k = 192;  // 3 row tiles (the last one padded), 3 column tiles
+  std::vector<int> seen(w4_padded_rows(n) * k, 0);  // one entry per nibble
+  for (int64_t r = 0; r < w4_padded_rows(n); ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const W4CodePos p = w4_code_pos(r, c, k);
+      ASSERT_EQ(p.byte % 4, 0);
+      ASSERT_LT(p.byte, w4_padded_rows(n) * k / 2);
+      ++seen[p.byte * 2 + p.nibble];
+      int64_t rr = -1, cc = -1;
+      w4_code_coords(p.byte, p.nibble, k, &rr, &cc);
+      EXPECT_EQ(rr, r);
+      EXPECT_EQ(cc, c);
+    }
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), static_cast<long>(seen.size()));
+  std::mt19937 rng(5);
+  const auto w = random_quant(rng, n, k, 64, true);
+  const W4HostLayout l = to_w4(w);
+  ASSERT_EQ(l.codes.size(), std::size_t(w4_padded_rows(n) * k / 2));
+  for (int64_t r = 0; r < w4_padded_rows(n); ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const W4CodePos p = w4_code_pos(r, c, k);
+      uint32_t word;
+      std::memcpy(&word, l.codes.data() + p.byte, 4);
+      const uint32_t got = (word >> (4 * p.nibble)) & 0xF;
+      const uint8_t byte = r < n ? w.codes[r * (k / 2) + c / 2] : 0;
+      EXPECT_EQ(got, r < n ? (c % 2 == 0 ? byte & 0xFu : byte >> 4) : 0u) << r << "," << c;
+    }
   }
 }
 

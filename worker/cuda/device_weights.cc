@@ -10,6 +10,7 @@
 #include "common/half.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/quant_layout.h"
 #include "model/quant/quantized_checkpoint.h"
 
 namespace shardserve::worker::cuda {
@@ -262,7 +263,7 @@ void DeviceWeights::resolve(std::size_t embed_off, std::size_t head_off, std::si
     ++num_w4_;
     max_w4_dense_bytes_ = std::max(max_w4_dense_bytes_, std::size_t(o.n * o.k) * 2);
     max_w4_partial_bytes_ =
-        std::max(max_w4_partial_bytes_, kc::w4_gemv_workspace_bytes(8, o.n, o.k));
+        std::max(max_w4_partial_bytes_, kc::w4_gemv_workspace_bytes(kc::kW4DecodeMaxRows, o.n, o.k));
     return d;
   };
   embedding_ = as_bf16(embed_off);
@@ -316,8 +317,8 @@ DeviceWeights::DeviceWeights(const model::ModelConfig& c, const TensorParallelSh
                              const RandomWeightsSpec& spec) {
   const int64_t H = c.hidden_size, D = c.head_dim;
   const int64_t gs = spec.group_size;
-  require(gs == 0 || (gs % 32 == 0 && H % gs == 0 && (s.heads * D) % gs == 0 && s.ffn % gs == 0),
-          "random weights: group size {} must be a multiple of 32 dividing hidden {}, the rank's "
+  require(gs == 0 || (gs % 64 == 0 && H % gs == 0 && (s.heads * D) % gs == 0 && s.ffn % gs == 0),
+          "random weights: group size {} must be a multiple of 64 dividing hidden {}, the rank's "
           "attention width {} and FFN width {}", gs, H, s.heads * D, s.ffn);
   // Offsets first (the same order as a checkpoint), then one allocation and device-side fills.
   std::size_t total = 0;
@@ -338,10 +339,11 @@ DeviceWeights::DeviceWeights(const model::ModelConfig& c, const TensorParallelSh
     } else {
       o.w4 = true;
       o.group_size = gs;
-      o.codes = take(std::size_t(n * k) / 2);
-      fills.push_back({o.codes, n * k / 2, 2});
-      o.meta = take(std::size_t(n * (k / gs)) * 4);
-      fills.push_back({o.meta, n * (k / gs), 3});
+      const int64_t np = kc::w4_padded_rows(n);
+      o.codes = take(std::size_t(np * k) / 2);
+      fills.push_back({o.codes, np * k / 2, 2});
+      o.meta = take(std::size_t(np * (k / gs)) * 4);
+      fills.push_back({o.meta, np * (k / gs), 3});
     }
     return o;
   };

@@ -12,7 +12,7 @@
 //     and from it to the GPU's W4 layout (kernels/cuda/quant_gemm.h). Fused parts (q/k/v,
 //     gate/up) stay 4-bit when they share one column order and group layout. A quantized linear
 //     that the W4 kernels cannot take (8 bits, uneven groups after act-order slicing, k not a
-//     multiple of 32) or whose fused parts differ is dequantized to dense bf16 instead, and
+//     multiple of 64) or whose fused parts differ is dequantized to dense bf16 instead, and
 //     listed in dense_fallbacks().
 // Norm weights are float32.
 //
@@ -82,7 +82,7 @@ class DeviceWeights {
   const DeviceLayerWeights& layer(int64_t l) const { return layers_[l]; }
   std::size_t bytes() const { return storage_.bytes(); }
   // Bytes of the largest 4-bit projection dequantized to bf16 (the prefill path's scratch),
-  // and the largest decode-kernel workspace; 0 when no projection is 4-bit.
+  // and the largest decode-kernel workspace (kW4DecodeMaxRows rows); 0 when none is 4-bit.
   std::size_t max_w4_dense_bytes() const { return max_w4_dense_bytes_; }
   std::size_t max_w4_partial_bytes() const { return max_w4_partial_bytes_; }
   int64_t num_w4_linears() const { return num_w4_; }
