@@ -69,7 +69,9 @@ __device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
 
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1) {
-  asm volatile(
+  // Not volatile: the product has no side effect, so the compiler may schedule the operand
+  // loads of later steps ahead of it.
+  asm(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -109,26 +111,50 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
+  // Meta of the current group and, prefetched, of the next (boundaries are multiples of 32
+  // columns and the loop steps by 16, so each boundary is met exactly and the group advances
+  // by one).
   int64_t group = kt0 * kW4TileCols / group_size;
   int64_t next_boundary = (group + 1) * group_size;
-  uint32_t m0 = __ldg(meta + row0 * groups + group), m1 = __ldg(meta + row1 * groups + group);
+  const uint32_t* meta0 = meta + row0 * groups;
+  const uint32_t* meta1 = meta + row1 * groups;
+  uint32_t m0 = __ldg(meta0 + group), m1 = __ldg(meta1 + group);
+  uint32_t p0 = __ldg(meta0 + std::min(group + 1, groups - 1));
+  uint32_t p1 = __ldg(meta1 + std::min(group + 1, groups - 1));
   float s0 = meta_scale(m0), s1 = meta_scale(m1);
   uint32_t z0 = meta_zero_pair(m0), z1 = meta_zero_pair(m1);
 
+  // Software pipeline: the next 4 tiles' code loads are issued before the current 4 are used.
+  uint4 q[kUnroll], qn[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    q[u] = kt0 + u < kt1 ? __ldg(tiles + (kt0 + u) * 32) : make_uint4(0, 0, 0, 0);
+  }
   for (int64_t kt = kt0; kt < kt1; kt += kUnroll) {
-    uint4 q[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      q[u] = kt + u < kt1 ? __ldg(tiles + (kt + u) * 32) : make_uint4(0, 0, 0, 0);
+      const int64_t nk = kt + kUnroll + u;
+      qn[u] = nk < kt1 ? __ldg(tiles + nk * 32) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       if (kt + u >= kt1) break;
+      // This tile's B operands (x), all issued before its first product.
+      uint32_t b[4][NB][2];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const int64_t half_col = ((kt + u) * kW4TileCols + s * 16) / 2;
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+          b[s][nb][0] = xok[nb] ? __ldg(xrow[nb] + half_col) : 0u;
+          b[s][nb][1] = xok[nb] ? __ldg(xrow[nb] + half_col + 4) : 0u;
+        }
+      }
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         const int64_t col = (kt + u) * kW4TileCols + s * 16;
         if (col >= next_boundary) {
-          // Group boundary: scale the finished group's sums, read the next group's meta.
+          // Group boundary: scale the finished group's sums, move to the prefetched meta.
 #pragma unroll
           for (int nb = 0; nb < NB; ++nb) {
             acc[nb][0] += s0 * d[nb][0];
@@ -137,10 +163,12 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
             acc[nb][3] += s1 * d[nb][3];
             d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
           }
-          group = col / group_size;
-          next_boundary = (group + 1) * group_size;
-          m0 = __ldg(meta + row0 * groups + group);
-          m1 = __ldg(meta + row1 * groups + group);
+          ++group;
+          next_boundary += group_size;
+          m0 = p0;
+          m1 = p1;
+          p0 = __ldg(meta0 + std::min(group + 1, groups - 1));
+          p1 = __ldg(meta1 + std::min(group + 1, groups - 1));
           s0 = meta_scale(m0);
           s1 = meta_scale(m1);
           z0 = meta_zero_pair(m0);
@@ -155,13 +183,11 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
         a[2] = bf16x2_sub(a[2], z0);
         a[3] = bf16x2_sub(a[3], z1);
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-          const uint32_t b0 = xok[nb] ? __ldg(xrow[nb] + col / 2) : 0u;
-          const uint32_t b1 = xok[nb] ? __ldg(xrow[nb] + col / 2 + 4) : 0u;
-          mma_bf16(d[nb], a, b0, b1);
-        }
+        for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[s][nb][0], b[s][nb][1]);
       }
     }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) q[u] = qn[u];
   }
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
@@ -211,38 +237,41 @@ __global__ void w4_reduce_kernel(const float* __restrict__ partial, int splits, 
   }
 }
 
-// One thread per 32-bit word of codes (8 codes: rows r, r + 8 x 4 columns). dense bf16 [n, k].
+// One thread per 8 consecutive stored columns of one row (16-byte stores of the dense row);
+// the codes come from 4 words of the tile (the same words serve the row 8 apart: L1 hits).
+// dense bf16 [n, k].
 __global__ void w4_dequantize_kernel(const uint32_t* __restrict__ words,
                                      const uint32_t* __restrict__ meta,
                                      const int32_t* __restrict__ perm, int64_t n, int64_t k,
                                      int64_t group_size, int64_t groups, bf16* __restrict__ dense) {
-  const int64_t total = w4_padded_rows(n) * k / 8;
+  const int64_t chunks = k / 8, total = n * chunks;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const uint32_t w = __ldg(words + i);
+    const int64_t row = i / chunks, c0 = (i % chunks) * 8;
+    const uint32_t mt = __ldg(meta + row * groups + c0 / group_size);
+    const float scale = meta_scale(mt);
+    const float zero = __half2float(__ushort_as_half(static_cast<unsigned short>(mt >> 16)));
+    float v[8];
 #pragma unroll
-    for (int p = 0; p < 4; ++p) {  // nibbles p and p + 4: columns c, c + 1 of one row
-      int64_t row, c;
-      w4_code_coords(i * 4, p, k, &row, &c);
-      if (row >= n) continue;
-      const uint32_t mt = __ldg(meta + row * groups + c / group_size);
-      const float scale = meta_scale(mt);
-      const float zero = __half2float(__ushort_as_half(static_cast<unsigned short>(mt >> 16)));
-      const float v0 = scale * (static_cast<float>((w >> (4 * p)) & 0xFu) - zero);
-      const float v1 = scale * (static_cast<float>((w >> (4 * p + 16)) & 0xFu) - zero);
-      if (perm == nullptr) {
-        *reinterpret_cast<__nv_bfloat162*>(dense + row * k + c) = __floats2bfloat162_rn(v0, v1);
-      } else {
-        dense[row * k + perm[c]] = __float2bfloat16_rn(v0);
-        dense[row * k + perm[c + 1]] = __float2bfloat16_rn(v1);
-      }
+    for (int j = 0; j < 8; j += 2) {  // columns c, c + 1: nibbles p and p + 4 of one word
+      const W4CodePos pos = w4_code_pos(row, c0 + j, k);
+      const uint32_t w = __ldg(words + pos.byte / 4);
+      v[j] = scale * (static_cast<float>((w >> (4 * pos.nibble)) & 0xFu) - zero);
+      v[j + 1] = scale * (static_cast<float>((w >> (4 * pos.nibble + 16)) & 0xFu) - zero);
+    }
+    if (perm == nullptr) {
+      store8(dense + row * k + c0, v);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) dense[row * k + perm[c0 + j]] = __float2bfloat16_rn(v[j]);
     }
   }
 }
 
 // The grid of one pass of up to 8 * NB rows: K splits so that row tiles x splits gives about
-// 24 warps per multiprocessor of an H200 (132), each split at least 4 tiles (one unrolled batch)
-// where k allows.
+// 64 warps per multiprocessor of an H200 (132): about 3 waves of the 16-20 resident warps, so
+// that the last wave's tail stays small; each split at least 4 tiles (one unrolled batch) where
+// k allows.
 struct MmaShape {
   int nb;
   int64_t row_tiles, splits, kt_per_split;
@@ -253,7 +282,7 @@ MmaShape mma_shape(int64_t m, int64_t n, int64_t k) {
   s.nb = m <= 8 ? 1 : 2;
   s.row_tiles = w4_padded_rows(n) / kW4TileRows;
   const int64_t KT = k / kW4TileCols;
-  const int64_t target = 132 * 24;
+  const int64_t target = 132 * 64;
   int64_t splits = std::max<int64_t>(1, (target + s.row_tiles - 1) / s.row_tiles);
   splits = std::min(splits, std::max<int64_t>(1, KT / kUnroll));
   s.kt_per_split = (KT + splits - 1) / splits;
@@ -334,7 +363,7 @@ cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64
 }
 
 cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) {
-  const int64_t total = w4_padded_rows(w.n) * w.k / 8;
+  const int64_t total = w.n * (w.k / 8);
   if (total == 0) return cudaSuccess;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 16));
   w4_dequantize_kernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<const uint32_t*>(w.codes),
