@@ -111,48 +111,54 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
+  // Inside the loop every index is 32-bit and every pointer advances by a constant (the loop
+  // is issue-bound otherwise: 64-bit index arithmetic doubled the instructions per code).
   // Meta of the current group and, prefetched, of the next (boundaries are multiples of 32
   // columns and the loop steps by 16, so each boundary is met exactly and the group advances
   // by one).
-  int64_t group = kt0 * kW4TileCols / group_size;
-  int64_t next_boundary = (group + 1) * group_size;
+  const int gs = static_cast<int>(group_size), last_group = static_cast<int>(groups - 1);
+  int group = static_cast<int>(kt0 * kW4TileCols / group_size);
+  int next_boundary = (group + 1) * gs;
   const uint32_t* meta0 = meta + row0 * groups;
   const uint32_t* meta1 = meta + row1 * groups;
   uint32_t m0 = __ldg(meta0 + group), m1 = __ldg(meta1 + group);
-  uint32_t p0 = __ldg(meta0 + std::min(group + 1, groups - 1));
-  uint32_t p1 = __ldg(meta1 + std::min(group + 1, groups - 1));
+  uint32_t p0 = __ldg(meta0 + min(group + 1, last_group));
+  uint32_t p1 = __ldg(meta1 + min(group + 1, last_group));
   float s0 = meta_scale(m0), s1 = meta_scale(m1);
   uint32_t z0 = meta_zero_pair(m0), z1 = meta_zero_pair(m1);
+
+  const int tiles_here = static_cast<int>(kt1 - kt0);
+  const uint4* tp = tiles + kt0 * 32;                 // this warp's first tile, this lane
+  const uint32_t* xp[NB];                             // x words of this warp's first tile
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) xp[nb] = xrow[nb] + kt0 * (kW4TileCols / 2);
+  int col = static_cast<int>(kt0 * kW4TileCols);
 
   // Software pipeline: the next 4 tiles' code loads are issued before the current 4 are used.
   uint4 q[kUnroll], qn[kUnroll];
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) {
-    q[u] = kt0 + u < kt1 ? __ldg(tiles + (kt0 + u) * 32) : make_uint4(0, 0, 0, 0);
-  }
-  for (int64_t kt = kt0; kt < kt1; kt += kUnroll) {
+  for (int u = 0; u < kUnroll; ++u) q[u] = u < tiles_here ? __ldg(tp + u * 32) : make_uint4(0, 0, 0, 0);
+  for (int base = 0; base < tiles_here; base += kUnroll) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int64_t nk = kt + kUnroll + u;
-      qn[u] = nk < kt1 ? __ldg(tiles + nk * 32) : make_uint4(0, 0, 0, 0);
+      qn[u] = base + kUnroll + u < tiles_here ? __ldg(tp + (kUnroll + u) * 32)
+                                              : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      if (kt + u >= kt1) break;
+      if (base + u >= tiles_here) break;
       // This tile's B operands (x), all issued before its first product.
       uint32_t b[4][NB][2];
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
-        const int64_t half_col = ((kt + u) * kW4TileCols + s * 16) / 2;
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) {
-          b[s][nb][0] = xok[nb] ? __ldg(xrow[nb] + half_col) : 0u;
-          b[s][nb][1] = xok[nb] ? __ldg(xrow[nb] + half_col + 4) : 0u;
+          b[s][nb][0] = xok[nb] ? __ldg(xp[nb] + u * 32 + s * 8) : 0u;
+          b[s][nb][1] = xok[nb] ? __ldg(xp[nb] + u * 32 + s * 8 + 4) : 0u;
         }
       }
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
-        const int64_t col = (kt + u) * kW4TileCols + s * 16;
         if (col >= next_boundary) {
           // Group boundary: scale the finished group's sums, move to the prefetched meta.
 #pragma unroll
@@ -164,16 +170,17 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
             d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
           }
           ++group;
-          next_boundary += group_size;
+          next_boundary += gs;
           m0 = p0;
           m1 = p1;
-          p0 = __ldg(meta0 + std::min(group + 1, groups - 1));
-          p1 = __ldg(meta1 + std::min(group + 1, groups - 1));
+          p0 = __ldg(meta0 + min(group + 1, last_group));
+          p1 = __ldg(meta1 + min(group + 1, last_group));
           s0 = meta_scale(m0);
           s1 = meta_scale(m1);
           z0 = meta_zero_pair(m0);
           z1 = meta_zero_pair(m1);
         }
+        col += 16;
         const uint32_t word = s == 0 ? q[u].x : s == 1 ? q[u].y : s == 2 ? q[u].z : q[u].w;
         uint32_t a[4];
 #pragma unroll
@@ -188,6 +195,9 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) q[u] = qn[u];
+    tp += kUnroll * 32;
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) xp[nb] += kUnroll * (kW4TileCols / 2);
   }
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {

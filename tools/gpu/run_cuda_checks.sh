@@ -3,7 +3,8 @@
 # tools/gpu/stage_cuda_checks.sh; run from the sent checkout's root): the GPU tests, the
 # LLaMA-70B W4 benchmark, compute-sanitizer memcheck and racecheck on the kernel tests.
 # At most 8 files to $OUT; a short summary is printed last.
-#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench]   (kernel_bench: also the 8B op benchmark)
+#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu]   (kernel_bench: also the 8B op
+#   benchmark; ncu: Nsight Compute counters of the W4 decode kernel, last)
 set -uo pipefail
 out=${OUT:-/tmp/cuda_checks}
 mkdir -p "$out"
@@ -27,6 +28,13 @@ timeout 60 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kerne
 status runner_tests "$(grep -c 'test exit 0' "$out/runner_test.log") of 2 binaries passed"
 timeout 120 "$bin/llama70b_bench" "$out/llama70b-h200-tp1.json" > "$out/bench.log" 2>&1
 status llama70b_bench $?
+if [ "${1:-}" = ncu ]; then
+  # Hardware counters of the W4 decode kernel at batch 1 (70B TP-1 projections, timed runs).
+  timeout 75 ncu --clock-control none -k regex:w4_mma_kernel --launch-skip 12 --launch-count 4 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    --section MemoryWorkloadAnalysis "$bin/llama70b_bench" /tmp/ncu_bench.json > "$out/ncu.log" 2>&1
+  status ncu $?
+fi
 if [ "${1:-}" = kernel_bench ]; then
   timeout 90 "$bin/kernel_bench" "$out/kernel_bench.tsv" >> "$out/bench.log" 2>&1; status kernel_bench $?
 fi
@@ -41,3 +49,6 @@ for f in kernels_test runner_test; do
 done
 for f in memcheck racecheck; do echo "==== $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$out/$f.log" | tail -4; done
 echo "==== bench"; grep -vE "^\s*$" "$out/bench.log" | tail -80
+if [ -f "$out/ncu.log" ]; then
+  echo "==== ncu"; grep -E "w4_mma_kernel|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Block Limit|Compute \(SM\)|L1/TEX Hit|L2 Hit|Stall|long_scoreboard|Waves Per SM" "$out/ncu.log" | head -70
+fi
