@@ -39,7 +39,7 @@
 namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel (measured: docs/PERF.md).
-inline constexpr int64_t kW4DecodeMaxRows = 64;
+inline constexpr int64_t kW4DecodeMaxRows = 32;
 
 // A W4 weight on the device (pointers into device memory; not owned).
 struct W4Weights {
