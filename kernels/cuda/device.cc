@@ -68,6 +68,27 @@ float Event::elapsed_ms(const Event& start, const Event& end) {
   return ms;
 }
 
+CudaGraph::~CudaGraph() {
+  if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+  if (graph_ != nullptr) (void)cudaGraphDestroy(graph_);
+}
+void CudaGraph::begin(cudaStream_t stream) {
+  SHARDSERVE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+}
+void CudaGraph::end(cudaStream_t stream) {
+  SHARDSERVE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph_));
+  SHARDSERVE_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+}
+void CudaGraph::abort(cudaStream_t stream) noexcept {
+  cudaGraph_t partial = nullptr;
+  (void)cudaStreamEndCapture(stream, &partial);
+  if (partial != nullptr) (void)cudaGraphDestroy(partial);
+  (void)cudaGetLastError();
+}
+void CudaGraph::launch(cudaStream_t stream) const {
+  SHARDSERVE_CUDA_CHECK(cudaGraphLaunch(exec_, stream));
+}
+
 void copy_to_device(void* dst, const void* src, std::size_t bytes) {
   SHARDSERVE_CUDA_CHECK_CTX(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice),
                             fmt::format("{} bytes", bytes));

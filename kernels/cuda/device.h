@@ -117,6 +117,48 @@ class Event {
   cudaEvent_t event_ = nullptr;
 };
 
+// An instantiated CUDA graph captured from the work `enqueue` puts on `stream` (stream capture,
+// thread-local mode: other threads' CUDA calls are not affected). launch() replays it on a
+// stream: the same kernels with the same arguments, so every buffer it touches must stay at the
+// same device address. A failure inside the capture ends the capture before rethrowing.
+class CudaGraph {
+ public:
+  CudaGraph() = default;
+  template <typename Enqueue>
+  static CudaGraph capture(cudaStream_t stream, Enqueue&& enqueue) {
+    CudaGraph g;
+    g.begin(stream);
+    try {
+      enqueue();
+    } catch (...) {
+      g.abort(stream);
+      throw;
+    }
+    g.end(stream);
+    return g;
+  }
+  ~CudaGraph();
+  CudaGraph(CudaGraph&& other) noexcept
+      : graph_(std::exchange(other.graph_, nullptr)), exec_(std::exchange(other.exec_, nullptr)) {}
+  CudaGraph& operator=(CudaGraph&& other) noexcept {
+    std::swap(graph_, other.graph_);
+    std::swap(exec_, other.exec_);
+    return *this;
+  }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  void launch(cudaStream_t stream) const;
+  bool valid() const { return exec_ != nullptr; }
+
+ private:
+  void begin(cudaStream_t stream);
+  void end(cudaStream_t stream);
+  void abort(cudaStream_t stream) noexcept;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 // Blocking helpers for set-up code and tests (never used inside a step).
 void copy_to_device(void* dst, const void* src, std::size_t bytes);
 void copy_to_host(void* dst, const void* src, std::size_t bytes);

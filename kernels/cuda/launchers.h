@@ -3,6 +3,7 @@
 // after validating the arguments. A launcher only computes the grid, launches and returns
 // cudaGetLastError(); it assumes valid arguments (see ops.h for the shapes).
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/quant_gemm.h"
 
 namespace shardserve::kernels::cuda::launch {
 
@@ -36,5 +37,20 @@ cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width
 
 cudaError_t argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
                         int32_t* tokens, float* max_logits, cudaStream_t stream);
+
+// W4A16 (quant_gemm.cu). workspace: w4_gemv_workspace_bytes(m, n, k) bytes, 16-byte aligned.
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
+cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                    bool float_out, void* workspace, cudaStream_t stream);
+cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream);
+
+// Random device data (random_fill.cu): counter-hash values, the same for a seed everywhere.
+cudaError_t fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream);
+cudaError_t fill_random_bf16(bf16* out, int64_t count, float scale, float offset, uint64_t seed,
+                             cudaStream_t stream);
+cudaError_t fill_random_f32(float* out, int64_t count, float scale, float offset, uint64_t seed,
+                            cudaStream_t stream);
+cudaError_t fill_random_w4_meta(uint32_t* out, int64_t count, float scale, uint64_t seed,
+                                cudaStream_t stream);
 
 }  // namespace shardserve::kernels::cuda::launch

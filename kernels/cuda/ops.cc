@@ -220,4 +220,33 @@ void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_s
                "argmax_rows", fmt::format("rows={} vocab={}", rows, vocab));
 }
 
+void fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream) {
+  require(bytes % 8 == 0 && reinterpret_cast<std::uintptr_t>(out) % 8 == 0,
+          "fill_random_bytes: {} bytes at a pointer not 8-byte aligned or not a multiple of 8",
+          bytes);
+  check_launch(launch::fill_random_bytes(out, bytes, seed, stream), "fill_random_bytes",
+               fmt::format("bytes={}", bytes));
+}
+
+void fill_random_bf16(bf16* out, int64_t count, float scale, float offset, uint64_t seed,
+                      cudaStream_t stream) {
+  require(count >= 0, "fill_random_bf16: count {}", count);
+  check_launch(launch::fill_random_bf16(out, count, scale, offset, seed, stream),
+               "fill_random_bf16", fmt::format("count={}", count));
+}
+
+void fill_random_f32(float* out, int64_t count, float scale, float offset, uint64_t seed,
+                     cudaStream_t stream) {
+  require(count >= 0, "fill_random_f32: count {}", count);
+  check_launch(launch::fill_random_f32(out, count, scale, offset, seed, stream), "fill_random_f32",
+               fmt::format("count={}", count));
+}
+
+void fill_random_w4_meta(uint32_t* out, int64_t count, float scale, uint64_t seed,
+                         cudaStream_t stream) {
+  require(count >= 0, "fill_random_w4_meta: count {}", count);
+  check_launch(launch::fill_random_w4_meta(out, count, scale, seed, stream),
+               "fill_random_w4_meta", fmt::format("count={}", count));
+}
+
 }  // namespace shardserve::kernels::cuda

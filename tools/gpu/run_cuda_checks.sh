@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
 # On the GPU machine (the device tool's `run`, carry [".carry-cuda"], staged by
-# tools/gpu/stage_cuda_checks.sh): the GPU tests, compute-sanitizer memcheck and racecheck on
-# the kernel tests, and the kernel benchmark. Logs go to $OUT (7 files: the tool returns 8 at
-# most); a short summary is printed last.
+# tools/gpu/stage_cuda_checks.sh; run from the sent checkout's root): the GPU tests, the
+# LLaMA-70B W4 benchmark, compute-sanitizer memcheck and racecheck on the kernel tests.
+# At most 8 files to $OUT; a short summary is printed last.
+#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu]   (kernel_bench: also the 8B op
+#   benchmark; ncu: Nsight Compute counters of the W4 decode kernel, last)
 set -uo pipefail
 out=${OUT:-/tmp/cuda_checks}
 mkdir -p "$out"
-export LD_LIBRARY_PATH=$PWD/.carry-cuda/lib:${LD_LIBRARY_PATH:-}
+carry=$PWD/.carry-cuda
+export LD_LIBRARY_PATH=$carry/lib:${LD_LIBRARY_PATH:-}
 export SHARDSERVE_FIXTURES_DIR=$PWD/tests/fixtures
+export SHARDSERVE_MODELS_DIR=$PWD/models
 export NCCL_NVLS_ENABLE=0
-bin=$PWD/.carry-cuda/bin
-status() { echo "$1: exit $2" >> "$out/summary.txt"; }
-: > "$out/summary.txt"
+bin=$carry/bin
+sum=$out/summary.txt
+status() { echo "$1: exit $2" >> "$sum"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv;
-  nvcc --version 2>/dev/null | tail -1; compute-sanitizer --version 2>/dev/null | head -2; } \
-  > "$out/gpu.txt" 2>&1
-cat "$out/gpu.txt"
+  compute-sanitizer --version 2>/dev/null | head -2; } > "$sum" 2>&1
+cat "$sum"
 
-# Inner limits add up to 9 minutes, under the device tool's 10 per command.
+# Inner limits add up to under 7 minutes (the device tool allows 10 per command; a session's
+# device time is often shorter): most important first.
 timeout 60 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
-timeout 120 "$bin/cuda_runner_test" > "$out/runner_test.log" 2>&1; status runner_test $?
-timeout 90 "$bin/kernel_bench" "$out/bench.tsv" > "$out/bench.log" 2>&1; status kernel_bench $?
-# The sanitizers on our kernels; cuBLAS's GEMM test is left to memcheck alone.
-timeout 135 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  > "$out/memcheck.log" 2>&1; status memcheck $?
-timeout 135 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  --gtest_filter=-*Gemm* > "$out/racecheck.log" 2>&1; status racecheck $?
+{ timeout 90 "$bin/cuda_quant_runner_test"; echo "quant_runner_test exit $?";
+  timeout 60 "$bin/cuda_runner_test"; echo "runner_test exit $?"; } > "$out/runner_test.log" 2>&1
+status runner_tests "$(grep -c 'test exit 0' "$out/runner_test.log") of 2 binaries passed"
+timeout 120 "$bin/llama70b_bench" "$out/llama70b-h200-tp1.json" > "$out/bench.log" 2>&1
+status llama70b_bench $?
+if [ "${1:-}" = ncu ]; then
+  # Hardware counters of the W4 decode kernel at batch 1 (70B TP-1 projections, timed runs).
+  timeout 75 ncu --clock-control none -k regex:w4_mma_kernel --launch-skip 12 --launch-count 4 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    --section MemoryWorkloadAnalysis "$bin/llama70b_bench" /tmp/ncu_bench.json > "$out/ncu.log" 2>&1
+  status ncu $?
+fi
+if [ "${1:-}" = kernel_bench ]; then
+  timeout 90 "$bin/kernel_bench" "$out/kernel_bench.tsv" >> "$out/bench.log" 2>&1; status kernel_bench $?
+fi
+timeout 45 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_kernels_test" \
+  --gtest_filter='*QuantGemm*' > "$out/memcheck.log" 2>&1; status memcheck $?
+timeout 35 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cuda_kernels_test" \
+  --gtest_filter='*QuantGemm.Decode*' > "$out/racecheck.log" 2>&1; status racecheck $?
 
-echo "==== summary"; cat "$out/summary.txt"
+echo "==== summary"; cat "$sum"
 for f in kernels_test runner_test; do
-  echo "==== $f"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|error|divergence|greedy|worst|memory:|attention heads|out-of-memory" "$out/$f.log" | head -60
+  echo "==== $f"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|error|divergence|greedy|worst|fallback|exit" "$out/$f.log" | head -50
 done
 for f in memcheck racecheck; do echo "==== $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$out/$f.log" | tail -4; done
-echo "==== bench"; sed -n '/copy roofline/,$p' "$out/bench.log"
+echo "==== bench"; grep -vE "^\s*$" "$out/bench.log" | tail -80
+if [ -f "$out/ncu.log" ]; then
+  echo "==== ncu"; grep -E "w4_mma_kernel|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Block Limit|Compute \(SM\)|L1/TEX Hit|L2 Hit|Stall|long_scoreboard|Waves Per SM" "$out/ncu.log" | head -70
+fi

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
-# Here (the CPU machine): build the CUDA test binaries and the kernel benchmark for sm_90a and
-# stage them, with the shared libraries the GPU image lacks, in .carry-cuda/ (ignored by git through
-# .git/info/exclude) for one device run:
+# Here (the CPU machine): build the CUDA test binaries and the benchmarks for sm_90a and stage
+# them, with the shared libraries the GPU image lacks and the GPU-side script, in
+# <carry-root>/.carry-cuda/ (ignored through the common .git/info/exclude) for one device run:
 #
-#   tools/gpu/stage_cuda_checks.sh [build-dir]
+#   tools/gpu/stage_cuda_checks.sh [build-dir] [carry-root]
 #   then the device tool's run with carry [".carry-cuda"] and command
-#   "bash tools/gpu/run_cuda_checks.sh"
+#   "bash .carry-cuda/run_cuda_checks.sh"
+#
+# carry-root: the checkout the device tool sends (the session's, e.g. /work/main, when this runs
+# in a helper's worktree: the tool sends that checkout, never the worktree); default: this one.
+# The GPU side reads the fixtures and the demo model from that checkout's tests/fixtures and
+# models/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$root/build-cuda}
+carry_root=${2:-$root}
 cd "$root"
-grep -qx '/.carry-cuda/' .git/info/exclude || echo '/.carry-cuda/' >> .git/info/exclude
+exclude="$(git rev-parse --git-common-dir)/info/exclude"
+grep -qx '/.carry-cuda/' "$exclude" || echo '/.carry-cuda/' >> "$exclude"
 cmake -S "$root" -B "$build" -G Ninja >/dev/null
-cmake --build "$build" --target cuda_kernels_test cuda_runner_test kernel_bench -j"$(nproc)"
-rm -rf .carry-cuda && mkdir -p .carry-cuda/bin .carry-cuda/lib
-for b in tests/cuda/cuda_kernels_test tests/cuda/cuda_runner_test bench/kernels/kernel_bench; do
-  strip -o ".carry-cuda/bin/$(basename "$b")" "$build/$b"
+bins="cuda_kernels_test cuda_runner_test cuda_quant_runner_test kernel_bench llama70b_bench"
+cmake --build "$build" --target $bins -j"$(nproc)"
+dest=$carry_root/.carry-cuda
+rm -rf "$dest" && mkdir -p "$dest/bin" "$dest/lib"
+for b in tests/cuda/cuda_kernels_test tests/cuda/cuda_runner_test tests/cuda/cuda_quant_runner_test \
+         bench/kernels/kernel_bench bench/kernels/llama70b_bench; do
+  strip -o "$dest/bin/$(basename "$b")" "$build/$b"
 done
-/work/shared/device/pack-runtime.sh .carry-cuda/lib .carry-cuda/bin/* >/dev/null
-# The fixtures travel with the tree when they are committed; say what is there.
-ls tests/fixtures > .carry-cuda/fixtures.txt
-du -sh .carry-cuda
+/work/shared/device/pack-runtime.sh "$dest/lib" "$dest"/bin/* >/dev/null
+cp tools/gpu/run_cuda_checks.sh "$dest/"
+ls "$carry_root/tests/fixtures" "$carry_root/models" > "$dest/data.txt"
+du -sh "$dest"

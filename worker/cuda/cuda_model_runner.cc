@@ -45,6 +45,22 @@ std::size_t CudaModelRunner::kv_bytes_per_block(const model::ModelConfig& c,
 CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard shard,
                                  const model::Checkpoint& checkpoint, CudaRunnerOptions options,
                                  comm::Collective& group)
+    : CudaModelRunner(
+          std::move(config), shard,
+          [&] { return std::make_unique<DeviceWeights>(checkpoint, config_, shard_); }, options,
+          group) {}
+
+CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard shard,
+                                 const RandomWeightsSpec& random, CudaRunnerOptions options,
+                                 comm::Collective& group)
+    : CudaModelRunner(
+          std::move(config), shard,
+          [&] { return std::make_unique<DeviceWeights>(config_, shard_, random); }, options,
+          group) {}
+
+CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard shard,
+                                 const WeightsFactory& load, CudaRunnerOptions options,
+                                 comm::Collective& group)
     : config_(std::move(config)), shard_(shard), options_(options), group_(group) {
   require(group_.size() == shard_.size && group_.rank() == shard_.rank,
           "cuda model runner: shard {} of {} does not match the collective's rank {} of {}",
@@ -66,7 +82,7 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
   memory_.block_size = options_.block_size;
 
   // 1. Weights.
-  weights_ = std::make_unique<DeviceWeights>(checkpoint, config_, shard_);
+  weights_ = load();
   memory_.weights_bytes = weights_->bytes();
 
   // 2. Activations and workspaces.
@@ -93,6 +109,13 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
   logits_ = DeviceBuffer(R * V * 4, "logits");
   if (group_.size() > 1) gathered_ = DeviceBuffer(group_.size() * R * V * 4, "gathered logits");
   attn_workspace_ = DeviceBuffer(options_.attention_workspace_bytes, "attention workspace");
+  if (weights_->num_w4_linears() > 0) {
+    if (T > kc::kW4DecodeMaxRows) {
+      w4_dense_ = DeviceBuffer(weights_->max_w4_dense_bytes(), "4-bit prefill scratch (dense bf16)");
+    }
+    w4_partial_ = DeviceBuffer(std::max<std::size_t>(weights_->max_w4_partial_bytes(), 16),
+                               "4-bit decode partial sums");
+  }
   const std::size_t input_ints = 4 * T + R + block_table_capacity_;
   inputs_ = DeviceBuffer(input_ints * 4, "step inputs");
   inputs_host_ = kc::PinnedBuffer(input_ints * 4, "step inputs");
@@ -185,33 +208,62 @@ void CudaModelRunner::validate(const messages::StepPlan& plan) const {
           options_.max_logits_per_step);
 }
 
+void CudaModelRunner::project(const bf16* x, int64_t m, int64_t n, int64_t k,
+                              const DeviceLinear& w, void* y, kc::GemmOut out,
+                              cudaStream_t stream) {
+  if (!w.quantized()) {
+    gemm_->run(x, w.dense, y, {.m = m, .n = n, .k = k, .out = out}, stream);
+    return;
+  }
+  require(w.w4.n == n && w.w4.k == k, "cuda model runner: 4-bit weight [{}, {}] used as [{}, {}]",
+          w.w4.n, w.w4.k, n, k);
+  const kc::W4Scratch scratch{w4_dense_.as<bf16>(), w4_dense_.bytes(), w4_partial_.data(),
+                              w4_partial_.bytes()};
+  kc::w4_matmul(x, m, w.w4, y, n, out, scratch, *gemm_, stream);
+}
+
 void CudaModelRunner::all_reduce(float* data, int64_t count) {
   if (group_.size() == 1) return;
   stream_.synchronize();  // the collective runs on its own stream and returns when done
   group_.all_reduce_sum(data, count);
 }
 
+int64_t CudaModelRunner::graph_bucket(const messages::StepPlan& plan) const {
+  if (!options_.cuda_graphs || group_.size() != 1) return 0;
+  for (const auto& s : plan.seqs) {
+    if (s.num_tokens != 1 || s.num_logits != 1) return 0;  // decode steps only
+  }
+  const int64_t T = plan.total_tokens();
+  const int64_t cap = std::min(options_.max_tokens_per_step, options_.max_logits_per_step);
+  int64_t bucket = 1;
+  while (bucket < T) bucket *= 2;
+  return T > 0 && bucket <= std::min<int64_t>(cap, kMaxGraphBatch) ? bucket : 0;
+}
+
 StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
   validate(plan);
   const cudaStream_t st = stream_.get();
-  const int64_t T = plan.total_tokens();
-  const int64_t H = config_.hidden_size, D = config_.head_dim;
-  const int64_t qn = shard_.heads * D, kvn = shard_.kv_heads * D, width = qn + 2 * kvn;
-  const int64_t F = shard_.ffn, bs = options_.block_size;
-  const float eps = static_cast<float>(config_.rms_norm_eps);
+  const int64_t bs = options_.block_size;
+  // A decode step of up to kMaxGraphBatch sequences is padded to its bucket and replays that
+  // bucket's graph (captured after its first, eager run); everything else runs eagerly.
+  const int64_t bucket = graph_bucket(plan);
+  const int64_t T = bucket > 0 ? bucket : plan.total_tokens();
 
   // Pack the int32 inputs: [tokens T | positions T | slots T | table offsets T | rows R |
-  // block ids], one host-to-device copy.
+  // block ids], one host-to-device copy. Padding tokens (graph buckets): token 0 at position 0
+  // of the first block table, slot -1 (no KV write), their own logit row (dropped).
   int64_t R = 0, max_context = 0;
   for (const auto& s : plan.seqs) {
     R += s.num_logits;
     max_context = std::max<int64_t>(max_context, int64_t{s.start_pos} + s.num_tokens);
   }
+  const int64_t real_rows = R;
+  if (bucket > 0) R = bucket;
   const int64_t nb = static_cast<int64_t>(plan.block_ids.size());
   int32_t* h = inputs_host_.as<int32_t>();
   int32_t *h_tokens = h, *h_pos = h + T, *h_slots = h + 2 * T, *h_tab = h + 3 * T,
           *h_rows = h + 4 * T, *h_blocks = h + 4 * T + R;
-  std::memcpy(h_tokens, plan.token_ids.data(), T * 4);
+  std::memcpy(h_tokens, plan.token_ids.data(), plan.token_ids.size() * 4);
   if (nb > 0) std::memcpy(h_blocks, plan.block_ids.data(), nb * 4);
   int64_t r = 0;
   for (const auto& s : plan.seqs) {
@@ -224,50 +276,33 @@ StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
     }
     for (int32_t j = 0; j < s.num_logits; ++j) h_rows[r++] = s.token_offset + s.num_tokens - s.num_logits + j;
   }
+  for (int64_t t = plan.total_tokens(); t < T; ++t) {
+    h_tokens[t] = 0;
+    h_pos[t] = 0;
+    h_slots[t] = -1;
+    h_tab[t] = plan.seqs.front().block_offset;
+  }
+  for (; r < R; ++r) h_rows[r] = static_cast<int32_t>(r);
   const std::size_t input_bytes = std::size_t(4 * T + R + nb) * 4;
   SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h, input_bytes, cudaMemcpyHostToDevice, st));
-  const int32_t* d = inputs_.as<int32_t>();
-  const int32_t *d_tokens = d, *d_pos = d + T, *d_slots = d + 2 * T, *d_tab = d + 3 * T,
-                *d_rows = d + 4 * T, *d_blocks = d + 4 * T + R;
-
-  float* residual = residual_.as<float>();
-  bf16* normed = normed_.as<bf16>();
-  bf16* qkv = qkv_.as<bf16>();
-  bf16* attn = attn_.as<bf16>();
-  float* proj = proj_.as<float>();
-  kc::embedding_lookup(weights_->embedding(), shard_.vocab_begin, shard_.vocab, H, d_tokens, T,
-                       residual, st);
-  all_reduce(residual, T * H);
-  kc::rms_norm(residual, weights_->layer(0).input_norm, normed, T, H, eps, st);
-
-  const kc::AttentionBatch batch{d_pos, d_tab, d_blocks, T};
   const kc::AttentionSplit split =
-      kc::plan_attention_split(T, shard_.heads, shard_.kv_heads, D, max_context, sm_count_,
-                               attn_workspace_.bytes());
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const auto& w = weights_->layer(l);
-    const auto kv = pool(l);
-    gemm_->run(normed, w.qkv, qkv, {.m = T, .n = width, .k = H, .out = kc::GemmOut::kBf16}, st);
-    kc::apply_rope(qkv, width, d_pos, T, shard_.heads + shard_.kv_heads, D, inv_freq_.as<float>(),
-                   st);
-    kc::write_kv(kv, qkv + qn, qkv + qn + kvn, width, d_slots, T, st);
-    kc::paged_attention(kv, qkv, width, attn, qn, batch, shard_.heads, scale, split,
-                        attn_workspace_.data(), attn_workspace_.bytes(), st);
-    gemm_->run(attn, w.o, proj, {.m = T, .n = H, .k = qn, .out = kc::GemmOut::kFloat}, st);
-    all_reduce(proj, T * H);
-    kc::add_rms_norm(residual, static_cast<const float*>(proj), w.post_norm, normed, T, H, eps,
-                     st);
-    gemm_->run(normed, w.gate_up, gate_up_.as<bf16>(),
-               {.m = T, .n = 2 * F, .k = H, .out = kc::GemmOut::kBf16}, st);
-    kc::silu_mul(gate_up_.as<bf16>(), act_.as<bf16>(), T, F, st);
-    gemm_->run(act_.as<bf16>(), w.down, proj, {.m = T, .n = H, .k = F, .out = kc::GemmOut::kFloat},
-               st);
-    all_reduce(proj, T * H);
-    const bool last = l + 1 == config_.num_hidden_layers;
-    const float* next_norm = last ? weights_->final_norm() : weights_->layer(l + 1).input_norm;
-    kc::add_rms_norm(residual, static_cast<const float*>(proj), next_norm, normed, T, H, eps, st);
+      kc::plan_attention_split(T, shard_.heads, shard_.kv_heads, config_.head_dim, max_context,
+                               sm_count_, attn_workspace_.bytes());
+  if (bucket == 0) {
+    enqueue_step(T, R, split);
+  } else {
+    const GraphKey key{bucket, split.partition_len, split.num_splits};
+    const auto found = graphs_.find(key);
+    if (found != graphs_.end()) {
+      found->second.launch(st);
+    } else {
+      // First step of this shape: run it eagerly (it also makes the GEMM plans, host work that
+      // stays out of the capture), then capture the same launches for the next ones.
+      enqueue_step(T, R, split);
+      graphs_.emplace(key, kc::CudaGraph::capture(st, [&] { enqueue_step(T, R, split); }));
+    }
   }
+  R = real_rows;
 
   StepLogits out;
   out.rows = R;
@@ -276,14 +311,7 @@ StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
     stream_.synchronize();  // the KV writes are done when forward returns, as on the CPU
     return out;
   }
-  // Vocabulary-parallel head: this rank's rows of the vocabulary at the common stride.
   const int64_t stride = shard_.vocab_per_rank;
-  kc::gather_rows(normed, H, d_rows, R, head_in_.as<bf16>(), st);
-  if (shard_.vocab < stride) {
-    SHARDSERVE_CUDA_CHECK(cudaMemsetAsync(logits_.data(), 0, std::size_t(R * stride) * 4, st));
-  }
-  gemm_->run(head_in_.as<bf16>(), weights_->lm_head(), logits_.data(),
-             {.m = R, .n = shard_.vocab, .k = H, .ldy = stride, .out = kc::GemmOut::kFloat}, st);
   const float* full = logits_.as<float>();
   const int64_t ranks = group_.size();
   if (ranks > 1) {
@@ -306,6 +334,60 @@ StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
     }
   }
   return out;
+}
+
+void CudaModelRunner::enqueue_step(int64_t T, int64_t R, const kc::AttentionSplit& split) {
+  const cudaStream_t st = stream_.get();
+  const int64_t H = config_.hidden_size, D = config_.head_dim;
+  const int64_t qn = shard_.heads * D, kvn = shard_.kv_heads * D, width = qn + 2 * kvn;
+  const int64_t F = shard_.ffn;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  const int32_t* d = inputs_.as<int32_t>();
+  const int32_t *d_tokens = d, *d_pos = d + T, *d_slots = d + 2 * T, *d_tab = d + 3 * T,
+                *d_rows = d + 4 * T, *d_blocks = d + 4 * T + R;
+
+  float* residual = residual_.as<float>();
+  bf16* normed = normed_.as<bf16>();
+  bf16* qkv = qkv_.as<bf16>();
+  bf16* attn = attn_.as<bf16>();
+  float* proj = proj_.as<float>();
+  kc::embedding_lookup(weights_->embedding(), shard_.vocab_begin, shard_.vocab, H, d_tokens, T,
+                       residual, st);
+  all_reduce(residual, T * H);
+  kc::rms_norm(residual, weights_->layer(0).input_norm, normed, T, H, eps, st);
+
+  const kc::AttentionBatch batch{d_pos, d_tab, d_blocks, T};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    const auto& w = weights_->layer(l);
+    const auto kv = pool(l);
+    project(normed, T, width, H, w.qkv, qkv, kc::GemmOut::kBf16, st);
+    kc::apply_rope(qkv, width, d_pos, T, shard_.heads + shard_.kv_heads, D, inv_freq_.as<float>(),
+                   st);
+    kc::write_kv(kv, qkv + qn, qkv + qn + kvn, width, d_slots, T, st);
+    kc::paged_attention(kv, qkv, width, attn, qn, batch, shard_.heads, scale, split,
+                        attn_workspace_.data(), attn_workspace_.bytes(), st);
+    project(attn, T, H, qn, w.o, proj, kc::GemmOut::kFloat, st);
+    all_reduce(proj, T * H);
+    kc::add_rms_norm(residual, static_cast<const float*>(proj), w.post_norm, normed, T, H, eps,
+                     st);
+    project(normed, T, 2 * F, H, w.gate_up, gate_up_.as<bf16>(), kc::GemmOut::kBf16, st);
+    kc::silu_mul(gate_up_.as<bf16>(), act_.as<bf16>(), T, F, st);
+    project(act_.as<bf16>(), T, H, F, w.down, proj, kc::GemmOut::kFloat, st);
+    all_reduce(proj, T * H);
+    const bool last = l + 1 == config_.num_hidden_layers;
+    const float* next_norm = last ? weights_->final_norm() : weights_->layer(l + 1).input_norm;
+    kc::add_rms_norm(residual, static_cast<const float*>(proj), next_norm, normed, T, H, eps, st);
+  }
+  if (R == 0) return;
+  // Vocabulary-parallel head: this rank's rows of the vocabulary at the common stride.
+  const int64_t stride = shard_.vocab_per_rank;
+  kc::gather_rows(normed, H, d_rows, R, head_in_.as<bf16>(), st);
+  if (shard_.vocab < stride) {
+    SHARDSERVE_CUDA_CHECK(cudaMemsetAsync(logits_.data(), 0, std::size_t(R * stride) * 4, st));
+  }
+  gemm_->run(head_in_.as<bf16>(), weights_->lm_head(), logits_.data(),
+             {.m = R, .n = shard_.vocab, .k = H, .ldy = stride, .out = kc::GemmOut::kFloat}, st);
 }
 
 }  // namespace shardserve::worker::cuda

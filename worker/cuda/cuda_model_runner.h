@@ -3,7 +3,7 @@
 // reference (worker/model_runner.h): a step plan in, the requested positions' logits out.
 //
 // Device memory, in the order it is taken at construction:
-//   1. the weights (worker/cuda/device_weights.h), one allocation, bf16 matrices;
+//   1. the weights (worker/cuda/device_weights.h), one allocation, bf16 or 4-bit matrices;
 //   2. the activations of the largest step (options.max_tokens_per_step tokens,
 //      options.max_logits_per_step logit rows), the attention split workspace and the
 //      cuBLASLt workspace;
@@ -19,13 +19,24 @@
 // add+RMSNorm, gate_up GEMM, SwiGLU, down GEMM, (all-reduce), add+RMSNorm] -> gather of the
 // sampled rows -> LM head GEMM (float32 logits) -> (all-gather) -> one copy to the host.
 // Residual stream and projection outputs are float32, GEMM inputs bf16 (kernels/cuda/ops.h).
+// 4-bit projections go through kernels/cuda/quant_gemm.h (decode kernel up to
+// kW4DecodeMaxRows tokens, dequantize + cuBLASLt above).
+//
+// CUDA graphs (options.cuda_graphs, TP = 1): a decode step is padded to its power-of-two bucket
+// (padding tokens write no KV, their logit rows are dropped), so every launch of the step has
+// the same device addresses and shapes; the bucket's first step runs eagerly and is then
+// captured, later steps of the bucket (and attention split) replay the graph. The copies in
+// and out stay outside the graph.
 //
 // Tensor parallelism: with a group of more than one rank the collective must work on device
 // float32 buffers (comm::NcclCollective); the runner synchronises its stream before each
 // collective. With one rank no collective is called.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "comm/collective.h"
@@ -50,7 +61,13 @@ struct CudaRunnerOptions {
   int64_t max_tokens_per_step = 8192;
   int64_t max_logits_per_step = 1024;
   std::size_t attention_workspace_bytes = std::size_t{64} << 20;
+  // Decode steps (every sequence 1 token, 1 logit row) of up to kMaxGraphBatch sequences at
+  // TP = 1: padded to the next power of two and replayed from a CUDA graph captured once per
+  // (bucket, attention split).
+  bool cuda_graphs = false;
 };
+
+inline constexpr int64_t kMaxGraphBatch = 256;
 
 // Reported to the coordinator at start-up.
 struct CudaMemoryReport {
@@ -69,6 +86,10 @@ class CudaModelRunner final : public StepRunner {
   CudaModelRunner(model::ModelConfig config, TensorParallelShard shard,
                   const model::Checkpoint& checkpoint, CudaRunnerOptions options,
                   comm::Collective& group);
+  // Random weights of the config's shape (benchmarks of full-size models without a checkpoint).
+  CudaModelRunner(model::ModelConfig config, TensorParallelShard shard,
+                  const RandomWeightsSpec& random, CudaRunnerOptions options,
+                  comm::Collective& group);
   ~CudaModelRunner() override;
 
   StepLogits forward(const messages::StepPlan& plan) override;
@@ -76,6 +97,9 @@ class CudaModelRunner final : public StepRunner {
   int64_t block_size() const override { return options_.block_size; }
 
   const CudaMemoryReport& memory() const { return memory_; }
+  const DeviceWeights& weights() const { return *weights_; }
+  // Turns decode graphs on or off (benchmarks compare both on one set of weights).
+  void set_cuda_graphs(bool on) { options_.cuda_graphs = on; }
   const model::ModelConfig& config() const { return config_; }
   cudaStream_t stream() const { return stream_.get(); }
 
@@ -84,7 +108,18 @@ class CudaModelRunner final : public StepRunner {
                                         const TensorParallelShard& shard, int64_t block_size);
 
  private:
+  using WeightsFactory = std::function<std::unique_ptr<DeviceWeights>()>;
+  CudaModelRunner(model::ModelConfig config, TensorParallelShard shard, const WeightsFactory& load,
+                  CudaRunnerOptions options, comm::Collective& group);
   void validate(const messages::StepPlan& plan) const;
+  // The graph bucket of a decode step (0: run eagerly).
+  int64_t graph_bucket(const messages::StepPlan& plan) const;
+  // Embedding to LM head for T packed tokens and R logit rows (inputs_ already holds them).
+  void enqueue_step(int64_t T, int64_t R, const kernels::cuda::AttentionSplit& split);
+  // y = x · Wᵀ for a dense or 4-bit projection W [n, k] (x bf16 [m, k]; y [m, n] bf16 or
+  // float).
+  void project(const bf16* x, int64_t m, int64_t n, int64_t k, const DeviceLinear& w, void* y,
+               kernels::cuda::GemmOut out, cudaStream_t stream);
   void all_reduce(float* data, int64_t count);
   kernels::cuda::PagedKvPool pool(int64_t layer) const;
 
@@ -112,11 +147,21 @@ class CudaModelRunner final : public StepRunner {
   kernels::cuda::DeviceBuffer logits_;    // float [R, vocab_per_rank]
   kernels::cuda::DeviceBuffer gathered_;  // float [group, R, vocab_per_rank] (TP > 1)
   kernels::cuda::DeviceBuffer attn_workspace_;
+  // 4-bit projections: the prefill path's dense bf16 copy of the largest one (only when a step
+  // can exceed kW4DecodeMaxRows tokens) and the decode kernel's split-K partial sums.
+  kernels::cuda::DeviceBuffer w4_dense_;
+  kernels::cuda::DeviceBuffer w4_partial_;
   // int32 step inputs: device copy and pinned host staging, same layout (see forward()).
   kernels::cuda::DeviceBuffer inputs_;
   kernels::cuda::PinnedBuffer inputs_host_;
   kernels::cuda::PinnedBuffer logits_host_;  // float [group, R, vocab_per_rank]
   kernels::cuda::DeviceBuffer kv_;           // [layers, 2, blocks, block_size, kv_heads, head_dim]
+  // Decode graphs by (bucket, attention partition length, splits).
+  using GraphKey = std::tuple<int64_t, int32_t, int32_t>;
+  std::map<GraphKey, kernels::cuda::CudaGraph> graphs_;
+
+ public:
+  std::size_t num_graphs() const { return graphs_.size(); }
 };
 
 }  // namespace shardserve::worker::cuda

@@ -1,0 +1,145 @@
+// Checked entry points and the host-side layout of kernels/cuda/quant_gemm.h.
+#include "kernels/cuda/quant_gemm.h"
+
+#include <cuda_fp16.h>
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "common/error.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/quant_layout.h"
+
+namespace shardserve::kernels::cuda {
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+void check_weights(const char* op, const W4Weights& w) {
+  require(w.n > 0 && w.k > 0 && w.k % 64 == 0 && w.group_size > 0 && w.group_size % 32 == 0,
+          "{}: weight [{}, {}] with group size {}: needs k a multiple of 64 and the group size "
+          "of 32", op, w.n, w.k, w.group_size);
+  require(w.codes != nullptr && w.meta != nullptr, "{}: null weight pointer", op);
+  require(aligned16(w.codes), "{}: codes must be 16-byte aligned", op);
+}
+
+uint16_t exact_fp16(float v, const char* what, int64_t row, int64_t group) {
+  const __half h = __float2half_rn(v);
+  require(__half2float(h) == v,
+          "W4 layout: {} {} of row {} group {} is not exactly representable in fp16 (GPTQ and "
+          "AWQ store fp16 scales)", what, v, row, group);
+  uint16_t bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+
+}  // namespace
+
+std::optional<std::string> w4_layout_problem(int bits, int64_t k, const int64_t* group_begin,
+                                             int64_t groups) {
+  if (bits != 4) return fmt::format("{}-bit codes (the W4 kernels take 4 bits)", bits);
+  if (k % 64 != 0) return fmt::format("{} input features (not a multiple of 64)", k);
+  const int64_t gs = group_begin[1] - group_begin[0];
+  if (gs % 32 != 0) return fmt::format("group size {} (not a multiple of 32)", gs);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t want_end = std::min<int64_t>((g + 1) * gs, k);
+    if (group_begin[g] != g * gs || group_begin[g + 1] != want_end) {
+      return fmt::format("uneven groups (group {} spans stored columns [{}, {}), expected [{}, {}))",
+                         g, group_begin[g], group_begin[g + 1], g * gs, want_end);
+    }
+  }
+  if (group_begin[groups] != k) return fmt::format("groups cover {} of {} columns",
+                                                   group_begin[groups], k);
+  return std::nullopt;
+}
+
+W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const float* scales,
+                            const float* zeros, const int32_t* perm, const int64_t* group_begin,
+                            int64_t groups) {
+  if (const auto problem = w4_layout_problem(4, k, group_begin, groups)) {
+    fail("W4 layout: weight [{}, {}] cannot use the W4 kernels: {}", n, k, *problem);
+  }
+  W4HostLayout out;
+  out.n = n;
+  out.k = k;
+  out.group_size = group_begin[1] - group_begin[0];
+  // Codes into the tensor-core tile order of quant_layout.h; rows padded to 16 with zero codes
+  // and zero meta (scale 0), so the padding adds nothing.
+  const int64_t np = w4_padded_rows(n);
+  out.codes.assign(np * (k / 2), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t c = 0; c < k; ++c) {
+      const uint8_t byte = codes[j * (k / 2) + c / 2];
+      const uint32_t q = c % 2 == 0 ? byte & 0xF : byte >> 4;
+      const W4CodePos pos = w4_code_pos(j, c, k);
+      uint32_t word;
+      std::memcpy(&word, out.codes.data() + pos.byte, 4);
+      word |= q << (4 * pos.nibble);
+      std::memcpy(out.codes.data() + pos.byte, &word, 4);
+    }
+  }
+  out.meta.assign(np * groups, 0);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const float z = zeros[j * groups + g];
+      require(z >= 0 && z <= 15 && z == static_cast<float>(static_cast<int>(z)),
+              "W4 layout: zero {} of row {} group {} is not an integer in [0, 15]", z, j, g);
+      const uint32_t s = exact_fp16(scales[j * groups + g], "scale", j, g);
+      const uint32_t zb = exact_fp16(z, "zero", j, g);
+      out.meta[j * groups + g] = s | (zb << 16);
+    }
+  }
+  bool identity = true;
+  for (int64_t c = 0; c < k && identity; ++c) identity = perm[c] == c;
+  if (!identity) out.perm.assign(perm, perm + k);
+  return out;
+}
+
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k) {
+  return launch::w4_gemv_workspace_bytes(m, n, k);
+}
+
+void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
+             void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  check_weights("w4_gemv", w);
+  require(m >= 0 && ldy >= w.n, "w4_gemv: m {} with ldy {} < n {}", m, ldy, w.n);
+  require(m == 0 || (x != nullptr && y != nullptr), "w4_gemv: null pointer");
+  const std::size_t need = w4_gemv_workspace_bytes(m, w.n, w.k);
+  require(workspace_bytes >= need && (need == 0 || workspace != nullptr) &&
+              reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0,
+          "w4_gemv: workspace of {} bytes (16-byte aligned), needs {} (m {}, n {}, k {})",
+          workspace_bytes, need, m,
+          w.n, w.k);
+  const cudaError_t status = launch::w4_gemv(x, m, w, y, ldy, out == GemmOut::kFloat,
+                                             workspace, stream);
+  if (status != cudaSuccess) {
+    throw_cuda_error(status, "w4_gemv", __FILE__, __LINE__,
+                     fmt::format("m={} n={} k={} group_size={}", m, w.n, w.k, w.group_size));
+  }
+}
+
+void w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) {
+  check_weights("w4_dequantize", w);
+  require(dense != nullptr && aligned16(dense), "w4_dequantize: dense must be 16-byte aligned");
+  const cudaError_t status = launch::w4_dequantize(w, dense, stream);
+  if (status != cudaSuccess) {
+    throw_cuda_error(status, "w4_dequantize", __FILE__, __LINE__,
+                     fmt::format("n={} k={} group_size={}", w.n, w.k, w.group_size));
+  }
+}
+
+void w4_matmul(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
+               const W4Scratch& scratch, GemmBf16& gemm, cudaStream_t stream) {
+  if (m <= kW4DecodeMaxRows || scratch.dense == nullptr) {
+    w4_gemv(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream);
+    return;
+  }
+  require(scratch.dense_bytes >= std::size_t(w.n * w.k) * 2,
+          "w4_matmul: dense scratch of {} bytes, the weight [{}, {}] needs {}", scratch.dense_bytes,
+          w.n, w.k, w.n * w.k * 2);
+  w4_dequantize(w, scratch.dense, stream);
+  gemm.run(x, scratch.dense, y, {.m = m, .n = w.n, .k = w.k, .ldy = ldy, .out = out}, stream);
+}
+
+}  // namespace shardserve::kernels::cuda

@@ -1,0 +1,102 @@
+#pragma once
+// 4-bit weight-only matrix products (W4A16) for GPTQ and AWQ checkpoints on the GPU:
+//   y[m, n] = x[m, k] · Ŵᵀ,  x bf16, Ŵ[j][i] = scale[j][g] · (code[j][c] − zero[j][g])
+// for the input column i = perm[c] at stored column c of group g = c / group_size.
+//
+// One device layout for both formats (model/quant converts either to kernels::cpu::QuantMatrix
+// at load; make_w4_layout converts that here), so one kernel serves GPTQ (with or without
+// act-order) and AWQ:
+//   codes  [n_padded * k / 2] bytes: tiles of 16 rows x 64 stored columns in the operand order
+//                                  of the tensor cores' mma.m16n8k16 (kernels/cuda/quant_layout.h;
+//                                  n_padded = n rounded up to 16, padding codes zero);
+//   meta   uint32 [n_padded, groups] {fp16 scale (low half), fp16 zero (high half)}: 4/group_size
+//                                  bytes per weight (0.031 at g128);
+//   perm   int32  [k] or null      input column of each stored column (act-order; null = identity);
+//   groups are uniform runs of group_size stored columns (32, 64, 128, ... or k), k % 64 == 0.
+// A layout the kernels cannot take (8 bits, uneven groups, k % 64 != 0) is reported by
+// w4_layout_problem; the runner keeps such a linear dense in bf16 instead.
+//
+// Two paths, picked by the number of rows m (w4_matmul):
+//   * decode (m <= kW4DecodeMaxRows): w4_gemv, one pass over the packed weights per 16 rows of x:
+//     codes become bf16 (code - zero) pairs in registers and go through mma.sync with float32
+//     accumulation, scaled per group (kernels/cuda/quant_gemm.cu says how): memory-bound;
+//   * prefill (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
+//     column order) and multiplied by cuBLASLt (GemmBf16): the matrix units do the work, the
+//     dequantization costs 2.5 bytes per weight once per call.
+// Every entry point enqueues on `stream`, allocates nothing and never synchronises (capturable
+// in a CUDA graph); scratch memory is passed in, sized by the *_bytes functions.
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/gemm.h"
+
+namespace shardserve::kernels::cuda {
+
+// Rows of x up to which w4_matmul takes the decode kernel (measured: docs/PERF.md).
+inline constexpr int64_t kW4DecodeMaxRows = 32;
+
+// A W4 weight on the device (pointers into device memory; not owned).
+struct W4Weights {
+  const uint8_t* codes = nullptr;   // [n_padded * k / 2] (tiles), 16-byte aligned
+  const uint32_t* meta = nullptr;   // [n_padded, groups]
+  const int32_t* perm = nullptr;    // [k] or null (identity)
+  int64_t n = 0, k = 0, group_size = 0;
+  int64_t groups() const { return (k + group_size - 1) / group_size; }
+};
+
+// The same layout in host memory, ready to copy (what the loader and the tests build).
+struct W4HostLayout {
+  int64_t n = 0, k = 0, group_size = 0;
+  std::vector<uint8_t> codes;    // [n_padded * k / 2], tile order (quant_layout.h)
+  std::vector<uint32_t> meta;    // [n_padded, groups]
+  std::vector<int32_t> perm;     // [k], empty when identity
+  std::size_t bytes() const {
+    return codes.size() + meta.size() * 4 + perm.size() * 4;
+  }
+};
+
+// Why the W4 kernels cannot take a QuantMatrix-style layout (kernels/cpu/quant_matmul.h:
+// group_begin [groups + 1] stored-column offsets), or nullopt when they can.
+std::optional<std::string> w4_layout_problem(int bits, int64_t k, const int64_t* group_begin,
+                                             int64_t groups);
+
+// From the CPU kernel's layout: codes [n, k / 2] (4-bit, row-major, low nibble even column),
+// reordered into tiles; scales /
+// zeros float [n, groups] (scales must be exact in fp16, zeros integers in [0, 15]), perm [k],
+// group_begin [groups + 1]. Throws (naming the problem) where w4_layout_problem would.
+W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const float* scales,
+                            const float* zeros, const int32_t* perm, const int64_t* group_begin,
+                            int64_t groups);
+
+// Workspace of the decode kernel for m rows: split-K partial sums float [splits, min(m, 16), n],
+// then (16-byte aligned) x in stored-column order, bf16 [m, k] (act-order).
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
+
+// Decode path. x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy] (columns [0, n)).
+// Any m (16 rows per pass over the weights).
+void w4_gemv(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+             GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+
+// dense: bf16 [n, k], dense[j][perm[c]] = scale · (code − zero) rounded to bf16.
+void w4_dequantize(const W4Weights& w, __nv_bfloat16* dense, cudaStream_t stream);
+
+// Scratch of w4_matmul for at most max_m rows over weights of at most max_n x max_k:
+// the dense bf16 matrix of the prefill path and the decode kernel's partial sums.
+struct W4Scratch {
+  __nv_bfloat16* dense = nullptr;  // [n, k] of the largest weight (null: decode path only)
+  std::size_t dense_bytes = 0;
+  void* partial = nullptr;         // w4_gemv_workspace_bytes of the largest weight
+  std::size_t partial_bytes = 0;
+};
+
+// Either path by m (see above). x: bf16 [m, k]; y: bf16 or float [m, ldy].
+void w4_matmul(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+               GemmOut out, const W4Scratch& scratch, GemmBf16& gemm, cudaStream_t stream);
+
+}  // namespace shardserve::kernels::cuda

@@ -1,0 +1,246 @@
+// The W4A16 kernels (kernels/cuda/quant_gemm.h) against the CPU reference quant_matmul_nt
+// (kernels/cpu/quant_matmul.h) on the same QuantMatrix: fresh random codes, fp16 scales and
+// zeros, group sizes 32 / 64 / 128 / per-channel, act-order permutations, odd row counts and the
+// LLaMA-70B tensor-parallel shard shapes. Outputs poisoned with NaN before each run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <optional>
+#include <random>
+
+#include "common/half.h"
+#include "kernels/cpu/quant_matmul.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/quant_gemm.h"
+#include "kernels/cuda/quant_layout.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace shardserve::kernels::cuda {
+namespace {
+
+using namespace shardserve::kernels::cuda::testing;
+
+struct DeviceW4 {
+  DeviceBuffer codes, meta, perm;
+  W4Weights view;
+};
+
+DeviceW4 upload_w4(const W4HostLayout& l) {
+  DeviceW4 d;
+  d.codes = upload(l.codes);
+  d.meta = upload(l.meta);
+  if (!l.perm.empty()) d.perm = upload(l.perm);
+  d.view = {d.codes.as<uint8_t>(), d.meta.as<uint32_t>(),
+            l.perm.empty() ? nullptr : d.perm.as<int32_t>(), l.n, l.k, l.group_size};
+  return d;
+}
+
+// A random 4-bit linear [n, k] in the CPU kernel's layout: codes uniform in [0, 16), zeros in
+// [0, 16), scales exact fp16 in [0.004, 0.016); act_order shuffles which input columns form a
+// group (as GPTQ's desc_act does), so the stored order is a permutation.
+cpu::QuantMatrix random_quant(std::mt19937& rng, int64_t n, int64_t k, int64_t group_size,
+                              bool act_order) {
+  const int64_t groups = (k + group_size - 1) / group_size;
+  std::vector<uint8_t> q(n * k);
+  for (auto& v : q) v = static_cast<uint8_t>(rng() % 16);
+  std::vector<int32_t> zeros(groups * n);
+  for (auto& z : zeros) z = static_cast<int32_t>(rng() % 16);
+  std::vector<float> scales(groups * n);
+  for (auto& s : scales) s = fp16_to_float(static_cast<uint16_t>(0x1C00 + rng() % 0x800));
+  std::vector<int32_t> g_idx(k);
+  for (int64_t i = 0; i < k; ++i) g_idx[i] = static_cast<int32_t>(i / group_size);
+  if (act_order) std::shuffle(g_idx.begin(), g_idx.end(), rng);
+  return cpu::make_quant_matrix(4, n, k, q.data(), zeros.data(), scales.data(), g_idx.data(),
+                                groups);
+}
+
+W4HostLayout to_w4(const cpu::QuantMatrix& w) {
+  return make_w4_layout(w.n, w.k, w.codes.data(), w.scales.data(), w.zeros.data(),
+                        w.perm.data(), w.group_begin.data(), w.groups());
+}
+
+class CudaQuantGemm : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SHARDSERVE_REQUIRE_GPU();
+    stream_.emplace();
+    const char* env = std::getenv("SHARDSERVE_TEST_SEED");
+    seed_ = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
+                           : static_cast<uint32_t>(std::random_device{}());
+    rng_.seed(seed_);
+    RecordProperty("seed", std::to_string(seed_));
+    std::printf("input seed %u (SHARDSERVE_TEST_SEED=%u replays it)\n", seed_, seed_);
+  }
+  void sync() { stream_->synchronize(); }
+  cudaStream_t s() { return stream_->get(); }
+  uint32_t seed_ = 0;
+  std::mt19937 rng_;
+
+ private:
+  std::optional<Stream> stream_;
+};
+
+struct Case {
+  int64_t m, n, k, group_size;
+  bool act_order;
+};
+
+std::string name(const Case& c) {
+  return "m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
+         " g=" + std::to_string(c.group_size) + (c.act_order ? " act-order" : "");
+}
+
+// Decode kernel (tensor cores): 1..8 rows (one n8 tile, partly empty), 9..16 (two), more than 16
+// (several passes, the last one short), row counts n not a multiple of 16 (padded tiles), float
+// and bf16 outputs with a padded row stride, one and several K splits; the 70B shard shapes at TP 8 (qkv 1280 x 8192, o 8192 x 1024, gate_up 7168 x 8192,
+// down 8192 x 3584) and TP 4 down (8192 x 7168).
+TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
+  const Case cases[] = {
+      {1, 256, 256, 128, false},   {2, 96, 4096, 4096, false},  {3, 1280, 8192, 128, false},
+      {4, 8192, 1024, 128, false}, {5, 1000, 3584, 128, true},  {7, 384, 512, 64, false},
+      {8, 7168, 1024, 32, true},   {1, 8192, 3584, 128, false}, {13, 640, 2048, 128, false},
+      {6, 8192, 7168, 128, false}, {1, 40, 128, 32, false},   {17, 1280, 8192, 128, false},
+      {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
+  };
+  for (const Case& c : cases) {
+    const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
+    auto x = random_floats(c.m * c.k, rng_);
+    round_to_bf16(x);
+    std::vector<float> want(c.m * c.n);
+    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
+    auto dw = upload_w4(to_w4(w));
+    EXPECT_EQ(dw.view.perm != nullptr, c.act_order) << name(c);
+    auto d_x = upload_bf16(x);
+    DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(c.m, c.n, c.k), 16), "ws");
+    // float32 out: exact bf16 products (code - zero and x) summed in float32 by the tensor
+    // cores per group, then scaled: float32 rounding in another order than the CPU's.
+    DeviceBuffer d_y(c.m * c.n * 4, "y");
+    poison(d_y);
+    w4_gemv(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(), ws.bytes(),
+            s());
+    sync();
+    const double err = relative_error(download<float>(d_y, want.size()), want);
+    std::printf("w4 decode %s: float out error %.3g\n", name(c).c_str(), err);
+    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
+    // bf16 out with row stride n + 8: the padding must stay untouched (poison).
+    const int64_t ldy = c.n + 8;
+    DeviceBuffer d_yb(c.m * ldy * 2, "y");
+    poison(d_yb);
+    w4_gemv(d_x.as<bf16>(), c.m, dw.view, d_yb.data(), ldy, GemmOut::kBf16, ws.data(), ws.bytes(),
+            s());
+    sync();
+    const auto padded = download_bf16(d_yb, c.m * ldy);
+    std::vector<float> got(c.m * c.n);
+    for (int64_t r = 0; r < c.m; ++r) {
+      std::copy_n(padded.begin() + r * ldy, c.n, got.begin() + r * c.n);
+      for (int64_t p = c.n; p < ldy; ++p) EXPECT_TRUE(std::isnan(padded[r * ldy + p])) << name(c);
+    }
+    EXPECT_LT(relative_error(got, want), kBf16Tolerance) << name(c);
+  }
+}
+
+// Prefill path (dequantize to bf16 + cuBLASLt) through w4_matmul, and the dequantized matrix
+// itself against the CPU's dequantize (bf16 rounding of each weight only).
+TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
+  GemmBf16 gemm;
+  const Case cases[] = {{65, 512, 1024, 128, false}, {100, 640, 2048, 128, true},
+                        {200, 1280, 8192, 128, false}, {80, 96, 4096, 4096, false},
+                        {129, 384, 512, 32, true}};
+  for (const Case& c : cases) {
+    const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
+    auto x = random_floats(c.m * c.k, rng_);
+    round_to_bf16(x);
+    std::vector<float> want(c.m * c.n);
+    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
+    auto dw = upload_w4(to_w4(w));
+    auto d_x = upload_bf16(x);
+    DeviceBuffer dense(c.n * c.k * 2, "dense");
+    DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(c.m, c.n, c.k), 16), "ws");
+    poison(dense);
+    w4_dequantize(dw.view, dense.as<bf16>(), s());
+    sync();
+    auto want_dense = cpu::dequantize(w);
+    EXPECT_LT(relative_error(download_bf16(dense, c.n * c.k), want_dense), 4e-3) << name(c);
+    const W4Scratch scratch{dense.as<bf16>(), dense.bytes(), ws.data(), ws.bytes()};
+    for (const GemmOut out : {GemmOut::kFloat, GemmOut::kBf16}) {
+      DeviceBuffer d_y(c.m * c.n * 4, "y");
+      poison(d_y);
+      poison(dense);
+      w4_matmul(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, out, scratch, gemm, s());
+      sync();
+      const auto got = out == GemmOut::kFloat ? download<float>(d_y, want.size())
+                                              : download_bf16(d_y, want.size());
+      const double err = relative_error(got, want);
+      std::printf("w4 prefill %s: error %.3g\n", name(c).c_str(), err);
+      EXPECT_LT(err, kBf16Tolerance) << name(c);
+    }
+  }
+}
+
+TEST(CudaQuantGemmLayout, RefusesWhatTheKernelsCannotTake) {
+  // Uneven groups (arbitrary g_idx sizes) and 8 bits are named; the runner keeps those dense.
+  const int64_t uneven[] = {0, 32, 96, 128};
+  const auto p = w4_layout_problem(4, 128, uneven, 3);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_NE(p->find("uneven groups"), std::string::npos) << *p;
+  const int64_t even[] = {0, 64, 128};
+  EXPECT_FALSE(w4_layout_problem(4, 128, even, 2).has_value());
+  EXPECT_NE(w4_layout_problem(8, 128, even, 2)->find("8-bit"), std::string::npos);
+  const int64_t odd[] = {0, 96};
+  EXPECT_NE(w4_layout_problem(4, 96, odd, 1)->find("multiple of 64"), std::string::npos);
+  // A scale that fp16 cannot hold exactly is refused with its row and group.
+  std::vector<uint8_t> codes(2 * 32, 0x11);
+  std::vector<float> scales = {0.1f, 0.25f}, zeros = {8, 8};
+  std::vector<int32_t> perm(64);
+  std::iota(perm.begin(), perm.end(), 0);
+  const int64_t one[] = {0, 64};
+  try {
+    make_w4_layout(2, 64, codes.data(), scales.data(), zeros.data(), perm.data(), one, 1);
+    ADD_FAILURE() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("scale 0.1 of row 0 group 0"), std::string::npos)
+        << e.what();
+  }
+}
+
+// The tile order (quant_layout.h) is a bijection, and make_w4_layout puts every code where the
+// kernels read it (no GPU needed: runs in CI).
+TEST(CudaQuantGemmLayout, TileOrderRoundTripsEveryCode) {
+  const int64_t n = 40, k = 192;  // 3 row tiles (the last one padded), 3 column tiles
+  std::vector<int> seen(w4_padded_rows(n) * k, 0);  // one entry per nibble
+  for (int64_t r = 0; r < w4_padded_rows(n); ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const W4CodePos p = w4_code_pos(r, c, k);
+      ASSERT_EQ(p.byte % 4, 0);
+      ASSERT_LT(p.byte, w4_padded_rows(n) * k / 2);
+      ++seen[p.byte * 2 + p.nibble];
+      int64_t rr = -1, cc = -1;
+      w4_code_coords(p.byte, p.nibble, k, &rr, &cc);
+      EXPECT_EQ(rr, r);
+      EXPECT_EQ(cc, c);
+    }
+  }
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), static_cast<long>(seen.size()));
+  std::mt19937 rng(5);
+  const auto w = random_quant(rng, n, k, 64, true);
+  const W4HostLayout l = to_w4(w);
+  ASSERT_EQ(l.codes.size(), std::size_t(w4_padded_rows(n) * k / 2));
+  for (int64_t r = 0; r < w4_padded_rows(n); ++r) {
+    for (int64_t c = 0; c < k; ++c) {
+      const W4CodePos p = w4_code_pos(r, c, k);
+      uint32_t word;
+      std::memcpy(&word, l.codes.data() + p.byte, 4);
+      const uint32_t got = (word >> (4 * p.nibble)) & 0xF;
+      const uint8_t byte = r < n ? w.codes[r * (k / 2) + c / 2] : 0;
+      EXPECT_EQ(got, r < n ? (c % 2 == 0 ? byte & 0xFu : byte >> 4) : 0u) << r << "," << c;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace shardserve::kernels::cuda
