@@ -82,9 +82,11 @@ struct SpeculativeSettings {
   double draft_cost = 0.05;           // adaptive: one draft token's cost / a target step
   int32_t ngram_min = 1;              // prompt lookup: suffix lengths tried, longest first
   int32_t ngram_max = 3;
-  // Where the draft runs with tp > 1: "every_rank" (sharded over the replica's group like the
-  // target) or "rank_zero" (whole on tensor-parallel rank 0, drafts broadcast).
-  std::string draft_placement = "every_rank";
+  // Where the draft runs with tp > 1: "rank_zero" (whole on tensor-parallel rank 0, drafts
+  // broadcast) or "every_rank" (sharded over the replica's group like the target). rank_zero by
+  // default: measured faster on the CPU at tp 2 for the demo pair (docs/speculative.md), and the
+  // usual choice on GPUs when the draft fits next to the target's shard.
+  std::string draft_placement = "rank_zero";
 };
 
 struct ServiceConfig {

@@ -118,7 +118,7 @@ TEST(ServiceConfig, TomlRoundTripsExactly) {
   c.speculative.draft_cost = 0.25;
   c.speculative.ngram_min = 2;
   c.speculative.ngram_max = 5;
-  c.speculative.draft_placement = "rank_zero";
+  c.speculative.draft_placement = "every_rank";
   const auto text = to_toml(c);
   EXPECT_EQ(parse_toml(text, "round trip"), c) << text;
   EXPECT_THAT(text, HasSubstr("[scheduler]"));
@@ -142,7 +142,7 @@ adaptive = true
   EXPECT_EQ(c.speculative.ngram_min, 2);
   EXPECT_EQ(c.speculative.ngram_max, 4);
   EXPECT_TRUE(c.speculative.adaptive);
-  EXPECT_EQ(c.speculative.draft_placement, "every_rank");  // default
+  EXPECT_EQ(c.speculative.draft_placement, "rank_zero");  // default
   EXPECT_THAT(error_of([] { parse_toml("[speculative]\nk = 3\n", "s.toml"); }),
               HasSubstr("s.toml:2: speculative.k: unknown setting"));
 
@@ -150,14 +150,14 @@ adaptive = true
   CommandLine cli(app);
   std::vector<std::string> args = {"--speculative-method", "draft", "--speculative-draft-model",
                                    "/d", "--num-speculative-tokens", "5", "--draft-placement",
-                                   "rank_zero", "--device", "cuda"};
+                                   "every_rank", "--device", "cuda"};
   std::reverse(args.begin(), args.end());
   app.parse(args);
   const auto f = cli.resolve();
   EXPECT_EQ(f.speculative.method, "draft");
   EXPECT_EQ(f.speculative.draft_model, "/d");
   EXPECT_EQ(f.speculative.num_speculative_tokens, 5);
-  EXPECT_EQ(f.speculative.draft_placement, "rank_zero");
+  EXPECT_EQ(f.speculative.draft_placement, "every_rank");
   EXPECT_EQ(f.device, "cuda");
 }
 
@@ -206,6 +206,7 @@ TEST(ServiceConfig, DraftModelIsCheckedAgainstTheTarget) {
   const auto target = model::load_model_config(c.model);
   EXPECT_NO_THROW(validate_for_model(c, target));
   c.tp = 2;  // the draft's 2 heads, 1 KV head (replicated) and 384 FFN columns split over 2
+  c.speculative.draft_placement = "every_rank";
   EXPECT_NO_THROW(validate_for_model(c, target));
   auto draft = model::load_model_config(c.speculative.draft_model);
   {

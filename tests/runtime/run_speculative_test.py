@@ -6,7 +6,7 @@ then with the draft model (models/kjv-llama-draft) and with prompt lookup; each 
 must give token for token the outputs of the run without speculation at the same tp, and the
 coordinator's /metrics (scraped over HTTP while it keeps running) must count proposed and
 accepted draft tokens. Scenarios (one per CTest test):
-  greedy --tp N       plain, draft (every_rank; also rank_zero when N > 1), ngram: equal outputs
+  greedy --tp N       plain, draft (every_rank; also rank_zero, the default, when N > 1), ngram: equal outputs
   sampled --tp N      seeded sampled requests with the draft model: every request completes with
                       its max_tokens, and drafts are accepted (distribution equality is tested in
                       process: tests/worker/speculative_test)
