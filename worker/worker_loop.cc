@@ -217,7 +217,7 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
     metrics_endpoint_ = std::make_unique<monitoring::MetricsEndpoint>(monitoring::BuildInfo{
         config::effective_model_name(cfg_), configure.tp, configure.replicas, "worker"});
     metrics_ = std::make_unique<monitoring::WorkerMetrics>(
-        *metrics_endpoint_, monitoring::WorkerIdentity{w, replica_, tp_rank_, "cpu"});
+        *metrics_endpoint_, monitoring::WorkerIdentity{w, replica_, tp_rank_, cfg_.device});
     metrics_endpoint_->serve(cfg_.ports.metrics_host, *port);
     spdlog::info("metrics: {}", metrics_endpoint_->url());
   }
