@@ -39,6 +39,7 @@ MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
                                 &local),
             "MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED)");
   check_mpi(MPI_Comm_size(local, &local_size_), "MPI_Comm_size(node-local communicator)");
+  check_mpi(MPI_Comm_rank(local, &local_rank_), "MPI_Comm_rank(node-local communicator)");
   check_mpi(MPI_Comm_free(&local), "MPI_Comm_free(node-local communicator)");
 }
 

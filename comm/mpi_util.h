@@ -31,6 +31,8 @@ class MpiEnvironment {
   int world_size() const { return world_size_; }
   // Ranks of the job that share this host (MPI_COMM_TYPE_SHARED); collective over the world.
   int local_size() const { return local_size_; }
+  // This rank's index among the ranks on its host (ordered by world rank).
+  int local_rank() const { return local_rank_; }
   std::string host() const;
 
   // Ends every process of the job (MPI_Abort on MPI_COMM_WORLD). For failures after which a
@@ -41,6 +43,7 @@ class MpiEnvironment {
   int world_rank_ = 0;
   int world_size_ = 1;
   int local_size_ = 1;
+  int local_rank_ = 0;
   bool finalize_ = false;
 };
 

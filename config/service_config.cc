@@ -1,6 +1,7 @@
 #include "config/service_config.h"
 
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -44,6 +45,8 @@ const std::vector<Setting>& settings() {
        [](C& c) { return Setting::Ref(&c.replicas); }},
       {"log_level", "--log-level", "trace, debug, info, warn, error, critical, off",
        [](C& c) { return Setting::Ref(&c.log_level); }},
+      {"device", "--device", "the workers' forward pass: cpu or cuda",
+       [](C& c) { return Setting::Ref(&c.device); }},
       {"kv.block_size", "--kv-block-size", "tokens per KV block",
        [](C& c) { return Setting::Ref(&c.kv.block_size); }},
       {"kv.num_blocks", "--kv-num-blocks", "KV blocks per rank (0: from memory_bytes / fraction)",
@@ -79,6 +82,26 @@ const std::vector<Setting>& settings() {
        [](C& c) { return Setting::Ref(&c.runtime.step_timeout_s); }},
       {"runtime.shutdown_grace_s", "--shutdown-grace", "seconds running requests get on SIGTERM",
        [](C& c) { return Setting::Ref(&c.runtime.shutdown_grace_s); }},
+      {"speculative.method", "--speculative-method", "none, draft (a draft model) or ngram",
+       [](C& c) { return Setting::Ref(&c.speculative.method); }},
+      {"speculative.draft_model", "--speculative-draft-model",
+       "draft model directory (same tokenizer) for method = draft",
+       [](C& c) { return Setting::Ref(&c.speculative.draft_model); }},
+      {"speculative.num_speculative_tokens", "--num-speculative-tokens",
+       "draft tokens per verify (K)",
+       [](C& c) { return Setting::Ref(&c.speculative.num_speculative_tokens); }},
+      {"speculative.adaptive", "--speculative-adaptive", "adaptive K per request: true or false",
+       [](C& c) { return Setting::Ref(&c.speculative.adaptive); }},
+      {"speculative.draft_cost", "--speculative-draft-cost",
+       "adaptive K: cost of one draft token relative to a target step",
+       [](C& c) { return Setting::Ref(&c.speculative.draft_cost); }},
+      {"speculative.ngram_min", "--ngram-min", "prompt lookup: shortest suffix matched",
+       [](C& c) { return Setting::Ref(&c.speculative.ngram_min); }},
+      {"speculative.ngram_max", "--ngram-max", "prompt lookup: longest suffix matched",
+       [](C& c) { return Setting::Ref(&c.speculative.ngram_max); }},
+      {"speculative.draft_placement", "--draft-placement",
+       "where the draft runs with tp > 1: every_rank or rank_zero",
+       [](C& c) { return Setting::Ref(&c.speculative.draft_placement); }},
   };
   return all;
 }
@@ -193,6 +216,67 @@ std::string toml_quote(const std::string& s) {
   return out.str();
 }
 
+void validate_speculative(const SpeculativeSettings& s) {
+  require(s.method == "none" || s.method == "draft" || s.method == "ngram",
+          "speculative.method = '{}' is not one of none, draft, ngram", s.method);
+  require(s.draft_placement == "every_rank" || s.draft_placement == "rank_zero",
+          "speculative.draft_placement = '{}' is not one of every_rank, rank_zero",
+          s.draft_placement);
+  if (s.method == "draft") {
+    require(!s.draft_model.empty(),
+            "speculative.method = 'draft' needs speculative.draft_model (the draft's directory)");
+    require(std::filesystem::exists(std::filesystem::path(s.draft_model) / "config.json"),
+            "speculative.draft_model = '{}' has no config.json", s.draft_model);
+  } else {
+    require(s.draft_model.empty(),
+            "speculative.draft_model = '{}' is set but speculative.method = '{}' (use 'draft')",
+            s.draft_model, s.method);
+  }
+  // Bounds of coordinator::SpeculativeConfig (kMaxSpeculativeTokens = 32).
+  require(s.num_speculative_tokens >= 1 && s.num_speculative_tokens <= 32,
+          "speculative.num_speculative_tokens = {} must be in [1, 32]", s.num_speculative_tokens);
+  require(std::isfinite(s.draft_cost) && s.draft_cost >= 0,
+          "speculative.draft_cost = {} must be at least 0", s.draft_cost);
+  require(s.ngram_min >= 1, "speculative.ngram_min = {} must be at least 1", s.ngram_min);
+  require(s.ngram_max >= s.ngram_min,
+          "speculative.ngram_max = {} must be at least speculative.ngram_min = {}", s.ngram_max,
+          s.ngram_min);
+  require(s.ngram_max <= 64, "speculative.ngram_max = {} must be at most 64", s.ngram_max);
+}
+
+// The tokenizer files a directory has, by name, with their bytes.
+std::map<std::string, std::string> tokenizer_files(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    const auto path = std::filesystem::path(dir) / name;
+    if (!std::filesystem::exists(path)) continue;
+    std::ifstream in(path, std::ios::binary);
+    require(static_cast<bool>(in), "{}: cannot be read", path.string());
+    std::ostringstream text;
+    text << in.rdbuf();
+    out[name] = text.str();
+  }
+  return out;
+}
+
+// The tp checks of validate_for_model for one model; `what` names it in the message.
+void check_tp_split(int32_t tp, const model::ModelConfig& m, const std::string& what) {
+  require(m.num_attention_heads % tp == 0, "tp = {} does not divide {}num_attention_heads = {}",
+          tp, what, m.num_attention_heads);
+  require(m.intermediate_size % tp == 0, "tp = {} does not divide {}intermediate_size = {}", tp,
+          what, m.intermediate_size);
+  if (tp <= m.num_key_value_heads) {
+    require(m.num_key_value_heads % tp == 0, "tp = {} does not divide {}num_key_value_heads = {}",
+            tp, what, m.num_key_value_heads);
+  } else {
+    require(tp % m.num_key_value_heads == 0,
+            "tp = {} is not a multiple of {}num_key_value_heads = {} (KV heads are replicated when "
+            "tp exceeds them)",
+            tp, what, m.num_key_value_heads);
+  }
+  require(tp <= m.vocab_size, "tp = {} exceeds {}vocab_size = {}", tp, what, m.vocab_size);
+}
+
 }  // namespace
 
 int64_t parse_bytes(std::string_view text, std::string_view what) {
@@ -237,11 +321,12 @@ ServiceConfig parse_toml(std::string_view text, std::string_view source) {
     require(s != nullptr, "{}: unknown setting (known: see config/service_config.h)", where(n, key));
     set_from_toml(c, *s, n, where(n, key));
   };
-  static const std::set<std::string> tables = {"kv", "scheduler", "ports", "runtime"};
+  static const std::set<std::string> tables = {"kv", "scheduler", "ports", "runtime",
+                                               "speculative"};
   for (auto&& [k, v] : root) {
     const std::string key(k.str());
     if (v.is_table()) {
-      require(tables.count(key) != 0, "{}: unknown table [{}] (known: kv, scheduler, ports, runtime)",
+      require(tables.count(key) != 0, "{}: unknown table [{}] (known: kv, scheduler, ports, runtime, speculative)",
               where(v, key), key);
       for (auto&& [k2, v2] : *v.as_table()) visit_entry(key + "." + std::string(k2.str()), v2);
     } else {
@@ -334,6 +419,8 @@ void validate(const ServiceConfig& c) {
   require(levels.count(c.log_level) != 0,
           "log_level = '{}' is not one of trace, debug, info, warn, error, critical, off",
           c.log_level);
+  require(c.device == "cpu" || c.device == "cuda", "device = '{}' is not one of cpu, cuda",
+          c.device);
   require(c.kv.block_size >= 1 && c.kv.block_size <= 1024,
           "kv.block_size = {} must be in [1, 1024]", c.kv.block_size);
   require(c.kv.num_blocks >= 0, "kv.num_blocks = {} must be at least 0 (0: from the memory budget)",
@@ -373,23 +460,11 @@ void validate(const ServiceConfig& c) {
     require(std::isfinite(t) && t > 0, "{} = {} must be a positive number of seconds", name, t);
   require(std::isfinite(c.runtime.shutdown_grace_s) && c.runtime.shutdown_grace_s >= 0,
           "runtime.shutdown_grace_s = {} must be at least 0", c.runtime.shutdown_grace_s);
+  validate_speculative(c.speculative);
 }
 
 void validate_for_model(const ServiceConfig& c, const model::ModelConfig& m) {
-  require(m.num_attention_heads % c.tp == 0, "tp = {} does not divide num_attention_heads = {}",
-          c.tp, m.num_attention_heads);
-  require(m.intermediate_size % c.tp == 0, "tp = {} does not divide intermediate_size = {}", c.tp,
-          m.intermediate_size);
-  if (c.tp <= m.num_key_value_heads) {
-    require(m.num_key_value_heads % c.tp == 0,
-            "tp = {} does not divide num_key_value_heads = {}", c.tp, m.num_key_value_heads);
-  } else {
-    require(c.tp % m.num_key_value_heads == 0,
-            "tp = {} is not a multiple of num_key_value_heads = {} (KV heads are replicated when "
-            "tp exceeds them)",
-            c.tp, m.num_key_value_heads);
-  }
-  require(c.tp <= m.vocab_size, "tp = {} exceeds vocab_size = {}", c.tp, m.vocab_size);
+  check_tp_split(c.tp, m, "");
   require(c.scheduler.max_model_len <= m.max_position_embeddings,
           "scheduler.max_model_len = {} exceeds the model's max_position_embeddings = {}",
           c.scheduler.max_model_len, m.max_position_embeddings);
@@ -398,6 +473,40 @@ void validate_for_model(const ServiceConfig& c, const model::ModelConfig& m) {
           "scheduler.max_num_batched_tokens = {} must be at least max_model_len = {} when "
           "scheduler.enable_chunked_prefill = false",
           c.scheduler.max_num_batched_tokens, len);
+  if (c.speculative.method == "draft")
+    check_draft_model(c, m, model::load_model_config(c.speculative.draft_model));
+}
+
+void check_draft_model(const ServiceConfig& c, const model::ModelConfig& target,
+                       const model::ModelConfig& draft) {
+  const std::string& dir = c.speculative.draft_model;
+  require(draft.vocab_size == target.vocab_size,
+          "speculative.draft_model = '{}' has vocab_size = {}, the target's is {}: the draft must "
+          "share the target's tokenizer",
+          dir, draft.vocab_size, target.vocab_size);
+  require(draft.bos_token_id == target.bos_token_id && draft.eos_token_ids == target.eos_token_ids,
+          "speculative.draft_model = '{}' has BOS {} / EOS [{}], the target's are {} / [{}]: the "
+          "draft must share the target's tokenizer",
+          dir, draft.bos_token_id.value_or(-1), fmt::join(draft.eos_token_ids, ", "),
+          target.bos_token_id.value_or(-1),
+          fmt::join(target.eos_token_ids, ", "));
+  const auto mine = tokenizer_files(dir), theirs = tokenizer_files(c.model);
+  for (const auto& [name, bytes] : theirs) {
+    auto it = mine.find(name);
+    require(it != mine.end(), "speculative.draft_model = '{}' has no {} (the target has one)", dir,
+            name);
+    require(it->second == bytes,
+            "speculative.draft_model = '{}': its {} differs from the target's: the draft must "
+            "share the target's tokenizer",
+            dir, name);
+  }
+  const int32_t len = effective_max_model_len(c, target);
+  require(draft.max_position_embeddings >= len,
+          "speculative.draft_model = '{}' has max_position_embeddings = {}, below max_model_len = "
+          "{} (set scheduler.max_model_len at most {})",
+          dir, draft.max_position_embeddings, len, draft.max_position_embeddings);
+  if (c.speculative.draft_placement == "every_rank")
+    check_tp_split(c.tp, draft, "the draft's (speculative.draft_placement = every_rank) ");
 }
 
 ServiceConfig resolve_for_world(ServiceConfig c, int world_size) {

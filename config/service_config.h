@@ -7,12 +7,15 @@
 // File layout (every key optional except `model`; unknown keys are errors, to catch typos):
 //   model = "/models/llama-3-8b"      served_model_name = "llama-3-8b"
 //   tp = 2                            replicas = 0        # 0: (world size - 1) / tp
-//   log_level = "info"
+//   log_level = "info"                device = "cpu"      # or "cuda" (a CUDA build, a GPU)
 //   [kv]         block_size, num_blocks, memory_bytes ("4GiB" or an integer), memory_fraction
 //   [scheduler]  max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching,
 //                enable_chunked_prefill, watermark
 //   [ports]      host, zmq, http, metrics, metrics_host
 //   [runtime]    startup_timeout_s, step_timeout_s, shutdown_grace_s
+//   [speculative] method ("none", "draft", "ngram"), draft_model, num_speculative_tokens,
+//                adaptive, draft_cost, ngram_min, ngram_max, draft_placement
+//                (docs/speculative.md)
 // Each key has a flag: `kv.block_size` is --kv-block-size, `tp` is --tp (see settings()).
 #include <cstdint>
 #include <filesystem>
@@ -69,16 +72,35 @@ struct RuntimeSettings {
   double shutdown_grace_s = 30.0;    // SIGTERM/SIGINT: running requests may finish within it
 };
 
+// Speculative decoding (docs/speculative.md). The coordinator's scheduler gets the method, K and
+// the adaptive / n-gram settings (runtime/scheduler_settings.cc); the workers load the draft.
+struct SpeculativeSettings {
+  std::string method = "none";        // "none", "draft" (a draft model), "ngram" (prompt lookup)
+  std::string draft_model;            // method = "draft": the draft's HuggingFace directory
+  int32_t num_speculative_tokens = 4; // K: draft tokens per verify (the most, with adaptive)
+  bool adaptive = false;              // per-request K from the measured acceptance
+  double draft_cost = 0.05;           // adaptive: one draft token's cost / a target step
+  int32_t ngram_min = 1;              // prompt lookup: suffix lengths tried, longest first
+  int32_t ngram_max = 3;
+  // Where the draft runs with tp > 1: "rank_zero" (whole on tensor-parallel rank 0, drafts
+  // broadcast) or "every_rank" (sharded over the replica's group like the target). rank_zero by
+  // default: measured faster on the CPU at tp 2 for the demo pair (docs/speculative.md), and the
+  // usual choice on GPUs when the draft fits next to the target's shard.
+  std::string draft_placement = "rank_zero";
+};
+
 struct ServiceConfig {
   std::string model;              // HuggingFace model directory, same path on every host
   std::string served_model_name;  // "" : the model directory's name
   int32_t tp = 1;                 // tensor-parallel ranks per replica
   int32_t replicas = 0;           // 0: (world size - 1) / tp
   std::string log_level = "info";
+  std::string device = "cpu";     // the workers' forward pass: "cpu" or "cuda"
   KvSettings kv;
   SchedulerSettings scheduler;
   PortSettings ports;
   RuntimeSettings runtime;
+  SpeculativeSettings speculative;
 
   friend bool operator==(const ServiceConfig&, const ServiceConfig&);
 };
@@ -122,8 +144,16 @@ class CommandLine {
 // "kv.memory_fraction = 1.5 must be in (0, 1]".
 void validate(const ServiceConfig& config);
 // Checks against the model: "tp = 3 does not divide num_attention_heads = 4", max_model_len
-// within the context length, the KV-head split.
+// within the context length, the KV-head split; with speculative.method = "draft", the draft's
+// config.json against the target (check_draft_model).
 void validate_for_model(const ServiceConfig& config, const model::ModelConfig& model);
+// The draft model of speculative.method = "draft" against the target: the same vocabulary size,
+// BOS/EOS ids and tokenizer files (byte for byte), a context of at least max_model_len, and (with
+// draft_placement = "every_rank") the tp split of its heads and FFN. Throws naming
+// speculative.draft_model and the mismatch.
+void check_draft_model(const ServiceConfig& config, const model::ModelConfig& target,
+                       const model::ModelConfig& draft);
+
 // Resolves replicas = 0 from the world size and checks world size = 1 + replicas * tp.
 ServiceConfig resolve_for_world(ServiceConfig config, int world_size);
 

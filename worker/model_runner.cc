@@ -1,5 +1,7 @@
 #include "worker/model_runner.h"
 
+#include "worker/plan_validation.h"
+
 #include <cmath>
 #include <utility>
 
@@ -48,34 +50,10 @@ ModelRunner::ModelRunner(model::ModelConfig config, TensorParallelShard shard,
 }
 
 void ModelRunner::validate(const messages::StepPlan& plan) const {
-  const int64_t bs = kv_.block_size();
-  for (const auto& s : plan.seqs) {
-    require(s.num_tokens > 0 && s.start_pos >= 0,
-            "step {}: sequence {} has {} tokens at start position {}", plan.step_id, s.seq_id,
-            s.num_tokens, s.start_pos);
-    require(s.num_logits >= 0 && s.num_logits <= s.num_tokens,
-            "step {}: sequence {} asks for {} logits from {} tokens", plan.step_id, s.seq_id,
-            s.num_logits, s.num_tokens);
-    require(s.token_offset >= 0 && s.token_offset + s.num_tokens <= plan.total_tokens(),
-            "step {}: sequence {} token range is outside the plan", plan.step_id, s.seq_id);
-    const int64_t end = int64_t{s.start_pos} + s.num_tokens;
-    require(end <= config_.max_position_embeddings,
-            "step {}: sequence {} reaches position {} beyond the context length {}", plan.step_id,
-            s.seq_id, end, config_.max_position_embeddings);
-    require(s.history_len >= 0 && s.history_len <= s.start_pos && s.history_offset >= 0 &&
-                s.history_offset + s.history_len <= int64_t(plan.history_ids.size()),
-            "step {}: sequence {} history range is outside the plan", plan.step_id, s.seq_id);
-    require(s.block_offset >= 0 && s.block_offset + s.num_blocks <= int64_t(plan.block_ids.size()),
-            "step {}: sequence {} block table is outside the plan", plan.step_id, s.seq_id);
-    require(int64_t{s.num_blocks} * bs >= end,
-            "step {}: sequence {} has {} blocks of {} tokens, too few for {} positions",
-            plan.step_id, s.seq_id, s.num_blocks, bs, end);
-    for (int32_t t = s.token_offset; t < s.token_offset + s.num_tokens; ++t) {
-      require(plan.token_ids[t] >= 0 && plan.token_ids[t] < config_.vocab_size,
-              "step {}: sequence {} has token id {} outside the vocabulary ({})", plan.step_id,
-              s.seq_id, plan.token_ids[t], config_.vocab_size);
-    }
-  }
+  validate_plan(plan, PlanLimits{.vocab_size = config_.vocab_size,
+                                 .max_positions = config_.max_position_embeddings,
+                                 .block_size = kv_.block_size(),
+                                 .num_blocks = kv_.num_blocks()});
 }
 
 StepLogits ModelRunner::forward(const messages::StepPlan& plan) {

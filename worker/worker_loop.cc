@@ -14,6 +14,16 @@
 #include "model/safetensors.h"
 #include "monitoring/process_metrics.h"
 
+#if SHARDSERVE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "worker/cuda/cuda_model_runner.h"
+#if SHARDSERVE_HAVE_NCCL
+#include "comm/nccl_collective.h"
+#endif
+#endif
+
 namespace shardserve::worker {
 namespace {
 
@@ -39,21 +49,29 @@ int64_t host_available_memory() {
 }
 
 KvPoolPlan plan_kv_pool(const config::ServiceConfig& cfg, const model::ModelConfig& m,
-                        int64_t available_bytes) {
+                        int64_t available_bytes, const model::ModelConfig* draft, int draft_tp) {
   // The CPU pool is float32 (worker/kv_cache.h).
   const auto layout = model::kv_layout(m, cfg.tp, model::KvDtype::kFp32, cfg.kv.block_size);
   KvPoolPlan plan;
   plan.bytes_per_block = model::kv_bytes_per_block(layout);
+  std::string draft_note;
+  if (draft) {
+    // One block id addresses a block in both pools: the budget per block is their sum.
+    const auto d = model::kv_layout(*draft, draft_tp, model::KvDtype::kFp32, cfg.kv.block_size);
+    const int64_t draft_bytes = model::kv_bytes_per_block(d);
+    draft_note = fmt::format(" + the draft's {} bytes", draft_bytes);
+    plan.bytes_per_block += draft_bytes;
+  }
   if (cfg.kv.num_blocks > 0) {
     plan.num_blocks = cfg.kv.num_blocks;
     plan.source = fmt::format("kv.num_blocks = {}", cfg.kv.num_blocks);
   } else if (cfg.kv.memory_bytes > 0) {
-    plan.num_blocks = model::kv_blocks_that_fit(cfg.kv.memory_bytes, layout);
+    plan.num_blocks = cfg.kv.memory_bytes / plan.bytes_per_block;
     plan.source = fmt::format("kv.memory_bytes = {}", cfg.kv.memory_bytes);
   } else {
     const int64_t pool = model::kv_pool_bytes(std::max<int64_t>(available_bytes, 0),
                                               cfg.kv.memory_fraction);
-    plan.num_blocks = model::kv_blocks_that_fit(pool, layout);
+    plan.num_blocks = pool / plan.bytes_per_block;
     // More blocks than max_num_seqs sequences at full length can use would only take memory.
     const int64_t len = config::effective_max_model_len(cfg, m);
     const int64_t useful =
@@ -67,9 +85,9 @@ KvPoolPlan plan_kv_pool(const config::ServiceConfig& cfg, const model::ModelConf
   }
   require(plan.num_blocks >= 1,
           "KV pool: {} leaves room for no block of {} bytes (block_size {} x {} layers x {} KV "
-          "heads/rank x head_dim {} x K,V x float32)",
-          plan.source, plan.bytes_per_block, cfg.kv.block_size, layout.num_layers,
-          layout.kv_heads_per_rank, layout.head_dim);
+          "heads/rank x head_dim {} x K,V x float32{})",
+          plan.source, plan.bytes_per_block, cfg.kv.block_size, m.num_hidden_layers,
+          layout.kv_heads_per_rank, layout.head_dim, draft_note);
   return plan;
 }
 
@@ -121,25 +139,50 @@ int WorkerLoop::run() {
   require(init->num_kv_blocks >= 1 && init->num_kv_blocks <= hello.num_kv_blocks,
           "worker: InitCache asks for {} KV blocks; this rank has room for {}", init->num_kv_blocks,
           hello.num_kv_blocks);
-  runner_ = std::make_unique<ModelRunner>(model_, *shard_, std::move(*weights_),
-                                          init->num_kv_blocks, cfg_.kv.block_size, *timed_group_);
-  weights_.reset();
-  if (metrics_) {
-    const int64_t kv = runner_->kv_cache().bytes();
-    metrics_->set_memory(weight_bytes_ + kv,
-                         monitoring::host_memory_total_bytes() / std::max(1, env_.local_size()),
-                         weight_bytes_, kv);
+  if (cfg_.device == "cuda") {
+    build_cuda_draft();  // the target's runner was built (and sized its pool) at load
+  } else {
+    build_cpu_runners(init->num_kv_blocks);
   }
+  const bool every_rank = cfg_.speculative.draft_placement == "every_rank";
+  // Without a draft model on every rank only TP rank 0 needs to sample (as before speculation).
+  executor_ = std::make_unique<StepExecutor>(
+      *target_, draft_.get(),
+      StepExecutorOptions{tp_rank_,
+                          draft_model_ && every_rank ? DraftPlacement::kEveryRank
+                                                     : DraftPlacement::kRankZero,
+                          timed_group_.get()});
+  if (metrics_)
+    metrics_->set_memory(weight_bytes_ + kv_bytes_,
+                         monitoring::host_memory_total_bytes() / std::max(1, env_.local_size()),
+                         weight_bytes_, kv_bytes_);
   channel_.send(comm::WorldLayout::kCoordinator,
-                messages::encode(messages::WorkerReady{env_.world_rank(), runner_->kv_cache().bytes()}));
-  spdlog::info("ready: KV pool {} blocks x {} tokens ({:.1f} MiB)", init->num_kv_blocks,
-               cfg_.kv.block_size, runner_->kv_cache().bytes() / 1048576.0);
+                messages::encode(messages::WorkerReady{env_.world_rank(), kv_bytes_}));
+  spdlog::info("ready ({}): KV pool {} blocks x {} tokens ({:.1f} MiB{}){}", cfg_.device,
+               init->num_kv_blocks, cfg_.kv.block_size, kv_bytes_ / 1048576.0,
+               draft_ ? ", target + draft" : "",
+               cfg_.speculative.method == "none"
+                   ? std::string()
+                   : fmt::format("; speculative {} K = {}{}", cfg_.speculative.method,
+                                 cfg_.speculative.num_speculative_tokens,
+                                 cfg_.speculative.method == "draft"
+                                     ? fmt::format(", draft on {}", draft_ ? "this rank" : "rank 0")
+                                     : std::string()));
 
   while (true) {
     messages::Message m = next_message();
     if (auto* plan = std::get_if<messages::StepPlan>(&m)) {
       step(*plan);
     } else if (auto* s = std::get_if<messages::Shutdown>(&m)) {
+      const ExecutorCounters& c = executor_->counters();
+      if (c.verify_sequences > 0)
+        // For bench/speculative (the seed's formula needs a, t_draft and t_target).
+        spdlog::info("speculative: {} verifies, {} draft tokens proposed, {} accepted (per-token "
+                     "acceptance {:.3f}, {:.2f} tokens/verify); target {:.3f} s in {} passes, draft "
+                     "{:.3f} s in {} passes",
+                     c.verify_sequences, c.proposed_tokens, c.accepted_tokens,
+                     c.per_token_acceptance(), c.mean_accepted_length(), c.target_seconds,
+                     c.target_passes, c.draft_seconds, c.draft_passes);
       spdlog::info("shutdown ({}) after {} steps; exiting", s->reason, steps_);
       return 0;
     } else if (auto* a = std::get_if<messages::Abort>(&m)) {
@@ -174,7 +217,7 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
     metrics_endpoint_ = std::make_unique<monitoring::MetricsEndpoint>(monitoring::BuildInfo{
         config::effective_model_name(cfg_), configure.tp, configure.replicas, "worker"});
     metrics_ = std::make_unique<monitoring::WorkerMetrics>(
-        *metrics_endpoint_, monitoring::WorkerIdentity{w, replica_, tp_rank_, "cpu"});
+        *metrics_endpoint_, monitoring::WorkerIdentity{w, replica_, tp_rank_, cfg_.device});
     metrics_endpoint_->serve(cfg_.ports.metrics_host, *port);
     spdlog::info("metrics: {}", metrics_endpoint_->url());
   }
@@ -182,19 +225,51 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
   const auto t0 = std::chrono::steady_clock::now();
   model_ = model::load_model_config(cfg_.model);
   shard_ = make_shard(model_, tp_rank_, tp_);
-  {
-    const auto checkpoint = model::Checkpoint::open(cfg_.model);
-    weights_ = load_llama_weights(checkpoint, model_, *shard_);
+  if (cfg_.speculative.method == "draft") {
+    // The coordinator checked the draft against the target; a host whose copy differs fails
+    // here with the same message.
+    const model::ModelConfig draft = model::load_model_config(cfg_.speculative.draft_model);
+    config::check_draft_model(cfg_, model_, draft);
+    if (cfg_.speculative.draft_placement == "every_rank") {
+      draft_shard_ = make_shard(draft, tp_rank_, tp_);
+      draft_model_ = draft;
+    } else if (tp_rank_ == 0) {
+      draft_shard_ = make_shard(draft, 0, 1);
+      draft_model_ = draft;
+    }
+  }
+  messages::WorkerHello h;
+  KvPoolPlan kv;
+  if (cfg_.device == "cuda") {
+    load_cuda_target(h);
+    kv.num_blocks = h.num_kv_blocks;
+    kv.bytes_per_block = h.kv_bytes_per_block;
+    kv.source = h.kv_source;
+  } else {
+    {
+      const auto checkpoint = model::Checkpoint::open(cfg_.model);
+      weights_ = load_llama_weights(checkpoint, model_, *shard_);
+    }
+    weight_bytes_ = weight_bytes(*weights_);
+    if (draft_model_) {
+      draft_weights_ = load_llama_weights(model::Checkpoint::open(cfg_.speculative.draft_model),
+                                          *draft_model_, *draft_shard_);
+      weight_bytes_ += weight_bytes(*draft_weights_);
+    }
+    const int64_t available = host_available_memory() / std::max(1, env_.local_size());
+    kv = plan_kv_pool(cfg_, model_, available, draft_model_ ? &*draft_model_ : nullptr,
+                      draft_shard_ ? draft_shard_->size : 1);
   }
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t wbytes = weight_bytes(*weights_);
-  weight_bytes_ = wbytes;
-  const int64_t available = host_available_memory() / std::max(1, env_.local_size());
-  const KvPoolPlan kv = plan_kv_pool(cfg_, model_, available);
-  spdlog::info("loaded {} shard {}/{} in {:.2f} s: {:.1f} MiB of weights; KV room {} blocks ({})",
-               cfg_.model, tp_rank_, tp_, load_s, wbytes / 1048576.0, kv.num_blocks, kv.source);
+  const int64_t wbytes = weight_bytes_;
+  spdlog::info("loaded {} shard {}/{}{} on {} in {:.2f} s: {:.1f} MiB of weights; KV room {} "
+               "blocks ({})",
+               cfg_.model, tp_rank_, tp_,
+               draft_model_ ? fmt::format(" and draft {} shard {}/{}", cfg_.speculative.draft_model,
+                                          draft_shard_->rank, draft_shard_->size)
+                            : std::string(),
+               cfg_.device, load_s, wbytes / 1048576.0, kv.num_blocks, kv.source);
 
-  messages::WorkerHello h;
   h.world_rank = w;
   h.replica = replica_;
   h.tp_rank = tp_rank_;
@@ -219,21 +294,144 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
 }
 
 void WorkerLoop::step(const messages::StepPlan& plan) {
-  // Only the sampling rank keeps per-sequence sampler state.
-  if (tp_rank_ == 0) sampler_.observe(plan);
+  // Every rank executes every plan (also release-only ones: the sampler's and the draft's state).
+  const auto t0 = std::chrono::steady_clock::now();
+  const messages::StepResult result = executor_->execute(plan);
   if (plan.seqs.empty()) return;  // only releases finished sequences; no reply expected
   ++steps_;
-  const auto t0 = std::chrono::steady_clock::now();
-  const StepLogits logits = runner_->forward(plan);
   if (metrics_) {
+    monitoring::TimedCollective& timed = timed_device_group_ ? *timed_device_group_ : *timed_group_;
     metrics_->on_forward(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
-        timed_group_->take_allreduce_seconds(), plan.total_tokens());
+        timed.take_allreduce_seconds(), plan.total_tokens());
     metrics_->heartbeat();
   }
   if (tp_rank_ != 0) return;
-  const messages::StepResult result = sampler_.sample(plan, logits);
   channel_.send(comm::WorldLayout::kCoordinator, messages::encode(result));
 }
+
+bool WorkerLoop::holds_draft() const { return draft_model_.has_value(); }
+
+void WorkerLoop::build_cpu_runners(int64_t num_blocks) {
+  cpu_target_ = std::make_unique<ModelRunner>(model_, *shard_, std::move(*weights_), num_blocks,
+                                              cfg_.kv.block_size, *timed_group_);
+  weights_.reset();
+  target_ = std::make_unique<CpuStepRunner>(*cpu_target_);
+  kv_bytes_ = cpu_target_->kv_cache().bytes();
+  if (!holds_draft()) return;
+  comm::Collective* group = timed_group_.get();
+  if (draft_shard_->size == 1 && tp_ > 1) {
+    draft_group_ = std::make_unique<comm::SingleRankCollective>();
+    group = draft_group_.get();
+  }
+  cpu_draft_ = std::make_unique<ModelRunner>(*draft_model_, *draft_shard_, std::move(*draft_weights_),
+                                             num_blocks, cfg_.kv.block_size, *group);
+  draft_weights_.reset();
+  draft_ = std::make_unique<CpuStepRunner>(*cpu_draft_);
+  kv_bytes_ += cpu_draft_->kv_cache().bytes();
+}
+
+#if SHARDSERVE_HAVE_CUDA
+namespace {
+
+// Step capacities of a CUDA runner: every plan the scheduler can make (its token budget; at most
+// one logit row per token), plus for the draft the catch-up tokens of pass 1 (up to K + 1 per
+// sequence).
+cuda::CudaRunnerOptions cuda_options(const config::ServiceConfig& cfg, int device, bool draft) {
+  cuda::CudaRunnerOptions o;
+  o.device = device;
+  o.block_size = cfg.kv.block_size;
+  o.max_tokens_per_step = cfg.scheduler.max_num_batched_tokens;
+  if (draft)
+    o.max_tokens_per_step += int64_t{cfg.scheduler.max_num_seqs} *
+                             (cfg.speculative.num_speculative_tokens + 1);
+  o.max_logits_per_step = o.max_tokens_per_step;
+  o.kv_memory_fraction = cfg.kv.memory_fraction;
+  return o;
+}
+
+}  // namespace
+
+void WorkerLoop::load_cuda_target(messages::WorkerHello& hello) {
+  require(kernels::cuda::cuda_device_available(),
+          "device = \"cuda\": no CUDA device is visible to world rank {} on {}",
+          env_.world_rank(), env_.host());
+  int count = 0;
+  SHARDSERVE_CUDA_CHECK(cudaGetDeviceCount(&count));
+  cuda_device_ = env_.local_rank() % count;
+  comm::Collective* group = timed_group_.get();  // never called with one rank
+  if (tp_ > 1) {
+#if SHARDSERVE_HAVE_NCCL
+    device_group_ = std::make_unique<comm::NcclCollective>(group_->communicator(), cuda_device_);
+    timed_device_group_ = std::make_unique<monitoring::TimedCollective>(*device_group_);
+    group = timed_device_group_.get();
+#else
+    fail("device = \"cuda\" with tp = {}: this worker was built without NCCL (the GPU path's "
+         "collective); use tp = 1 or device = \"cpu\"", tp_);
+#endif
+  }
+  cuda::CudaRunnerOptions o = cuda_options(cfg_, cuda_device_, false);
+  const std::size_t target_block = cuda::CudaModelRunner::kv_bytes_per_block(
+      model_, *shard_, cfg_.kv.block_size);
+  const std::size_t draft_block = draft_model_ ? cuda::CudaModelRunner::kv_bytes_per_block(
+                                                     *draft_model_, *draft_shard_, cfg_.kv.block_size)
+                                               : 0;
+  const std::size_t per_block = target_block + draft_block;
+  std::string source;
+  if (cfg_.kv.num_blocks > 0) {
+    o.num_kv_blocks = cfg_.kv.num_blocks;
+    source = fmt::format("kv.num_blocks = {}", cfg_.kv.num_blocks);
+  } else if (cfg_.kv.memory_bytes > 0) {
+    o.num_kv_blocks = cfg_.kv.memory_bytes / static_cast<int64_t>(per_block);
+    source = fmt::format("kv.memory_bytes = {}", cfg_.kv.memory_bytes);
+    require(o.num_kv_blocks >= 1, "KV pool: {} leaves room for no block of {} bytes", source,
+            per_block);
+  } else {
+    // The target's pool takes its share of the fraction; the draft's pool (built after the
+    // InitCache) the rest.
+    o.kv_memory_fraction = cfg_.kv.memory_fraction * double(target_block) / double(per_block);
+    source = fmt::format("kv.memory_fraction = {} of the free device memory{}",
+                         cfg_.kv.memory_fraction, draft_block ? " (target + draft)" : "");
+  }
+  {
+    const auto checkpoint = model::Checkpoint::open(cfg_.model);
+    auto runner = std::make_unique<cuda::CudaModelRunner>(model_, *shard_, checkpoint, o, *group);
+    const auto& mem = runner->memory();
+    weight_bytes_ = static_cast<int64_t>(mem.weights_bytes);
+    kv_bytes_ = static_cast<int64_t>(mem.kv_bytes);
+    hello.num_kv_blocks = mem.num_kv_blocks;
+    hello.kv_bytes_per_block = static_cast<int64_t>(per_block);
+    target_ = std::move(runner);
+  }
+  hello.kv_source = fmt::format("{} on GPU {}", source, cuda_device_);
+}
+
+void WorkerLoop::build_cuda_draft() {
+  if (!holds_draft()) return;
+  comm::Collective* group = timed_device_group_ ? static_cast<comm::Collective*>(timed_device_group_.get())
+                                                : timed_group_.get();
+  if (draft_shard_->size == 1 && tp_ > 1) {
+    draft_group_ = std::make_unique<comm::SingleRankCollective>();
+    group = draft_group_.get();
+  }
+  cuda::CudaRunnerOptions o = cuda_options(cfg_, cuda_device_, true);
+  o.num_kv_blocks = target_->num_kv_blocks();  // the coordinator's block ids address both
+  auto runner = std::make_unique<cuda::CudaModelRunner>(
+      *draft_model_, *draft_shard_, model::Checkpoint::open(cfg_.speculative.draft_model), o,
+      *group);
+  weight_bytes_ += static_cast<int64_t>(runner->memory().weights_bytes);
+  kv_bytes_ += static_cast<int64_t>(runner->memory().kv_bytes);
+  draft_ = std::move(runner);
+}
+#else
+void WorkerLoop::load_cuda_target(messages::WorkerHello&) {
+  fail("device = \"cuda\": this worker was built without CUDA (SHARDSERVE_HAVE_CUDA is off: "
+       "configure with -DSHARDSERVE_ENABLE_CUDA=ON where nvcc is installed); use device = \"cpu\"");
+}
+
+void WorkerLoop::build_cuda_draft() {
+  fail("device = \"cuda\": this worker was built without CUDA");
+}
+#endif
 
 }  // namespace shardserve::worker

@@ -3,8 +3,20 @@
 // from the coordinator, join the replica's tensor-parallel group, load this rank's slices of the
 // checkpoint, size the KV pool, report (WorkerHello), allocate the pool the coordinator settles
 // (InitCache, the replica's minimum) and say WorkerReady. Serving: for every StepPlan, every rank
-// of the replica runs the forward pass (the collectives inside keep them in step); tensor-parallel
-// rank 0 also samples and returns the StepResult. Shutdown returns 0, Abort 1.
+// of the replica runs the StepExecutor (worker/speculative_executor.h: draft passes when the plan
+// asks for draft-model drafts, the target's forward pass, sampling or verification; the
+// collectives inside keep the ranks in step); tensor-parallel rank 0 returns the StepResult.
+// Shutdown returns 0, Abort 1.
+//
+// Backend (`device`): "cpu" runs worker::ModelRunner, "cuda" worker::cuda::CudaModelRunner (only in
+// a SHARDSERVE_HAVE_CUDA build; refused with the reason otherwise), both behind StepRunner. On
+// CUDA the rank takes GPU (local rank % visible devices) and, with tp > 1, an NCCL collective over
+// its replica's group.
+//
+// Speculative decoding (speculative.method = "draft"): the draft model is loaded next to the
+// target with its own paged KV pool of the target's number of blocks (the KV budget per block is
+// target + draft). speculative.draft_placement: "every_rank" shards it over the replica's group,
+// "rank_zero" keeps it whole on tensor-parallel rank 0, which broadcasts the drafts.
 //
 // The logits are gathered over the group inside ModelRunner::lm_head (every rank gets the full
 // vocabulary). For greedy requests this could be avoided: each rank takes the argmax of its
@@ -25,8 +37,9 @@
 #include "monitoring/endpoint.h"
 #include "monitoring/timed_collective.h"
 #include "monitoring/worker_metrics.h"
+#include "worker/cuda/step_runner.h"
 #include "worker/model_runner.h"
-#include "worker/sampler.h"
+#include "worker/speculative_executor.h"
 
 namespace shardserve::worker {
 
@@ -39,9 +52,11 @@ struct KvPoolPlan {
 // The KV pool one rank can hold (float32 blocks on the CPU path), from the configuration's
 // kv settings (see config::KvSettings). `available_bytes`: memory free for the pool on this rank
 // (MemAvailable / ranks on the host on the CPU path); used only for kv.memory_fraction.
-// Throws when not one block fits.
+// `draft`: the draft model this rank holds (nullptr: none), split over `draft_tp` ranks; each
+// block then costs the target's and the draft's bytes. Throws when not one block fits.
 KvPoolPlan plan_kv_pool(const config::ServiceConfig& cfg, const model::ModelConfig& model,
-                        int64_t available_bytes);
+                        int64_t available_bytes, const model::ModelConfig* draft = nullptr,
+                        int draft_tp = 1);
 
 // MemAvailable from /proc/meminfo, in bytes (0 when unreadable).
 int64_t host_available_memory();
@@ -57,6 +72,12 @@ class WorkerLoop {
   // Waits for the next coordinator message.
   messages::Message next_message();
   messages::WorkerHello load(const messages::Configure& configure);
+  // The CPU runners (target, and draft if any) over a pool of num_blocks.
+  void build_cpu_runners(int64_t num_blocks);
+  // device = "cuda": the target's runner (at load, it sizes its own pool) and the draft's.
+  void load_cuda_target(messages::WorkerHello& hello);
+  void build_cuda_draft();
+  bool holds_draft() const;
   void serve();
   void step(const messages::StepPlan& plan);
 
@@ -75,8 +96,20 @@ class WorkerLoop {
   int64_t weight_bytes_ = 0;
   std::optional<TensorParallelShard> shard_;
   std::optional<LlamaWeights> weights_;
-  std::unique_ptr<ModelRunner> runner_;
-  Sampler sampler_;
+  // The draft model (speculative.method = "draft") where this rank holds one.
+  std::optional<model::ModelConfig> draft_model_;
+  std::optional<TensorParallelShard> draft_shard_;
+  std::optional<LlamaWeights> draft_weights_;
+  std::unique_ptr<comm::Collective> draft_group_;  // rank_zero: the draft alone, TP = 1
+  // device = "cuda" with tp > 1: NCCL over the replica's group (device buffers).
+  std::unique_ptr<comm::Collective> device_group_;
+  std::unique_ptr<monitoring::TimedCollective> timed_device_group_;
+  int cuda_device_ = 0;
+  // CPU backend: the reference runners; target_ / draft_ adapt them (or are the CUDA runners).
+  std::unique_ptr<ModelRunner> cpu_target_, cpu_draft_;
+  std::unique_ptr<StepRunner> target_, draft_;
+  int64_t kv_bytes_ = 0;  // target + draft pools of this rank
+  std::unique_ptr<StepExecutor> executor_;
   uint64_t steps_ = 0;
 };
 

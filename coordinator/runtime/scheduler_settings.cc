@@ -7,6 +7,20 @@
 
 namespace shardserve::runtime {
 
+coordinator::SpeculativeConfig speculative_config_for(const config::SpeculativeSettings& s) {
+  coordinator::SpeculativeConfig out;
+  // The config file says "draft"; the scheduler's own spelling is "draft_model".
+  out.method = s.method == "draft" ? coordinator::SpeculativeMethod::kDraftModel
+                                   : coordinator::parse_speculative_method(s.method);
+  if (out.method == coordinator::SpeculativeMethod::kNone) return out;
+  out.num_speculative_tokens = s.num_speculative_tokens;
+  out.ngram_min = s.ngram_min;
+  out.ngram_max = s.ngram_max;
+  out.adaptive = s.adaptive;
+  out.draft_cost = s.draft_cost;
+  return out;
+}
+
 std::vector<coordinator::SchedulerConfig> scheduler_configs_for(
     const config::ServiceConfig& cfg, const model::ModelConfig& model,
     const HandshakeResult& handshake) {
@@ -22,6 +36,7 @@ std::vector<coordinator::SchedulerConfig> scheduler_configs_for(
     sc.enable_prefix_caching = cfg.scheduler.enable_prefix_caching;
     sc.enable_chunked_prefill = cfg.scheduler.enable_chunked_prefill;
     sc.eos_token_ids = model.eos_token_ids;
+    sc.speculative = speculative_config_for(cfg.speculative);
     try {
       coordinator::validate_scheduler_config(sc);
     } catch (const Error& e) {

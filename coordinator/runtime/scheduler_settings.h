@@ -10,6 +10,9 @@
 
 namespace shardserve::runtime {
 
+// The [speculative] table as the scheduler's SpeculativeConfig (method none: all off).
+coordinator::SpeculativeConfig speculative_config_for(const config::SpeculativeSettings& s);
+
 // Throws Error naming the replica and its pool when a replica's settings are invalid.
 std::vector<coordinator::SchedulerConfig> scheduler_configs_for(
     const config::ServiceConfig& cfg, const model::ModelConfig& model,

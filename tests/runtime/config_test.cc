@@ -110,9 +110,149 @@ TEST(ServiceConfig, TomlRoundTripsExactly) {
   c.scheduler.enable_chunked_prefill = false;
   c.runtime.step_timeout_s = 2.5;
   c.runtime.shutdown_grace_s = 3;
+  c.device = "cuda";
+  c.speculative.method = "draft";
+  c.speculative.draft_model = "/d";
+  c.speculative.num_speculative_tokens = 6;
+  c.speculative.adaptive = true;
+  c.speculative.draft_cost = 0.25;
+  c.speculative.ngram_min = 2;
+  c.speculative.ngram_max = 5;
+  c.speculative.draft_placement = "every_rank";
   const auto text = to_toml(c);
   EXPECT_EQ(parse_toml(text, "round trip"), c) << text;
   EXPECT_THAT(text, HasSubstr("[scheduler]"));
+  EXPECT_THAT(text, HasSubstr("[speculative]\nmethod = 'draft'"));
+}
+
+TEST(ServiceConfig, SpeculativeTableAndFlags) {
+  const auto c = parse_toml(R"(
+model = "/m"
+device = "cuda"
+[speculative]
+method = "ngram"
+num_speculative_tokens = 3
+ngram_min = 2
+ngram_max = 4
+adaptive = true
+)", "spec.toml");
+  EXPECT_EQ(c.device, "cuda");
+  EXPECT_EQ(c.speculative.method, "ngram");
+  EXPECT_EQ(c.speculative.num_speculative_tokens, 3);
+  EXPECT_EQ(c.speculative.ngram_min, 2);
+  EXPECT_EQ(c.speculative.ngram_max, 4);
+  EXPECT_TRUE(c.speculative.adaptive);
+  EXPECT_EQ(c.speculative.draft_placement, "rank_zero");  // default
+  EXPECT_THAT(error_of([] { parse_toml("[speculative]\nk = 3\n", "s.toml"); }),
+              HasSubstr("s.toml:2: speculative.k: unknown setting"));
+
+  CLI::App app;
+  CommandLine cli(app);
+  std::vector<std::string> args = {"--speculative-method", "draft", "--speculative-draft-model",
+                                   "/d", "--num-speculative-tokens", "5", "--draft-placement",
+                                   "every_rank", "--device", "cuda"};
+  std::reverse(args.begin(), args.end());
+  app.parse(args);
+  const auto f = cli.resolve();
+  EXPECT_EQ(f.speculative.method, "draft");
+  EXPECT_EQ(f.speculative.draft_model, "/d");
+  EXPECT_EQ(f.speculative.num_speculative_tokens, 5);
+  EXPECT_EQ(f.speculative.draft_placement, "every_rank");
+  EXPECT_EQ(f.device, "cuda");
+}
+
+fs::path demo_model(const char* name) { return fs::path(SHARDSERVE_SOURCE_DIR) / "models" / name; }
+
+TEST(ServiceConfig, ValidateNamesTheSpeculativeSetting) {
+  ServiceConfig good;
+  good.model = model_dir().string();
+  auto with = [&](auto edit) {
+    ServiceConfig c = good;
+    edit(c);
+    return error_of([&] { validate(c); });
+  };
+  EXPECT_THAT(with([](auto& c) { c.device = "tpu"; }), HasSubstr("device = 'tpu' is not one of cpu, cuda"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.method = "eagle"; }),
+              HasSubstr("speculative.method = 'eagle' is not one of none, draft, ngram"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.method = "draft"; }),
+              HasSubstr("speculative.method = 'draft' needs speculative.draft_model"));
+  EXPECT_THAT(with([](auto& c) {
+                c.speculative.method = "draft";
+                c.speculative.draft_model = "/no/such";
+              }),
+              HasSubstr("speculative.draft_model = '/no/such' has no config.json"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.draft_model = demo_model("kjv-llama-draft").string(); }),
+              HasSubstr("is set but speculative.method = 'none'"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.num_speculative_tokens = 0; }),
+              HasSubstr("speculative.num_speculative_tokens = 0 must be in [1, 32]"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.num_speculative_tokens = 33; }),
+              HasSubstr("speculative.num_speculative_tokens = 33 must be in [1, 32]"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.ngram_min = 3, c.speculative.ngram_max = 2; }),
+              HasSubstr("speculative.ngram_max = 2 must be at least speculative.ngram_min = 3"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.ngram_max = 65; }),
+              HasSubstr("speculative.ngram_max = 65 must be at most 64"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.draft_cost = -1; }),
+              HasSubstr("speculative.draft_cost = -1 must be at least 0"));
+  EXPECT_THAT(with([](auto& c) { c.speculative.draft_placement = "rank_one"; }),
+              HasSubstr("speculative.draft_placement = 'rank_one' is not one of every_rank, rank_zero"));
+}
+
+TEST(ServiceConfig, DraftModelIsCheckedAgainstTheTarget) {
+  ServiceConfig c;
+  c.model = demo_model("kjv-llama").string();
+  c.speculative.method = "draft";
+  c.speculative.draft_model = demo_model("kjv-llama-draft").string();
+  validate(c);
+  const auto target = model::load_model_config(c.model);
+  EXPECT_NO_THROW(validate_for_model(c, target));
+  c.tp = 2;  // the draft's 2 heads, 1 KV head (replicated) and 384 FFN columns split over 2
+  c.speculative.draft_placement = "every_rank";
+  EXPECT_NO_THROW(validate_for_model(c, target));
+  auto draft = model::load_model_config(c.speculative.draft_model);
+  {
+    auto d = draft;
+    d.vocab_size = 8000;
+    EXPECT_THAT(error_of([&] { check_draft_model(c, target, d); }),
+                HasSubstr("has vocab_size = 8000, the target's is 8192: the draft must share the "
+                          "target's tokenizer"));
+  }
+  {
+    auto d = draft;
+    d.eos_token_ids = {8177};
+    EXPECT_THAT(error_of([&] { check_draft_model(c, target, d); }),
+                HasSubstr("has BOS 8176 / EOS [8177], the target's are 8176 / [8177, 8185]"));
+  }
+  {
+    auto d = draft;
+    d.max_position_embeddings = 1024;
+    EXPECT_THAT(error_of([&] { check_draft_model(c, target, d); }),
+                HasSubstr("has max_position_embeddings = 1024, below max_model_len = 2048"));
+    c.scheduler.max_model_len = 1024;
+    EXPECT_NO_THROW(check_draft_model(c, target, d));
+    c.scheduler.max_model_len = 0;
+  }
+  {
+    auto d = draft;
+    d.num_attention_heads = 3;
+    EXPECT_THAT(error_of([&] { check_draft_model(c, target, d); }),
+                HasSubstr("tp = 2 does not divide the draft's (speculative.draft_placement = "
+                          "every_rank) num_attention_heads = 3"));
+    c.speculative.draft_placement = "rank_zero";  // whole on one rank: no split to check
+    EXPECT_NO_THROW(check_draft_model(c, target, d));
+    c.speculative.draft_placement = "every_rank";
+  }
+  // The draft's config.json with another tokenizer.json, then with none.
+  const auto dir = fs::path(testing::TempDir()) / "draft_other_tokenizer";
+  fs::create_directories(dir);
+  fs::copy_file(fs::path(c.speculative.draft_model) / "config.json", dir / "config.json",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "tokenizer.json") << "{}";
+  c.speculative.draft_model = dir.string();
+  EXPECT_THAT(error_of([&] { validate_for_model(c, target); }),
+              HasSubstr("its tokenizer.json differs from the target's"));
+  fs::remove(dir / "tokenizer.json");
+  EXPECT_THAT(error_of([&] { validate_for_model(c, target); }),
+              HasSubstr("has no tokenizer.json (the target has one)"));
 }
 
 TEST(ServiceConfig, FlagsOverrideTheFile) {

@@ -13,6 +13,7 @@
 #include "coordinator/runtime/engine_core.h"
 #include "coordinator/runtime/handshake.h"
 #include "coordinator/runtime/request_io.h"
+#include "coordinator/runtime/scheduler_settings.h"
 #include "worker/worker_loop.h"
 
 namespace shardserve::runtime {
@@ -433,6 +434,54 @@ TEST(KvPool, SizedFromTheSettings) {
   EXPECT_THAT(capped.source, HasSubstr("capped"));
   EXPECT_THAT(error_of([&] { worker::plan_kv_pool(c, m, 100); }),
               HasSubstr("leaves room for no block of 4096 bytes"));
+
+  // With a draft model each block id addresses a block in both pools: the budget per block is
+  // the sum. A draft of 1 layer and 1 KV head, whole on this rank: 2 x 1 x 1 x 16 x 4 x 16 = 2 KiB.
+  model::ModelConfig d = m;
+  d.num_hidden_layers = 1;
+  d.num_attention_heads = 2;
+  d.num_key_value_heads = 1;
+  c.kv.memory_fraction = 0.9;
+  c.kv.memory_bytes = 6144 * 5 + 100;
+  const auto both = worker::plan_kv_pool(c, m, 0, &d, 1);
+  EXPECT_EQ(both.bytes_per_block, 4096 + 2048);
+  EXPECT_EQ(both.num_blocks, 5);
+  EXPECT_THAT(error_of([&] {
+                c.kv.memory_bytes = 6000;
+                worker::plan_kv_pool(c, m, 0, &d, 1);
+              }),
+              HasSubstr("leaves room for no block of 6144 bytes"));
+}
+
+TEST(SchedulerSettings, TheSpeculativeTableBecomesTheSchedulersConfig) {
+  config::ServiceConfig c;
+  model::ModelConfig m;
+  m.max_position_embeddings = 256;
+  m.eos_token_ids = {2};
+  HandshakeResult hs;
+  hs.replicas = {{0, {1}, 64, 16}, {1, {2}, 48, 16}};
+  for (const auto& sc : scheduler_configs_for(c, m, hs))
+    EXPECT_EQ(sc.speculative.method, coordinator::SpeculativeMethod::kNone);
+  c.speculative.method = "draft";
+  c.speculative.num_speculative_tokens = 5;
+  c.speculative.adaptive = true;
+  c.speculative.draft_cost = 0.2;
+  auto scs = scheduler_configs_for(c, m, hs);
+  ASSERT_EQ(scs.size(), 2u);
+  for (const auto& sc : scs) {
+    EXPECT_EQ(sc.speculative.method, coordinator::SpeculativeMethod::kDraftModel);
+    EXPECT_EQ(sc.speculative.num_speculative_tokens, 5);
+    EXPECT_TRUE(sc.speculative.adaptive);
+    EXPECT_EQ(sc.speculative.draft_cost, 0.2);
+  }
+  EXPECT_EQ(scs[1].num_blocks, 48);
+  c.speculative.method = "ngram";
+  c.speculative.ngram_min = 2;
+  c.speculative.ngram_max = 4;
+  scs = scheduler_configs_for(c, m, hs);
+  EXPECT_EQ(scs[0].speculative.method, coordinator::SpeculativeMethod::kNgram);
+  EXPECT_EQ(scs[0].speculative.ngram_min, 2);
+  EXPECT_EQ(scs[0].speculative.ngram_max, 4);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "worker/cuda/cuda_model_runner.h"
 
+#include "worker/plan_validation.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -161,51 +163,13 @@ kc::PagedKvPool CudaModelRunner::pool(int64_t layer) const {
 }
 
 void CudaModelRunner::validate(const messages::StepPlan& plan) const {
-  const int64_t bs = options_.block_size;
-  require(plan.total_tokens() <= options_.max_tokens_per_step,
-          "step {}: {} tokens exceed the runner's max_tokens_per_step {}", plan.step_id,
-          plan.total_tokens(), options_.max_tokens_per_step);
-  require(int64_t(plan.block_ids.size()) <= block_table_capacity_,
-          "step {}: {} block table entries exceed the runner's capacity {}", plan.step_id,
-          plan.block_ids.size(), block_table_capacity_);
-  int64_t rows = 0;
-  for (const auto& s : plan.seqs) {
-    require(s.num_tokens > 0 && s.start_pos >= 0,
-            "step {}: sequence {} has {} tokens at start position {}", plan.step_id, s.seq_id,
-            s.num_tokens, s.start_pos);
-    require(s.num_logits >= 0 && s.num_logits <= s.num_tokens,
-            "step {}: sequence {} asks for {} logits from {} tokens", plan.step_id, s.seq_id,
-            s.num_logits, s.num_tokens);
-    require(s.token_offset >= 0 && s.token_offset + s.num_tokens <= plan.total_tokens(),
-            "step {}: sequence {} token range is outside the plan", plan.step_id, s.seq_id);
-    const int64_t end = int64_t{s.start_pos} + s.num_tokens;
-    require(end <= config_.max_position_embeddings,
-            "step {}: sequence {} reaches position {} beyond the context length {}", plan.step_id,
-            s.seq_id, end, config_.max_position_embeddings);
-    require(s.block_offset >= 0 && s.block_offset + s.num_blocks <= int64_t(plan.block_ids.size()),
-            "step {}: sequence {} block table is outside the plan", plan.step_id, s.seq_id);
-    require(int64_t{s.num_blocks} * bs >= end,
-            "step {}: sequence {} has {} blocks of {} tokens, too few for {} positions",
-            plan.step_id, s.seq_id, s.num_blocks, bs, end);
-    for (int32_t t = s.token_offset; t < s.token_offset + s.num_tokens; ++t) {
-      require(plan.token_ids[t] >= 0 && plan.token_ids[t] < config_.vocab_size,
-              "step {}: sequence {} has token id {} outside the vocabulary ({})", plan.step_id,
-              s.seq_id, plan.token_ids[t], config_.vocab_size);
-    }
-    // Every entry the step can touch (positions 0 .. end-1) must be inside the pool: the GPU
-    // does not check.
-    const int64_t used = (end + bs - 1) / bs;
-    for (int64_t b = 0; b < used; ++b) {
-      const int32_t id = plan.block_ids[s.block_offset + b];
-      require(id >= 0 && id < memory_.num_kv_blocks,
-              "step {}: sequence {}: paged KV: block table entry {} = {} is outside the pool of "
-              "{} blocks", plan.step_id, s.seq_id, b, id, memory_.num_kv_blocks);
-    }
-    rows += s.num_logits;
-  }
-  require(rows <= options_.max_logits_per_step,
-          "step {}: {} logit rows exceed the runner's max_logits_per_step {}", plan.step_id, rows,
-          options_.max_logits_per_step);
+  validate_plan(plan, PlanLimits{.vocab_size = config_.vocab_size,
+                                 .max_positions = config_.max_position_embeddings,
+                                 .block_size = options_.block_size,
+                                 .num_blocks = memory_.num_kv_blocks,
+                                 .max_tokens = options_.max_tokens_per_step,
+                                 .max_logits = options_.max_logits_per_step,
+                                 .max_block_entries = block_table_capacity_});
 }
 
 void CudaModelRunner::project(const bf16* x, int64_t m, int64_t n, int64_t k,

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Speculative decoding in the whole service under mpirun, for CTest (docs/speculative.md).
+
+The demo model (models/kjv-llama) serves a batch of greedy text prompts with [speculative] off,
+then with the draft model (models/kjv-llama-draft) and with prompt lookup; each speculative run
+must give token for token the outputs of the run without speculation at the same tp, and the
+coordinator's /metrics (scraped over HTTP while it keeps running) must count proposed and
+accepted draft tokens. Scenarios (one per CTest test):
+  greedy --tp N       plain, draft (every_rank; also rank_zero, the default, when N > 1), ngram: equal outputs
+  sampled --tp N      seeded sampled requests with the draft model: every request completes with
+                      its max_tokens, and drafts are accepted (distribution equality is tested in
+                      process: tests/worker/speculative_test)
+  cuda-refused        device = "cuda" on a worker built without CUDA: start-up fails naming the
+                      setting and the reason; every rank exits
+The jobs reuse run_service_test.py's Job (own session, bounded waits, killed on failure).
+"""
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_service_test import Job, fail, read_jsonl, write_config  # noqa: E402
+
+PROMPTS = [
+    "In the beginning God created",
+    "And the LORD spake unto Moses, saying,",
+    "Blessed are the poor in spirit:",
+    "And it came to pass, when the king",
+    "The LORD is my shepherd;",
+    "And he said unto them, Verily I say unto you,",
+]
+MAX_TOKENS = 40
+
+
+def free_ports(count):
+    """A base port b with b .. b + count - 1 free now (the coordinator takes b, worker w b + w)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        ok = True
+        for p in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    fail("no free port range found")
+
+
+def write_requests(path, sampled):
+    with open(path, "w") as f:
+        for i, p in enumerate(PROMPTS):
+            r = {"id": f"req-{i}", "prompt": p, "max_tokens": MAX_TOKENS, "ignore_eos": True,
+                 "temperature": 0.0}
+            if sampled:
+                r.update(temperature=0.8, top_p=0.95, seed=1000 + i)
+            f.write(json.dumps(r) + "\n")
+
+
+def scrape(port):
+    """The coordinator's /metrics as {series: value}."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def spec_counts(metrics):
+    """Summed over replicas: (verifies, proposed, accepted)."""
+    def total(prefix):
+        return sum(v for k, v in metrics.items() if k.startswith(prefix + "{") or k == prefix)
+    return (total("shardserve_spec_decode_drafts_total"),
+            total("shardserve_spec_decode_draft_tokens_total"),
+            total("shardserve_spec_decode_accepted_tokens_total"))
+
+
+def run_job(args, workdir, name, tp, speculative, requests, device="cpu"):
+    """Serves `requests` with --keep-running; returns (records by id, /metrics, job log text)."""
+    base = free_ports(tp + 4)
+    config = os.path.join(workdir, name + ".toml")
+    sections = {"kv": {"num_blocks": 96, "block_size": 16},
+                "scheduler": {"max_num_seqs": 4, "max_num_batched_tokens": 128,
+                              "max_model_len": 256},
+                "ports": {"metrics": base, "zmq": base + tp + 1, "http": base + tp + 2}}
+    if speculative:
+        sections["speculative"] = speculative
+    write_config(config, args.model, tp, **sections)
+    if device != "cpu":
+        with open(config) as f:
+            text = f.read()
+        with open(config, "w") as f:
+            f.write(f'device = "{device}"\n' + text)
+    output = os.path.join(workdir, name + ".jsonl")
+    if os.path.exists(output):
+        os.remove(output)
+    job = Job(args, workdir, name, ["--config", config, "--requests", requests, "--output", output,
+                                    "--keep-running"], tp)
+    try:
+        deadline = time.monotonic() + 45
+        while len(read_jsonl(output)) < len(PROMPTS):
+            if job.proc.poll() is not None:
+                fail(f"{name}: job exited ({job.proc.returncode}) before finishing", job.log)
+            if time.monotonic() > deadline:
+                fail(f"{name}: not every request finished within 45 s", job.log)
+            time.sleep(0.05)
+        # The metrics mirror the scheduler once per poll: give it a poll after the last output.
+        time.sleep(0.2)
+        metrics = scrape(base)
+        pids = job.rank_pids()
+        os.kill(pids[0], signal.SIGTERM)
+        rc = job.wait(20)
+        if rc != 0:
+            fail(f"{name}: mpirun exited {rc} after SIGTERM; want 0", job.log)
+        return {r["id"]: r for r in read_jsonl(output)}, metrics, job.text()
+    finally:
+        job.kill()
+
+
+def check_complete(name, records, log):
+    if set(records) != {f"req-{i}" for i in range(len(PROMPTS))}:
+        fail(f"{name}: finished {sorted(records)}", log)
+    for rid, r in records.items():
+        if r["finish_reason"] != "length" or r["output_tokens"] != MAX_TOKENS:
+            fail(f"{name}: {rid} ended {r['finish_reason']} after {r['output_tokens']} tokens, "
+                 f"want length after {MAX_TOKENS}", log)
+
+
+def draft_settings(args, placement="every_rank", k=4):
+    return {"method": "draft", "draft_model": args.draft, "num_speculative_tokens": k,
+            "draft_placement": placement}
+
+
+def scenario_greedy(args, workdir):
+    tp = args.tp
+    requests = os.path.join(workdir, "greedy.jsonl")
+    write_requests(requests, sampled=False)
+    plain, plain_metrics, log = run_job(args, workdir, f"plain_tp{tp}", tp, None, requests)
+    check_complete("plain", plain, log)
+    if spec_counts(plain_metrics) != (0, 0, 0):
+        fail(f"plain run counts drafts: {spec_counts(plain_metrics)}")
+    runs = [("draft", draft_settings(args)),
+            ("ngram", {"method": "ngram", "num_speculative_tokens": 4, "ngram_max": 3})]
+    if tp > 1:
+        runs.insert(1, ("draft_rank_zero", draft_settings(args, "rank_zero")))
+    summary = []
+    for name, spec in runs:
+        got, metrics, log = run_job(args, workdir, f"{name}_tp{tp}", tp, spec, requests)
+        check_complete(name, got, log)
+        for rid, want in plain.items():
+            if got[rid]["output_ids"] != want["output_ids"]:
+                fail(f"{name} tp {tp}: {rid} gives {got[rid]['output_ids']}, without speculation "
+                     f"{want['output_ids']}", os.path.join(workdir, f"{name}_tp{tp}.log"))
+            if got[rid]["text"] != want["text"]:
+                fail(f"{name} tp {tp}: {rid} text {got[rid]['text']!r} != {want['text']!r}")
+        verifies, proposed, accepted = spec_counts(metrics)
+        if not (verifies > 0 and proposed > 0 and accepted > 0 and accepted <= proposed):
+            fail(f"{name} tp {tp}: /metrics counts verifies {verifies}, proposed {proposed}, "
+                 f"accepted {accepted}; want all > 0 and accepted <= proposed",
+                 os.path.join(workdir, f"{name}_tp{tp}.log"))
+        if name.startswith("draft") and "speculative draft K = 4" not in log:
+            fail(f"{name}: no worker logged the draft model as loaded")
+        summary.append(f"{name}: {int(proposed)} proposed, {int(accepted)} accepted, "
+                       f"{1 + accepted / verifies:.2f} tokens/verify")
+    print(f"ok: tp {tp}: {len(PROMPTS)} greedy requests x {MAX_TOKENS} tokens equal with and "
+          f"without speculation; " + "; ".join(summary))
+
+
+def scenario_sampled(args, workdir):
+    tp = args.tp
+    requests = os.path.join(workdir, "sampled.jsonl")
+    write_requests(requests, sampled=True)
+    got, metrics, log = run_job(args, workdir, f"sampled_tp{tp}", tp, draft_settings(args), requests)
+    check_complete("sampled", got, log)
+    verifies, proposed, accepted = spec_counts(metrics)
+    if not (verifies > 0 and accepted > 0):
+        fail(f"sampled: verifies {verifies}, accepted {accepted}; want > 0")
+    # Seeded requests are reproducible: the same run again gives the same tokens.
+    again, _, _ = run_job(args, workdir, f"sampled_again_tp{tp}", tp, draft_settings(args), requests)
+    for rid in got:
+        if again[rid]["output_ids"] != got[rid]["output_ids"]:
+            fail(f"sampled: seeded {rid} differs between two identical runs")
+    print(f"ok: tp {tp}: {len(PROMPTS)} sampled requests completed with the draft model "
+          f"({int(accepted)} of {int(proposed)} drafts accepted), reproducible by seed")
+
+
+def scenario_cuda_refused(args, workdir):
+    config = os.path.join(workdir, "cuda.toml")
+    base = free_ports(4)
+    write_config(config, args.model, 1, ports={"metrics": base, "zmq": base + 2, "http": base + 3})
+    with open(config) as f:
+        text = f.read()
+    with open(config, "w") as f:
+        f.write('device = "cuda"\n' + text)
+    job = Job(args, workdir, "cuda_refused", ["--config", config, "--prompt", "In the beginning"], 1)
+    try:
+        rc = job.wait(30)
+        if rc is None:
+            fail("the job did not end within 30 s", job.log)
+        if rc == 0:
+            fail("mpirun exited 0 although the worker cannot run device = cuda", job.log)
+        if not re.search(r"start-up failed: .*world rank 1 .*failed: device = \"cuda\": this worker "
+                         r"was built without CUDA", job.text()):
+            fail("no coordinator message naming device = \"cuda\" and the reason", job.log)
+        print(f"ok: device = \"cuda\" refused by a CPU-only worker with the reason (status {rc})")
+    finally:
+        job.kill()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=["greedy", "sampled", "cuda-refused"])
+    p.add_argument("--mpiexec", required=True)
+    p.add_argument("--mpiexec-flags", default="")
+    p.add_argument("--coordinator", required=True)
+    p.add_argument("--worker", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--draft", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--tp", type=int, default=1)
+    args = p.parse_args()
+    args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    os.makedirs(args.workdir, exist_ok=True)
+    {"greedy": scenario_greedy, "sampled": scenario_sampled,
+     "cuda-refused": scenario_cuda_refused}[args.scenario](args, args.workdir)
+
+
+if __name__ == "__main__":
+    main()
