@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
     }
     fo.endpoint =
         listen.empty() ? fmt::format("tcp://{}:{}", cfg.ports.host, cfg.ports.zmq) : listen;
+    fo.curve = {cfg.security.curve_secret_key_file, cfg.security.curve_public_key_file,
+                cfg.security.authorized_clients_dir, cfg.security.allow_plaintext};
     tokenizer = model::load_tokenizer(cfg.model);
   } catch (const Error& e) {
     spdlog::error("configuration error: {}", e.what());
