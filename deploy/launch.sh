@@ -177,6 +177,9 @@ cmd=(mpirun --hostfile "$job_hostfile" --map-by slot --bind-to none "${mca[@]}" 
      : -np "$workers" "${worker_cmd[@]}")
 echo "launch.sh: $replicas replica(s) x tp $tp on ${used_hosts} host(s) (${hosts[*]:0:$used_hosts}); coordinator on ${hosts[0]}" >&2
 if [ "$dry_run" -eq 1 ]; then
+  printf 'launch.sh: environment passed to every rank:' >&2
+  for v in "${envs[@]}"; do printf ' %s=%s' "$v" "${!v}" >&2; done
+  echo >&2
   printf '%q ' "${cmd[@]}"
   echo
   exit 0
