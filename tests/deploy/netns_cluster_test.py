@@ -182,6 +182,30 @@ def make_hosts():
     return net, addr
 
 
+PROBE = r"""
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen(1); print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); c.sendall(b"ok"); c.close()
+"""
+
+
+def probe_bridge(addr):
+    """h0 listens, cl connects over the bridge: a host firewall filtering bridged traffic
+    (br_netfilter) would make every later step time out, so say so and skip."""
+    server = subprocess.Popen(["ip", "netns", "exec", NS["h0"], sys.executable, "-c", PROBE, addr["h0"]],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().strip()
+        r = in_ns("cl", [sys.executable, "-c", "import socket,sys; s=socket.create_connection((sys.argv[1], "
+                         "int(sys.argv[2])), timeout=5); print(s.recv(2).decode())", addr["h0"], port], timeout=20)
+        if r.stdout.strip() != "ok":
+            skip(f"TCP between the test's namespaces over bridge {BRIDGE} fails ({r.stderr.strip()[-200:]}): "
+                 "a firewall filtering bridged traffic? (sysctl net.bridge.bridge-nf-call-iptables)")
+    finally:
+        server.kill()
+        server.wait()
+
+
 def start(name, cmd, workdir, env=None, ns=None):
     path = os.path.join(workdir, f"{name}.log")
     LOGS.append(path)
@@ -242,12 +266,12 @@ def main():
     args = ap.parse_args()
     src = args.source_dir
     model = os.path.join(src, "models", "kjv-llama")
+    net, addr = make_hosts()  # first: it skips where namespaces cannot be made
     workdir = args.workdir
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
-
-    net, addr = make_hosts()
     log(f"hosts: {', '.join(f'{k}={NS[k]} {v}' for k, v in addr.items())}; bridge {BRIDGE} {net}1")
+    probe_bridge(addr)
 
     # ----- keys and configuration -----------------------------------------------------------------
     keys = os.path.join(workdir, "keys")
