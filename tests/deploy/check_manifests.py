@@ -19,7 +19,8 @@ deploy.manifests). PyYAML (python3-yaml) parses; the checks are ours:
   key paths lie under the worker container's mounts; the launcher's launch.sh arguments agree
   with the pods (GPUs per pod = nvidia.com/gpu, slotsPerWorker = GPUs + 1, tp divides the GPUs,
   replicas x tp fit) and with the config; the Service ports equal the config's ports;
-- the Dockerfile names the binaries the manifests run; systemd-analyze verify (when present)
+- the Dockerfile names the binaries the manifests run, and (--binaries) its runtime stage
+  installs the package of every shared library the built executables load; systemd-analyze verify (when present)
   finds nothing in deploy/systemd/*.service beyond the not-installed executables.
 """
 import argparse
@@ -337,9 +338,49 @@ def cross_check(docs, where, dockerfile, src):
             problem(where, f"{exe}: the Dockerfile does not install it")
 
 
+BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6"}  # in debian:12-slim already
+
+
+def owning_package(path):
+    """The Debian package that installed `path` (usrmerge: registered under /lib or /usr/lib)."""
+    cands = [path, os.path.realpath(path)]
+    cands += [("/usr" + c) if c.startswith("/lib") else c.replace("/usr/lib", "/lib", 1) for c in list(cands)]
+    for c in cands:
+        r = subprocess.run(["dpkg", "-S", c], capture_output=True, text=True)
+        if r.returncode == 0:
+            return r.stdout.split(":")[0].strip()
+    return None
+
+
+def check_runtime_libraries(binaries, dockerfile):
+    """Every shared library the executables load directly comes from a package that the
+    runtime stage installs (or the base image has)."""
+    runtime = dockerfile.split("AS runtime", 1)[-1]
+    for exe in binaries:
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]",
+                            subprocess.run(["readelf", "-d", exe], capture_output=True, text=True).stdout)
+        resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(["ldd", exe], capture_output=True,
+                                                                       text=True).stdout, re.M))
+        for so in needed:
+            if so not in resolved:
+                problem("Dockerfile", f"{os.path.basename(exe)} needs {so}, which ldd cannot resolve here")
+                continue
+            pkg = owning_package(resolved[so])
+            if pkg is None:
+                problem("Dockerfile", f"{os.path.basename(exe)}: {so} ({resolved[so]}) belongs to no Debian package")
+            # NVIDIA's packages carry the CUDA version (cuda-cudart-12-6): the Dockerfile's ARG.
+            elif pkg not in BASE_IMAGE_PACKAGES and not any(
+                    re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", runtime)
+                    for name in (pkg, re.sub(r"-\d+-\d+$", "-${CUDA_VERSION}", pkg))):
+                problem("Dockerfile", f"{os.path.basename(exe)} needs {so} from package {pkg}, which the "
+                        "runtime stage does not install")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--source-dir", required=True)
+    ap.add_argument("--binaries", nargs="*", default=[],
+                    help="built executables: their shared libraries must come from the runtime stage")
     args = ap.parse_args()
     src = args.source_dir
     dockerfile = open(os.path.join(src, "deploy", "docker", "Dockerfile")).read()
@@ -366,6 +407,8 @@ def main():
                 problem(os.path.relpath(path, src), "a compose file needs a services mapping")
         except yaml.YAMLError as e:
             problem(os.path.relpath(path, src), f"YAML: {e}")
+    if args.binaries:
+        check_runtime_libraries(args.binaries, dockerfile)
     units = sorted(glob.glob(os.path.join(src, "deploy", "systemd", "*.service")))
     analyze = "/usr/bin/systemd-analyze"
     if units and os.path.exists(analyze):
