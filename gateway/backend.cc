@@ -162,6 +162,8 @@ void Backend::run() {
   sock.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(options_.heartbeat_timeout.count()));
   api::apply_curve_client(sock, curve_keys_);
   api::HandshakeMonitor handshake(context, sock, options_.endpoint, curve_keys_.enabled());
+  std::string last_failure;
+  Clock::time_point last_failure_logged{};
   sock.connect(options_.endpoint);
   while (!stop_.load()) {
     zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
@@ -175,8 +177,15 @@ void Backend::run() {
       return;
     }
     if (items[2].revents & ZMQ_POLLIN)
-      if (const std::string why = handshake.read_failure(); !why.empty())
-        spdlog::error("gateway: {}", why);  // libzmq retries; requests meanwhile get 503
+      if (const std::string why = handshake.read_failure(); !why.empty()) {
+        // libzmq retries every reconnect interval; requests meanwhile get 503. Say it once a
+        // minute, not ten times a second.
+        if (why != last_failure || Clock::now() - last_failure_logged > std::chrono::minutes(1)) {
+          spdlog::error("gateway: {}", why);
+          last_failure = why;
+          last_failure_logged = Clock::now();
+        }
+      }
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t n;
       (void)!read(wake_fd_, &n, sizeof n);
