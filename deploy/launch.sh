@@ -121,7 +121,10 @@ done
 # ports and the grace period, which the coordinator validates properly).
 toml_value() {
   local v=""
-  [ -z "$config" ] || v=$(awk -v t="[$1]" -v k="$2" '/^\[/{s=$1} s==t && $1==k {gsub(/[^0-9.]/,"",$3); print $3}' "$config")
+  [ -z "$config" ] || v=$(awk -F= -v t="[$1]" -v k="$2" '
+    /^[[:space:]]*\[/ { s = $0; gsub(/[[:space:]]|#.*/, "", s); next }
+    { key = $1; gsub(/[[:space:]]/, "", key) }
+    s == t && key == k { val = $2; sub(/#.*/, "", val); gsub(/[^0-9.]/, "", val); print val }' "$config")
   echo "${v:-$3}"
 }
 metrics_port=$(toml_value ports metrics 9090)
@@ -177,6 +180,7 @@ cmd=(mpirun --hostfile "$job_hostfile" --map-by slot --bind-to none "${mca[@]}" 
      : -np "$workers" "${worker_cmd[@]}")
 echo "launch.sh: $replicas replica(s) x tp $tp on ${used_hosts} host(s) (${hosts[*]:0:$used_hosts}); coordinator on ${hosts[0]}" >&2
 if [ "$dry_run" -eq 1 ]; then
+  sed 's/^/launch.sh: hostfile: /' "$job_hostfile" >&2
   printf 'launch.sh: environment passed to every rank:' >&2
   for v in "${envs[@]}"; do printf ' %s=%s' "$v" "${!v}" >&2; done
   echo >&2

@@ -41,7 +41,8 @@ def main():
             f.write("# three GPU nodes\nnode-a slots=8\nnode-b\n\nnode-c slots=2\n")
         config = os.path.join(tmp, "service.toml")
         with open(config, "w") as f:
-            f.write('model = "x"\n[ports]\nzmq = 5555\nmetrics = 9300\n[runtime]\nshutdown_grace_s = 45.0\n')
+            f.write('model = "x"\n[ports]\nzmq = 5555\nmetrics_host = "0.0.0.0"\nmetrics=9300  # spacing varies\n'
+                    '[ runtime ]\nshutdown_grace_s = 45.0\n')
         base = [launch, "--hostfile", hosts, "--model", model, "--coordinator", args.coordinator,
                 "--worker", args.worker]
 
@@ -83,6 +84,9 @@ def main():
             check(frag in flat, f"mpirun line has {frag}")
         check("5 replica(s) x tp 4 on 3 host(s) (node-a node-b node-c); coordinator on node-a" in err,
               "the layout is reported")
+        for line in ("hostfile: node-a slots=9 max_slots=9", "hostfile: node-b slots=8 max_slots=8",
+                     "hostfile: node-c slots=8 max_slots=8"):
+            check(line in err, f"the job's hostfile: {line}")
         for kv in ("NCCL_NVLS_ENABLE=0", "NCCL_IB_DISABLE=0", "NCCL_SOCKET_IFNAME=ib0", "NCCL_IB_HCA=mlx5_0"):
             check(kv in err, f"by default: {kv}")
         coord = open(os.path.join(targets, "coordinator-shardserve.yml")).read()
