@@ -12,7 +12,9 @@ of their own on a bridge, and the service deployed across them the way an operat
    the Python client does the same; a client with a key the server does not list, and one
    without CURVE, are refused with errors naming the cause.
 4. The HTTP gateway on cl (a CURVE client of h0, API key required): 401 without the key, the
-   completion with it.
+   completion with it. A capture on the hosts' links meanwhile reads the plain HTTP (prompt and
+   API key) but, in the ZeroMQ traffic between cl and h0, neither the prompt, nor the completion,
+   nor any JSON of the protocol: only the CURVE handshake and ciphertext.
 5. Prometheus (Debian's binary, the project's deploy/prometheus config) discovers every rank
    through the file_sd targets launch.sh wrote, and scrapes each worker rank on its host's
    address; every worker rank reports tokens computed (both replicas served).
@@ -206,6 +208,47 @@ def probe_bridge(addr):
         server.wait()
 
 
+class Sniffer:
+    """Captures the TCP payloads on the given links (AF_PACKET sockets on the hosts' veths: frames
+    bridged between two namespaces never reach the bridge device itself), per port, to check
+    what an eavesdropper on the network would read."""
+
+    def __init__(self, links):
+        import threading
+        self.socks = []
+        for link in links:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            sock.bind((link, 0))
+            self.socks.append(sock)
+        self.payload = {}
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        import select
+        while not self.stop:
+            ready, _, _ = select.select(self.socks, [], [], 0.2)
+            for sock in ready:
+                self.take(sock.recv(65535))
+
+    def take(self, frame):
+        if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 6:  # IPv4, TCP
+            return
+        tcp = 14 + (frame[14] & 15) * 4
+        sport, dport = int.from_bytes(frame[tcp:tcp + 2], "big"), int.from_bytes(frame[tcp + 2:tcp + 4], "big")
+        data = frame[tcp + (frame[tcp + 12] >> 4) * 4:14 + int.from_bytes(frame[16:18], "big")]
+        if data:
+            for port in (sport, dport):
+                self.payload.setdefault(port, bytearray()).extend(data)
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        for sock in self.socks:
+            sock.close()
+
+
 def start(name, cmd, workdir, env=None, ns=None):
     path = os.path.join(workdir, f"{name}.log")
     LOGS.append(path)
@@ -346,6 +389,7 @@ def main():
     check("CURVE on" in open(job_log, errors="replace").read(), "the front end has CURVE on")
 
     # ----- clients on their own host --------------------------------------------------------------
+    sniffer = Sniffer([f"{PREFIX}v0", f"{PREFIX}v2"])  # h0's link and cl's
     curve_ops = ["--curve-server-key", f"{keys}/server.pub", "--curve-client-key", f"{keys}/ops.key"]
     llmctl = [args.llmctl, "--endpoint", endpoint, "--timeout", "60"]
     gen = sh([args.generate, "--model", model, "--prompt", PROMPT, "--max-tokens", str(MAX_TOKENS),
@@ -406,6 +450,19 @@ def main():
                              timeout=90)
     check(status_code == 200 and json.loads(resp)["choices"][0]["text"] == text,
           f"gateway with the API key, over CURVE to h0: the same completion ({status_code} {resp[:200]})")
+
+    # What the network saw: the gateway's HTTP in the clear (the capture works), the ZeroMQ
+    # traffic of the same prompt and completion only as CURVE ciphertext.
+    sniffer.close()
+    zmq_bytes = bytes(sniffer.payload.get(5555, b""))
+    http_bytes = bytes(sniffer.payload.get(gw_port, b""))
+    check(PROMPT.encode() in http_bytes and API_KEY.encode() in http_bytes,
+          f"the capture on the bridge reads the plain HTTP to the gateway ({len(http_bytes)} bytes)")
+    leaks = [w for w in (PROMPT.encode(), text.strip().split(",")[0].encode(), b'"prompt"', b'"type"', b'"delta"')
+             if w in zmq_bytes]
+    check(len(zmq_bytes) > 10000 and not leaks and b"CURVE" in zmq_bytes[:4096],
+          f"ZeroMQ across hosts is CURVE: {len(zmq_bytes)} bytes captured, no prompt, text or JSON in them "
+          f"(found: {leaks})")
 
     # ----- Prometheus: every rank discovered, every worker rank scraped on its host ---------------
     prom = f"http://127.0.0.1:{prom_port}/api/v1"
