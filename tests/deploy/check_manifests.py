@@ -341,21 +341,17 @@ def cross_check(docs, where, dockerfile, src):
 BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6"}  # in debian:12-slim already
 
 
-def owning_package(path):
-    """The Debian package that installed `path` (usrmerge: registered under /lib or /usr/lib)."""
-    cands = [path, os.path.realpath(path)]
-    cands += [("/usr" + c) if c.startswith("/lib") else c.replace("/usr/lib", "/lib", 1) for c in list(cands)]
-    for c in cands:
-        r = subprocess.run(["dpkg", "-S", c], capture_output=True, text=True)
-        if r.returncode == 0:
-            return r.stdout.split(":")[0].strip()
-    return None
+def candidates(path):
+    """`path` as dpkg may have registered it (usrmerge: under /lib or /usr/lib)."""
+    c = {path, os.path.realpath(path)}
+    return c | {("/usr" + x) if x.startswith("/lib") else x.replace("/usr/lib", "/lib", 1) for x in c}
 
 
 def check_runtime_libraries(binaries, dockerfile):
     """Every shared library the executables load directly comes from a package that the
     runtime stage installs (or the base image has)."""
     runtime = dockerfile.split("AS runtime", 1)[-1]
+    wanted = {}  # library path -> the executables that load it
     for exe in binaries:
         needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]",
                             subprocess.run(["readelf", "-d", exe], capture_output=True, text=True).stdout)
@@ -364,16 +360,25 @@ def check_runtime_libraries(binaries, dockerfile):
         for so in needed:
             if so not in resolved:
                 problem("Dockerfile", f"{os.path.basename(exe)} needs {so}, which ldd cannot resolve here")
-                continue
-            pkg = owning_package(resolved[so])
-            if pkg is None:
-                problem("Dockerfile", f"{os.path.basename(exe)}: {so} ({resolved[so]}) belongs to no Debian package")
-            # NVIDIA's packages carry the CUDA version (cuda-cudart-12-6): the Dockerfile's ARG.
-            elif pkg not in BASE_IMAGE_PACKAGES and not any(
-                    re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", runtime)
-                    for name in (pkg, re.sub(r"-\d+-\d+$", "-${CUDA_VERSION}", pkg))):
-                problem("Dockerfile", f"{os.path.basename(exe)} needs {so} from package {pkg}, which the "
-                        "runtime stage does not install")
+            else:
+                wanted.setdefault(resolved[so], []).append(os.path.basename(exe))
+    # One dpkg -S for all (it reads every package's file list each time it runs).
+    paths = sorted({c for p in wanted for c in candidates(p)})
+    owners = {}
+    out = subprocess.run(["dpkg", "-S", *paths], capture_output=True, text=True, timeout=120).stdout
+    for line in out.splitlines():
+        pkg, _, path = line.partition(": ")
+        owners[path.strip()] = pkg.split(":")[0].strip()
+    for lib, exes in sorted(wanted.items()):
+        pkg = next((owners[c] for c in candidates(lib) if c in owners), None)
+        if pkg is None:
+            problem("Dockerfile", f"{lib} (loaded by {', '.join(exes)}) belongs to no Debian package")
+        # NVIDIA's packages carry the CUDA version (cuda-cudart-12-6): the Dockerfile's ARG.
+        elif pkg not in BASE_IMAGE_PACKAGES and not any(
+                re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", runtime)
+                for name in (pkg, re.sub(r"-\d+-\d+$", "-${CUDA_VERSION}", pkg))):
+            problem("Dockerfile", f"{', '.join(sorted(set(exes)))} load {os.path.basename(lib)} from package "
+                    f"{pkg}, which the runtime stage does not install")
 
 
 def main():
