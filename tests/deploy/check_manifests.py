@@ -377,7 +377,7 @@ def check_runtime_libraries(binaries, dockerfile):
         elif pkg not in BASE_IMAGE_PACKAGES and not any(
                 re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", runtime)
                 for name in (pkg, re.sub(r"-\d+-\d+$", "-${CUDA_VERSION}", pkg))):
-            problem("Dockerfile", f"{', '.join(sorted(set(exes)))} load {os.path.basename(lib)} from package "
+            problem("Dockerfile", f"{os.path.basename(lib)} (loaded by {', '.join(sorted(set(exes)))}) comes from package "
                     f"{pkg}, which the runtime stage does not install")
 
 
