@@ -306,20 +306,16 @@ void ZapHandler::run() {
         text = "OK";
         user = it->second;
       } else {
-        text = "client key not authorized";
-      }
-      if (status == "200") {
-        accepted_.fetch_add(1);
-        spdlog::info("CURVE: client '{}' from {} authorized", user, address);
-      } else {
-        refused_.fetch_add(1);
-        spdlog::warn("CURVE: refused a client from {}: its public key {} is not in {}", address,
-                     key, dir_.string());
+        text = fmt::format("its public key {} is not in {}", key, dir_.string());
       }
     }
-    if (status != "200" && text != "client key not authorized") {
+    if (status == "200") {
+      accepted_.fetch_add(1);
+      spdlog::info("CURVE: client '{}' from {} authorized", user, address);
+    } else {
       refused_.fetch_add(1);
       spdlog::warn("CURVE: refused a client from {}: {}", address, text);
+      text = "not authorized";  // the client learns no more than that
     }
     const std::string request_id = f.size() > 1 ? f[1].to_string() : "";
     const std::string frames[] = {"1.0", request_id, status, text, user, ""};
