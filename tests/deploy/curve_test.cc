@@ -11,6 +11,7 @@
 
 #include <fstream>
 #include <thread>
+#include <zmq_addon.hpp>
 
 #include "api/client.h"
 #include "api/front_end.h"
@@ -91,10 +92,11 @@ TEST(CurveKeys, BadFilesAreRefusedNamingTheFileAndTheProblem) {
   const auto group_key = dir.path() / "group.key";
   write_text(group_key, keys.secret_key + "\n", 0640);
   EXPECT_EQ(read_curve_key_file(group_key, true), keys.secret_key);
-  if (chown(group_key.c_str(), static_cast<uid_t>(-1), 54321) == 0)  // needs root
+  if (chown(group_key.c_str(), static_cast<uid_t>(-1), 54321) == 0) {  // needs root
     EXPECT_NE(error_of([&] { read_curve_key_file(group_key, true); })
                   .find("readable by group 54321 (mode 0640), which this process is not in"),
               std::string::npos);
+  }
   const auto short_key = dir.path() / "short.pub";
   write_text(short_key, "# comment\nabc\n", 0644);
   EXPECT_NE(error_of([&] { read_curve_key_file(short_key, false); })
@@ -300,6 +302,34 @@ TEST_F(CurveFrontEnd, AuthorizedClientServedOthersRefused) {
   fs::remove(clients() / "alice.pub");
   Client alice_again(endpoint, as("alice"));
   EXPECT_NE(error_of([&] { alice_again.health(10s); }).find("refused"), std::string::npos);
+}
+
+TEST_F(CurveFrontEnd, ZapHandlerCountsEachDecisionOnABareRouter) {
+  zmq::context_t context(1);
+  zmq::socket_t router(context, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  auto zap = secure_server_socket(context, router, curve(), "tcp://127.0.0.1:*");
+  ASSERT_NE(zap, nullptr);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  auto wait_for = [](const std::function<bool()>& done) {
+    const auto deadline = Clock::now() + 10s;
+    while (!done() && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+    return done();
+  };
+  Client alice(endpoint, as("alice"));
+  alice.send(HealthRequest{});
+  EXPECT_TRUE(wait_for([&] { return zap->accepted() == 1; }));
+  // Alice's message reached the router, decrypted: her routing id frame, then the payload.
+  zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+  ASSERT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(10000)), 1);
+  std::vector<zmq::message_t> frames;
+  ASSERT_TRUE(zmq::recv_multipart(router, std::back_inserter(frames)));
+  EXPECT_EQ(frames.back().to_string(), encode(ClientMessage{HealthRequest{}}));
+  Client mallory(endpoint, as("mallory"));
+  EXPECT_NE(error_of([&] { mallory.receive(10s); }).find("refused"), std::string::npos);
+  EXPECT_EQ(zap->refused(), 1);
+  EXPECT_EQ(zap->accepted(), 1);
 }
 
 TEST_F(CurveFrontEnd, ClientKeyFilesAreCheckedBeforeConnecting) {
