@@ -17,6 +17,10 @@ Client::Client(const std::string& endpoint, ClientOptions options)
   socket_.set(zmq::sockopt::sndhwm, 100000);
   socket_.set(zmq::sockopt::rcvhwm, 100000);
   if (!options.routing_id.empty()) socket_.set(zmq::sockopt::routing_id, options.routing_id);
+  const CurveClientKeys keys = load_curve_client_keys(options.curve);
+  apply_curve_client(socket_, keys);
+  curve_ = keys.enabled();
+  handshake_.emplace(context_, socket_, endpoint, curve_);
   try {
     socket_.connect(endpoint);
   } catch (const zmq::error_t& e) {
@@ -40,11 +44,17 @@ void Client::send_frames(const std::vector<std::string>& frames) {
 std::optional<ServerMessage> Client::read(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   for (;;) {
-    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                               {handshake_->socket().handle(), 0, ZMQ_POLLIN, 0}};
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    zmq::poll(&item, 1, std::max(left, std::chrono::milliseconds(0)));
-    if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+    zmq::poll(items, 2, std::max(left, std::chrono::milliseconds(0)));
+    if (items[1].revents & ZMQ_POLLIN) {
+      if (std::string why = handshake_->read_failure(); !why.empty())
+        throw ProtocolError(ErrorCode::kUnavailable, "", why);
+      continue;
+    }
+    if (!(items[0].revents & ZMQ_POLLIN)) return std::nullopt;
     std::vector<zmq::message_t> frames;
     if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait))
       continue;
@@ -83,7 +93,10 @@ T Client::request(const ClientMessage& message, std::chrono::milliseconds timeou
     backlog_.push_back(std::move(*m));
   }
   throw ProtocolError(ErrorCode::kUnavailable, "",
-                      fmt::format("no answer from {} within {} ms", endpoint_, timeout.count()));
+                      fmt::format("no answer from {} within {} ms{}", endpoint_, timeout.count(),
+                                  curve_ ? " (CURVE on: is the server's public key file the "
+                                           "right one?)"
+                                         : ""));
 }
 
 StatusReply Client::status(bool requests, std::chrono::milliseconds timeout) {

@@ -10,6 +10,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "api/curve.h"
 #include "api/protocol.h"
 
 namespace shardserve::api {
@@ -18,6 +19,7 @@ struct ClientOptions {
   std::chrono::milliseconds heartbeat_ivl{1000};  // libzmq heartbeats (ZMTP PING)
   std::chrono::milliseconds heartbeat_timeout{5000};
   std::string routing_id;  // "": libzmq picks one (the usual case)
+  CurveClientOptions curve;  // key files; off: plain ZMTP (a loopback server without CURVE)
 };
 
 class Client {
@@ -32,7 +34,9 @@ class Client {
   void send_frames(const std::vector<std::string>& frames);
 
   // The next message, waiting up to `timeout`; heartbeats are skipped; nullopt on timeout.
-  // Throws ProtocolError(kMalformed) for a frame that is not a server message.
+  // Throws ProtocolError(kMalformed) for a frame that is not a server message, and
+  // ProtocolError(kUnavailable) naming the cause when the handshake fails (the server refused
+  // this client's CURVE key, or one side has CURVE and the other not).
   std::optional<ServerMessage> receive(std::chrono::milliseconds timeout);
 
   // Request/reply helpers: send and wait for the reply of that type; messages of other types
@@ -54,6 +58,8 @@ class Client {
   std::string endpoint_;
   zmq::context_t context_{1};
   zmq::socket_t socket_;
+  std::optional<HandshakeMonitor> handshake_;  // after socket_: destroyed before it
+  bool curve_ = false;
   std::deque<ServerMessage> backlog_;
 };
 

@@ -65,6 +65,7 @@ struct FrontEnd::Io {
   std::atomic<int64_t> submitted{0}, finished{0}, cancelled{0}, rejected{0}, overloaded{0},
       invalid{0}, disconnect_cancels{0};
   std::atomic<int32_t> clients_with_requests{0};
+  std::unique_ptr<ZapHandler> zap;  // after the socket: destroyed before it
 };
 
 FrontEnd::FrontEnd(FrontEndOptions options, ModelInfo model, const model::Tokenizer* tokenizer)
@@ -98,6 +99,7 @@ FrontEnd::FrontEnd(FrontEndOptions options, ModelInfo model, const model::Tokeni
   s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options_.zmq_heartbeat_ivl.count()));
   s.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options_.zmq_heartbeat_timeout.count()));
   s.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(options_.zmq_heartbeat_timeout.count()));
+  io_->zap = secure_server_socket(io_->context, s, options_.curve, options_.endpoint);
   try {
     s.bind(options_.endpoint);
   } catch (const zmq::error_t& e) {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "api/chat_template.h"
+#include "api/curve.h"
 #include "api/engine.h"
 #include "api/protocol.h"
 #include "api/validate.h"
@@ -50,6 +51,8 @@ struct FrontEndOptions {
   // Chats: forced format; unset = recognised from the tokenizer's chat template.
   std::optional<ChatFormat> chat_format;
   ValidationLimits limits;
+  // CURVE (api/curve.h): off serves loopback only, unless curve.allow_plaintext.
+  CurveServerOptions curve;
 };
 
 class FrontEnd {

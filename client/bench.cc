@@ -185,7 +185,7 @@ BenchReport run_bench(const BenchOptions& o) {
   require(o.request_rate >= 0, "--request-rate must be >= 0, got {}", o.request_rate);
   require(o.cancel_fraction >= 0 && o.cancel_fraction <= 1,
           "--cancel-fraction must be in [0, 1], got {}", o.cancel_fraction);
-  api::Client c(o.endpoint);
+  api::Client c(o.endpoint, o.client);
   const api::ModelInfo info = c.model_info();
   std::mt19937_64 rng(o.seed);
   // Ordinary token ids: Llama 3 keeps its special tokens at the end of the vocabulary, Llama 2

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "api/client.h"
+
 namespace shardserve::client {
 
 // "32" (fixed), "uniform:16:64" (inclusive), "normal:48:8" (rounded, at least 1).
@@ -25,6 +27,7 @@ struct LengthDistribution {
 
 struct BenchOptions {
   std::string endpoint;
+  api::ClientOptions client;  // CURVE key files
   int32_t num_requests = 100;
   int32_t concurrency = 16;
   double request_rate = 0;  // requests/s; 0 = all at once (subject to concurrency)

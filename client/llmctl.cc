@@ -244,6 +244,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--timeout", timeout_s, "seconds without a message before giving up")
       ->capture_default_str();
+  // CURVE (docs/deploy.md): file names only, never keys, on the command line.
+  api::ClientOptions client_options;
+  if (const char* f = std::getenv("SHARDSERVE_CURVE_SERVER_KEY_FILE"))
+    client_options.curve.server_public_key_file = f;
+  if (const char* f = std::getenv("SHARDSERVE_CURVE_CLIENT_KEY_FILE"))
+    client_options.curve.client_secret_key_file = f;
+  app.add_option("--curve-server-key", client_options.curve.server_public_key_file,
+                 "the server's CURVE public key file (env SHARDSERVE_CURVE_SERVER_KEY_FILE)");
+  app.add_option("--curve-client-key", client_options.curve.client_secret_key_file,
+                 "this client's CURVE secret key file, mode 0600 (env "
+                 "SHARDSERVE_CURVE_CLIENT_KEY_FILE)");
+  std::string keygen_stem;
+  auto* keygen = app.add_subcommand(
+      "keygen", "write a new CURVE key pair: STEM.key (secret, mode 0600) and STEM.pub");
+  keygen->add_option("stem", keygen_stem, "path without extension, e.g. keys/gateway")->required();
 
   RequestFlags submit_flags, stream_flags;
   auto* submit = app.add_subcommand("submit", "one request; print its whole output at the end");
@@ -305,7 +320,12 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
-    api::Client c(endpoint);
+    if (keygen->parsed()) {
+      api::write_curve_key_files(keygen_stem, api::generate_curve_keypair());
+      std::printf("wrote %s.key (secret) and %s.pub\n", keygen_stem.c_str(), keygen_stem.c_str());
+      return 0;
+    }
+    api::Client c(endpoint, client_options);
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     if (submit->parsed()) return run_request(c, submit_flags, false, timeout_s);
     if (stream->parsed()) return run_request(c, stream_flags, true, timeout_s);
@@ -345,6 +365,7 @@ int main(int argc, char** argv) {
     }
     if (bench->parsed()) {
       bo.endpoint = endpoint;
+      bo.client = client_options;
       bo.request_rate = rate;
       bo.ignore_eos = !stop_at_eos;
       bo.prompt_len = client::LengthDistribution::parse(prompt_len, "--prompt-len");

@@ -102,6 +102,19 @@ const std::vector<Setting>& settings() {
       {"speculative.draft_placement", "--draft-placement",
        "where the draft runs with tp > 1: every_rank or rank_zero",
        [](C& c) { return Setting::Ref(&c.speculative.draft_placement); }},
+      // [security]: file names only (api/curve.h).
+      {"security.curve_secret_key_file", "--curve-secret-key-file",
+       "the front end's CURVE secret key file (mode 0600; '': CURVE off)",
+       [](C& c) { return Setting::Ref(&c.security.curve_secret_key_file); }},
+      {"security.curve_public_key_file", "--curve-public-key-file",
+       "the front end's CURVE public key file (checked against the secret key)",
+       [](C& c) { return Setting::Ref(&c.security.curve_public_key_file); }},
+      {"security.authorized_clients_dir", "--authorized-clients-dir",
+       "directory of the CURVE public keys (*.pub) of the clients let in",
+       [](C& c) { return Setting::Ref(&c.security.authorized_clients_dir); }},
+      {"security.allow_plaintext", "--allow-plaintext",
+       "serve a non-loopback ZeroMQ address without CURVE (a trusted network only)",
+       [](C& c) { return Setting::Ref(&c.security.allow_plaintext); }},
   };
   return all;
 }
@@ -322,11 +335,11 @@ ServiceConfig parse_toml(std::string_view text, std::string_view source) {
     set_from_toml(c, *s, n, where(n, key));
   };
   static const std::set<std::string> tables = {"kv", "scheduler", "ports", "runtime",
-                                               "speculative"};
+                                               "speculative", "security"};
   for (auto&& [k, v] : root) {
     const std::string key(k.str());
     if (v.is_table()) {
-      require(tables.count(key) != 0, "{}: unknown table [{}] (known: kv, scheduler, ports, runtime, speculative)",
+      require(tables.count(key) != 0, "{}: unknown table [{}] (known: kv, scheduler, ports, runtime, speculative, security)",
               where(v, key), key);
       for (auto&& [k2, v2] : *v.as_table()) visit_entry(key + "." + std::string(k2.str()), v2);
     } else {
@@ -461,6 +474,25 @@ void validate(const ServiceConfig& c) {
   require(std::isfinite(c.runtime.shutdown_grace_s) && c.runtime.shutdown_grace_s >= 0,
           "runtime.shutdown_grace_s = {} must be at least 0", c.runtime.shutdown_grace_s);
   validate_speculative(c.speculative);
+  validate_security(c.security);
+}
+
+void validate_security(const SecuritySettings& s) {
+  // The keys' contents are checked where they are used (api/curve.cc); here the layout.
+  const bool curve = !s.curve_secret_key_file.empty();
+  require(curve || (s.curve_public_key_file.empty() && s.authorized_clients_dir.empty()),
+          "security.curve_public_key_file / authorized_clients_dir are set but "
+          "security.curve_secret_key_file is not: CURVE needs the server's secret key file");
+  if (!curve) return;
+  require(!s.authorized_clients_dir.empty(),
+          "security.curve_secret_key_file is set but security.authorized_clients_dir is not: name "
+          "the directory of the allowed clients' .pub files");
+  require(std::filesystem::is_regular_file(s.curve_secret_key_file),
+          "security.curve_secret_key_file = '{}' is not a file", s.curve_secret_key_file);
+  require(s.curve_public_key_file.empty() || std::filesystem::is_regular_file(s.curve_public_key_file),
+          "security.curve_public_key_file = '{}' is not a file", s.curve_public_key_file);
+  require(std::filesystem::is_directory(s.authorized_clients_dir),
+          "security.authorized_clients_dir = '{}' is not a directory", s.authorized_clients_dir);
 }
 
 void validate_for_model(const ServiceConfig& c, const model::ModelConfig& m) {

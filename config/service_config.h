@@ -16,6 +16,8 @@
 //   [speculative] method ("none", "draft", "ngram"), draft_model, num_speculative_tokens,
 //                adaptive, draft_cost, ngram_min, ngram_max, draft_placement
 //                (docs/speculative.md)
+//   [security]   curve_secret_key_file, curve_public_key_file, authorized_clients_dir,
+//                allow_plaintext
 // Each key has a flag: `kv.block_size` is --kv-block-size, `tp` is --tp (see settings()).
 #include <cstdint>
 #include <filesystem>
@@ -56,7 +58,9 @@ struct SchedulerSettings {
 
 // For the front ends of later issues; validated now so a bad file fails at start-up.
 struct PortSettings {
-  std::string host = "0.0.0.0";
+  // The ZeroMQ front end's address: loopback unless configured (another address needs
+  // [security] CURVE or security.allow_plaintext).
+  std::string host = "127.0.0.1";
   int32_t zmq = 5555;
   int32_t http = 8000;
   // Prometheus /metrics: the coordinator on `metrics`, worker world rank w on metrics + w, each
@@ -87,6 +91,13 @@ struct SpeculativeSettings {
   // default: measured faster on the CPU at tp 2 for the demo pair (docs/speculative.md), and the
   // usual choice on GPUs when the draft fits next to the target's shard.
   std::string draft_placement = "rank_zero";
+// The ZeroMQ front end's CURVE keys (api/curve.h, docs/deploy.md). Only file names: the keys
+// themselves never appear in the configuration, on a command line or in the handshake.
+struct SecuritySettings {
+  std::string curve_secret_key_file;   // "": CURVE off (the front end then serves loopback only)
+  std::string curve_public_key_file;   // optional: must be the secret key's pair
+  std::string authorized_clients_dir;  // the allowed clients' *.pub files; required with CURVE
+  bool allow_plaintext = false;        // serve a non-loopback address without CURVE
 };
 
 struct ServiceConfig {
@@ -101,6 +112,7 @@ struct ServiceConfig {
   PortSettings ports;
   RuntimeSettings runtime;
   SpeculativeSettings speculative;
+  SecuritySettings security;
 
   friend bool operator==(const ServiceConfig&, const ServiceConfig&);
 };
@@ -143,6 +155,8 @@ class CommandLine {
 // Checks of the settings on their own. Error messages name the setting and its value:
 // "kv.memory_fraction = 1.5 must be in (0, 1]".
 void validate(const ServiceConfig& config);
+// The [security] part of validate(): CURVE needs the secret key file and the clients' directory.
+void validate_security(const SecuritySettings& security);
 // Checks against the model: "tp = 3 does not divide num_attention_heads = 4", max_model_len
 // within the context length, the KV-head split; with speculative.method = "draft", the draft's
 // config.json against the target (check_draft_model).

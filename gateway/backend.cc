@@ -28,7 +28,8 @@ void Backend::Stream::push(api::ServerMessage m) {
   cv_.notify_all();
 }
 
-Backend::Backend(BackendOptions options) : options_(std::move(options)) {
+Backend::Backend(BackendOptions options)
+    : options_(std::move(options)), curve_keys_(api::load_curve_client_keys(options_.curve)) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   require(wake_fd_ >= 0, "gateway: eventfd failed");
   thread_ = std::thread([this] { run(); });
@@ -159,17 +160,32 @@ void Backend::run() {
   sock.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(options_.heartbeat_ivl.count()));
   sock.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(options_.heartbeat_timeout.count()));
   sock.set(zmq::sockopt::heartbeat_ttl, static_cast<int>(options_.heartbeat_timeout.count()));
+  api::apply_curve_client(sock, curve_keys_);
+  api::HandshakeMonitor handshake(context, sock, options_.endpoint, curve_keys_.enabled());
+  std::string last_failure;
+  Clock::time_point last_failure_logged{};
   sock.connect(options_.endpoint);
   while (!stop_.load()) {
     zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
-                               {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+                               {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+                               {handshake.socket().handle(), 0, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(200));
+      zmq::poll(items, 3, std::chrono::milliseconds(200));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       spdlog::critical("gateway: zmq_poll failed: {}", e.what());
       return;
     }
+    if (items[2].revents & ZMQ_POLLIN)
+      if (const std::string why = handshake.read_failure(); !why.empty()) {
+        // libzmq retries every reconnect interval; requests meanwhile get 503. Say it once a
+        // minute, not ten times a second.
+        if (why != last_failure || Clock::now() - last_failure_logged > std::chrono::minutes(1)) {
+          spdlog::error("gateway: {}", why);
+          last_failure = why;
+          last_failure_logged = Clock::now();
+        }
+      }
     if (items[1].revents & ZMQ_POLLIN) {
       uint64_t n;
       (void)!read(wake_fd_, &n, sizeof n);

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "api/curve.h"
 #include "api/protocol.h"
 
 namespace shardserve::gateway {
@@ -30,6 +31,7 @@ struct BackendOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
   std::chrono::milliseconds heartbeat_ivl{1000};
   std::chrono::milliseconds heartbeat_timeout{5000};
+  api::CurveClientOptions curve;  // key files; read (and checked) when the Backend is made
 };
 
 class Backend {
@@ -91,6 +93,7 @@ class Backend {
   void route(api::ServerMessage m);
 
   BackendOptions options_;
+  api::CurveClientKeys curve_keys_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> last_heard_{0};
   std::atomic<uint64_t> counter_{0};

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "gateway/api_key.h"
 #include "gateway/backend.h"
 #include "gateway/openai.h"
 
@@ -88,6 +89,7 @@ struct GatewayOptions {
   double request_timeout_s = 600;  // a request's whole life
   double connect_timeout_s = 30;   // at start: wait this long for the model's description
   size_t max_body_bytes = 8 << 20;
+  api::CurveClientOptions curve;  // the coordinator's CURVE: key files (api/curve.h)
 };
 
 std::chrono::milliseconds ms(double s) {
@@ -114,7 +116,12 @@ OpenAIError server_error(int status, std::string message, std::string code) {
 class Gateway {
  public:
   explicit Gateway(GatewayOptions o)
-      : options_(std::move(o)), backend_(BackendOptions{options_.coordinator}) {
+      : options_(std::move(o)), backend_([this] {
+          BackendOptions b;
+          b.endpoint = options_.coordinator;
+          b.curve = options_.curve;
+          return b;
+        }()) {
     rng_.seed(std::random_device{}());
   }
 
@@ -469,6 +476,18 @@ int main(int argc, char** argv) {
                  "seconds to wait for the coordinator at start")
       ->capture_default_str();
   app.add_option("--log-level", log_level)->capture_default_str();
+  // Security (gateway/api_key.h, api/curve.h, docs/deploy.md): file names only.
+  std::string api_key_file;
+  bool allow_no_api_key = false;
+  app.add_option("--api-key-file", api_key_file,
+                 "file of accepted API keys, one per line (mode 0600): requests need "
+                 "`Authorization: Bearer <key>`");
+  app.add_flag("--allow-no-api-key", allow_no_api_key,
+               "serve a non-loopback --host without --api-key-file (a trusted network only)");
+  app.add_option("--curve-server-key", o.curve.server_public_key_file,
+                 "the coordinator's CURVE public key file");
+  app.add_option("--curve-client-key", o.curve.client_secret_key_file,
+                 "the gateway's CURVE secret key file (mode 0600)");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S.%e] [gateway] [%l] %v");
@@ -483,6 +502,14 @@ int main(int argc, char** argv) {
     svr.set_write_timeout(30s);
     svr.set_keep_alive_max_count(1000);
     gateway.install(svr);
+    if (!api_key_file.empty())
+      require_api_key(svr, ApiKeys::load(api_key_file));
+    else
+      shardserve::require(
+          allow_no_api_key || shardserve::api::is_local_endpoint(fmt::format("tcp://{}:0", o.host)),
+          "--host {} is not loopback: give --api-key-file (or --allow-no-api-key on a trusted "
+          "network)",
+          o.host);
     int port = o.port;
     if (port == 0) {
       port = svr.bind_to_any_port(o.host);

@@ -15,6 +15,7 @@
 #include "api/front_end.h"
 #include "api/local/local_engine.h"
 #include "common/error.h"
+#include "config/service_config.h"
 
 namespace {
 
@@ -57,6 +58,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  std::string security_config;
+  app.add_option("--config", security_config,
+                 "a service configuration file (TOML): its [security] section (CURVE key files) "
+                 "is used; the other settings are the flags'");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S.%e] [llm-local] [%l] %v");
@@ -73,6 +78,12 @@ int main(int argc, char** argv) {
       fo.chat_format = api::parse_chat_format(chat_template);
       require(fo.chat_format.has_value(),
               "--chat-template must be auto, llama2 or llama3, got '{}'", chat_template);
+    }
+    if (!security_config.empty()) {
+      const auto security = config::load_toml_file(security_config).security;
+      config::validate_security(security);
+      fo.curve = {security.curve_secret_key_file, security.curve_public_key_file,
+                  security.authorized_clients_dir, security.allow_plaintext};
     }
     api::LocalEngine engine(eo);
     api::FrontEnd front(fo, engine.model_info(), engine.tokenizer());

@@ -363,6 +363,8 @@ int main(int argc, char** argv) {
                                    : opt.listen;
       require(opt.max_waiting >= 0, "--max-waiting must be >= 0, got {}", opt.max_waiting);
       front_options.max_waiting = opt.max_waiting;
+      front_options.curve = {cfg.security.curve_secret_key_file, cfg.security.curve_public_key_file,
+                             cfg.security.authorized_clients_dir, cfg.security.allow_plaintext};
       if (opt.chat_template != "auto") {
         front_options.chat_format = api::parse_chat_format(opt.chat_template);
         require(front_options.chat_format.has_value(),

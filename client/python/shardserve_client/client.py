@@ -10,6 +10,8 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import zmq
 
+from . import curve
+
 PROTOCOL_VERSION = 1
 _CONTROL_TYPES = ("status", "health", "model_info")
 _ids = itertools.count(1)
@@ -104,7 +106,11 @@ class Client:
     """A connection to a shardserve front end (`endpoint`, e.g. "tcp://127.0.0.1:5555")."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", *, context: Optional[zmq.Context] = None,
-                 heartbeat_ivl_ms: int = 1000, heartbeat_timeout_ms: int = 5000):
+                 heartbeat_ivl_ms: int = 1000, heartbeat_timeout_ms: int = 5000,
+                 curve_server_key_file: Optional[str] = None,
+                 curve_client_key_file: Optional[str] = None):
+        """CURVE (docs/deploy.md): the server's public key file and this client's secret key
+        file; both None: plain ZMTP (a loopback server without CURVE)."""
         self.endpoint = endpoint
         self._own_context = context is None
         self._context = context or zmq.Context()
@@ -113,6 +119,17 @@ class Client:
         self._socket.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ivl_ms)
         self._socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
         self._socket.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_timeout_ms)
+        try:
+            self._curve = curve.apply_client_keys(self._socket, curve_server_key_file,
+                                                  curve_client_key_file)
+        except ValueError:
+            self._socket.close(0)
+            raise
+        # Handshake failures (refused key, CURVE on one side only) are raised, not waited out.
+        self._monitor = self._socket.get_monitor_socket(curve.HANDSHAKE_FAILURES)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
         self._socket.connect(endpoint)
         self._by_id: Dict[str, deque] = {}
         self._control: Dict[str, deque] = {t: deque() for t in _CONTROL_TYPES}
@@ -120,6 +137,8 @@ class Client:
 
     # ----- plumbing -----------------------------------------------------------------------
     def close(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(0)
         self._socket.close(0)
         if self._own_context:
             self._context.term()
@@ -139,7 +158,13 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._socket.poll(None if left is None else int(left * 1000)):
+            ready = dict(self._poller.poll(None if left is None else int(left * 1000)))
+            if self._monitor in ready:
+                why = curve.describe_failure(self._monitor, self.endpoint, self._curve)
+                if why:
+                    raise UnavailableError(why)
+                continue
+            if self._socket not in ready:
                 return None
             frames = self._socket.recv_multipart()
             m = json.loads(frames[-1])
