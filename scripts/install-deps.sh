@@ -9,6 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   prometheus-cpp-dev libcpp-httplib-dev
   python3 python3-zmq python3-matplotlib python3-yaml curl prometheus
+  clang libclang-rt-14-dev
 )
 # node and npm (for the test with the official `openai` client) may come from elsewhere than
 # Debian; Debian's packages are installed only when the commands are missing.
