@@ -395,8 +395,8 @@ void FrontEnd::run() {
       // answered above
     } else if (static_cast<int64_t>(payload.size()) > options_.max_frame_bytes) {
       send_error(rid, std::nullopt, ErrorCode::kMalformed, "",
-                 fmt::format("the frame has {} bytes; at most {}", payload.size(),
-                             options_.max_frame_bytes));
+                 fmt::format("the frame has {} bytes; at most {} (limit max_frame_bytes)",
+                             payload.size(), options_.max_frame_bytes));
     } else {
       try {
         ClientMessage m = decode_client_message(payload);

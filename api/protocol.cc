@@ -1,5 +1,7 @@
 #include "api/protocol.h"
 
+#include "api/bounded_json.h"
+
 #include <fmt/format.h>
 
 #include <array>
@@ -83,6 +85,16 @@ class FieldReader {
     if (!v->is_number()) wrong_type(path(key), "a number", *v);
     return v->get<double>();
   }
+  // A number a float holds (the sampling parameters are floats): larger magnitudes are refused
+  // rather than converted, which would be undefined behaviour.
+  std::optional<float> real(std::string_view key) {
+    const std::optional<double> v = number(key);
+    if (!v) return std::nullopt;
+    if (!(std::fabs(*v) <= std::numeric_limits<float>::max()))
+      invalid(path(key), fmt::format("{} must be a number of magnitude at most {}, got {}",
+                                     path(key), std::numeric_limits<float>::max(), *v));
+    return static_cast<float>(*v);
+  }
   std::optional<int32_t> int32(std::string_view key) {
     const json* v = find(key);
     if (!v) return std::nullopt;
@@ -150,7 +162,12 @@ class FieldReader {
 };
 
 json parse_object(std::string_view frame) {
-  json j = json::parse(frame.begin(), frame.end(), nullptr, /*allow_exceptions=*/false);
+  json j;
+  try {
+    j = parse_bounded_json(frame);
+  } catch (const JsonTooDeep& e) {
+    throw ProtocolError(ErrorCode::kMalformed, "", e.what());
+  }
   if (j.is_discarded())
     throw ProtocolError(ErrorCode::kMalformed, "",
                         fmt::format("the frame is not valid JSON ({} bytes)", frame.size()));
@@ -221,13 +238,13 @@ SubmitRequest read_submit(const json& j) {
   if (auto v = r.boolean("add_special_tokens")) s.add_special_tokens = *v;
   if (auto v = r.boolean("add_generation_prompt")) s.add_generation_prompt = *v;
   s.max_tokens = r.int32("max_tokens");
-  if (auto v = r.number("temperature")) s.temperature = static_cast<float>(*v);
-  if (auto v = r.number("top_p")) s.top_p = static_cast<float>(*v);
+  if (auto v = r.real("temperature")) s.temperature = *v;
+  if (auto v = r.real("top_p")) s.top_p = *v;
   if (auto v = r.int32("top_k")) s.top_k = *v;
-  if (auto v = r.number("min_p")) s.min_p = static_cast<float>(*v);
-  if (auto v = r.number("repetition_penalty")) s.repetition_penalty = static_cast<float>(*v);
-  if (auto v = r.number("frequency_penalty")) s.frequency_penalty = static_cast<float>(*v);
-  if (auto v = r.number("presence_penalty")) s.presence_penalty = static_cast<float>(*v);
+  if (auto v = r.real("min_p")) s.min_p = *v;
+  if (auto v = r.real("repetition_penalty")) s.repetition_penalty = *v;
+  if (auto v = r.real("frequency_penalty")) s.frequency_penalty = *v;
+  if (auto v = r.real("presence_penalty")) s.presence_penalty = *v;
   if (auto v = r.uint64("seed")) s.seed = *v;
   if (auto v = r.strings("stop")) s.stop = std::move(*v);
   if (auto v = r.int_list("stop_token_ids")) s.stop_token_ids = std::move(*v);
@@ -347,7 +364,12 @@ ClientMessage decode_client_message(std::string_view frame) {
 }
 
 std::optional<std::string> peek_request_id(std::string_view frame) {
-  const json j = json::parse(frame.begin(), frame.end(), nullptr, false);
+  json j;
+  try {
+    j = parse_bounded_json(frame);
+  } catch (const JsonTooDeep&) {
+    return std::nullopt;
+  }
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   auto it = j.find("id");
   if (it == j.end() || !it->is_string()) return std::nullopt;

@@ -49,7 +49,8 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
   if (s.id.empty()) invalid("id", "id must not be empty");
   if (static_cast<int32_t>(s.id.size()) > lim.max_id_bytes)
     invalid("id",
-            fmt::format("id must be at most {} bytes, got {}", lim.max_id_bytes, s.id.size()));
+            fmt::format("id must be at most {} bytes, got {} (limit max_id_bytes)", lim.max_id_bytes,
+                        s.id.size()));
   for (unsigned char c : s.id)
     if (c < 0x20 || c == 0x7F) invalid("id", "id must not contain control characters");
 
@@ -64,7 +65,8 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
   check_range("presence_penalty", s.presence_penalty, -2.0, 2.0);
   if (s.logprobs < 0 || s.logprobs > lim.max_logprobs)
     invalid("logprobs",
-            fmt::format("logprobs must be in [0, {}], got {}", lim.max_logprobs, s.logprobs));
+            fmt::format("logprobs must be in [0, {}], got {} (limit max_logprobs)", lim.max_logprobs,
+                        s.logprobs));
   spec.sampling.temperature = s.temperature;
   spec.sampling.top_p = s.top_p;
   spec.sampling.top_k = std::max(0, s.top_k);
@@ -78,18 +80,19 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
   // ----- stop conditions ---------------------------------------------------------------------
   if (static_cast<int32_t>(s.stop.size()) > lim.max_stop_strings)
     invalid("stop",
-            fmt::format("at most {} stop strings, got {}", lim.max_stop_strings, s.stop.size()));
+            fmt::format("at most {} stop strings, got {} (limit max_stop_strings)",
+                        lim.max_stop_strings, s.stop.size()));
   for (std::size_t i = 0; i < s.stop.size(); ++i) {
     const std::string field = fmt::format("stop[{}]", i);
     if (s.stop[i].empty()) invalid(field, fmt::format("{} is an empty stop string", field));
     if (static_cast<int32_t>(s.stop[i].size()) > lim.max_stop_string_bytes)
-      invalid(field, fmt::format("{} must be at most {} bytes, got {}", field,
-                                 lim.max_stop_string_bytes, s.stop[i].size()));
+      invalid(field, fmt::format("{} must be at most {} bytes, got {} (limit max_stop_string_bytes)",
+                                 field, lim.max_stop_string_bytes, s.stop[i].size()));
   }
   if (!s.stop.empty() && !ctx.tokenizer)
     invalid("stop", "stop strings need the model's tokenizer, which this service did not load");
   if (static_cast<int32_t>(s.stop_token_ids.size()) > lim.max_stop_token_ids)
-    invalid("stop_token_ids", fmt::format("at most {} stop token ids, got {}",
+    invalid("stop_token_ids", fmt::format("at most {} stop token ids, got {} (limit max_stop_token_ids)",
                                           lim.max_stop_token_ids, s.stop_token_ids.size()));
   check_token_ids(s.stop_token_ids, "stop_token_ids", model.vocab_size);
   spec.stop_strings = s.stop;
@@ -105,8 +108,8 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
   } else if (s.prompt) {
     if (s.prompt->empty()) invalid("prompt", "prompt is empty");
     if (static_cast<int64_t>(s.prompt->size()) > lim.max_prompt_bytes)
-      invalid("prompt", fmt::format("prompt must be at most {} bytes, got {}", lim.max_prompt_bytes,
-                                    s.prompt->size()));
+      invalid("prompt", fmt::format("prompt must be at most {} bytes, got {} (limit max_prompt_bytes)",
+                                    lim.max_prompt_bytes, s.prompt->size()));
     if (!ctx.tokenizer)
       invalid("prompt",
               "text prompts need the model's tokenizer, which this service did not "
@@ -122,7 +125,8 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
     if (msgs.empty()) invalid("messages", "messages is empty");
     if (static_cast<int32_t>(msgs.size()) > lim.max_messages)
       invalid("messages",
-              fmt::format("at most {} messages, got {}", lim.max_messages, msgs.size()));
+              fmt::format("at most {} messages, got {} (limit max_messages)", lim.max_messages,
+                          msgs.size()));
     std::size_t bytes = 0;
     for (std::size_t i = 0; i < msgs.size(); ++i) {
       const auto& role = msgs[i].role;
@@ -135,7 +139,8 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
     }
     if (static_cast<int64_t>(bytes) > lim.max_prompt_bytes)
       invalid("messages",
-              fmt::format("the messages' contents must be at most {} bytes together, got {}",
+              fmt::format("the messages' contents must be at most {} bytes together, got {} (limit "
+                          "max_prompt_bytes)",
                           lim.max_prompt_bytes, bytes));
     if (!ctx.tokenizer)
       invalid("messages", "chats need the model's tokenizer, which this service did not load");

@@ -91,6 +91,8 @@ struct SpeculativeSettings {
   // default: measured faster on the CPU at tp 2 for the demo pair (docs/speculative.md), and the
   // usual choice on GPUs when the draft fits next to the target's shard.
   std::string draft_placement = "rank_zero";
+};
+
 // The ZeroMQ front end's CURVE keys (api/curve.h, docs/deploy.md). Only file names: the keys
 // themselves never appear in the configuration, on a command line or in the handshake.
 struct SecuritySettings {

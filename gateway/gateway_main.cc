@@ -21,6 +21,7 @@
 
 #include "common/error.h"
 #include "gateway/api_key.h"
+#include "gateway/admission.h"
 #include "gateway/backend.h"
 #include "gateway/openai.h"
 
@@ -84,6 +85,8 @@ struct GatewayOptions {
   int port = 8000;
   int threads = 16;
   int max_queued = 64;
+  int max_active = 0;  // generations in flight at most (0: threads - 2, at least 1); past it 429
+  double retry_after_s = 1;
   double accept_timeout_s = 10;    // the coordinator accepts or refuses a submit within it
   double silence_timeout_s = 15;   // nothing heard from the coordinator for it: it is gone
   double request_timeout_s = 600;  // a request's whole life
@@ -116,12 +119,15 @@ OpenAIError server_error(int status, std::string message, std::string code) {
 class Gateway {
  public:
   explicit Gateway(GatewayOptions o)
-      : options_(std::move(o)), backend_([this] {
+      : options_(std::move(o)),
+        backend_([this] {
           BackendOptions b;
           b.endpoint = options_.coordinator;
           b.curve = options_.curve;
           return b;
-        }()) {
+        }()),
+        active_(options_.max_active > 0 ? options_.max_active
+                                        : std::max(1, options_.threads - 2)) {
     rng_.seed(std::random_device{}());
   }
 
@@ -178,14 +184,16 @@ class Gateway {
     svr.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       generate(Endpoint::kChatCompletions, req, res);
     });
-    svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       OpenAIError e;
       e.status = res.status;
       e.type = res.status >= 500 ? "server_error" : "invalid_request_error";
       e.message = res.status == 404 ? fmt::format("Not found: {} {}", req.method, req.path)
                   : res.status == 413
-                      ? "The request body is too large"
+                      ? fmt::format("The request body is larger than {} bytes (limit "
+                                    "--max-body-bytes)",
+                                    options_.max_body_bytes)
                       : fmt::format("HTTP {} for {} {}", res.status, req.method, req.path);
       res.set_content(e.body().dump(), "application/json");
     });
@@ -215,6 +223,7 @@ class Gateway {
     bool complete = false;
     bool roles_sent = false;
     Clock::time_point deadline;
+    std::shared_ptr<void> slot;  // this generation's place under --max-active
   };
 
   OpenAIError unavailable() const {
@@ -294,15 +303,21 @@ class Gateway {
   void generate(Endpoint endpoint, const httplib::Request& req, httplib::Response& res) {
     auto m = model();
     if (!m) return send_error(res, unavailable());
-    const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded())
-      return send_error(
-          res, server_error(400,
-                            "We could not parse the JSON body of your request: it is not valid "
-                            "JSON.",
-                            "invalid_json"));
     auto x = std::make_shared<Exchange>();
+    x->slot = active_.try_acquire();
+    if (!x->slot) {
+      OpenAIError e = server_error(
+          429,
+          fmt::format("overloaded: the gateway is serving its maximum of {} requests (limit "
+                      "--max-active); retry later",
+                      active_.limit()),
+          "overloaded");
+      e.type = "rate_limit_error";
+      e.retry_after_s = options_.retry_after_s;
+      return send_error(res, e);
+    }
     try {
+      const json body = parse_json_body(req.body);
       uint64_t seed;
       {
         std::lock_guard lock(mu_);
@@ -438,6 +453,7 @@ class Gateway {
   std::mutex mu_;
   std::optional<api::ModelInfo> model_;
   std::mt19937_64 rng_;
+  ActiveLimit active_;
   int64_t started_ = static_cast<int64_t>(std::time(nullptr));
 };
 
@@ -474,6 +490,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--connect-timeout", o.connect_timeout_s,
                  "seconds to wait for the coordinator at start")
+      ->capture_default_str();
+  app.add_option("--max-active", o.max_active,
+                 "generations in flight at most, past it 429 (0: --threads - 2)")
+      ->capture_default_str();
+  app.add_option("--max-body-bytes", o.max_body_bytes, "largest request body (larger: 413)")
       ->capture_default_str();
   app.add_option("--log-level", log_level)->capture_default_str();
   // Security (gateway/api_key.h, api/curve.h, docs/deploy.md): file names only.

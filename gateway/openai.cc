@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <limits>
 #include <set>
 
 namespace shardserve::gateway {
@@ -34,6 +36,17 @@ std::optional<double> number(const json& body, const char* key) {
   if (!v) return std::nullopt;
   if (!v->is_number()) bad(key, fmt::format("'{}' must be a number, got {}", key, shown(*v)));
   return v->get<double>();
+}
+
+// A number a float holds (the sampling parameters are floats; converting a larger one is
+// undefined behaviour).
+std::optional<float> real(const json& body, const char* key) {
+  const std::optional<double> v = number(body, key);
+  if (!v) return std::nullopt;
+  if (!(std::fabs(*v) <= std::numeric_limits<float>::max()))
+    bad(key, fmt::format("'{}' must be a number of magnitude at most {}, got {}", key,
+                         std::numeric_limits<float>::max(), *v));
+  return static_cast<float>(*v);
 }
 
 std::optional<int64_t> integer(const json& body, const char* key) {
@@ -75,7 +88,8 @@ std::string content_text(const json& content, const std::string& param) {
   std::string text;
   bool first = true;
   for (const auto& part : content) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+        !part.contains("text") ||
         !part["text"].is_string())
       bad(param,
           fmt::format(
@@ -153,8 +167,24 @@ json OpenAIError::body() const {
                 {"code", code ? json(*code) : json(nullptr)}}}};
 }
 
+json parse_json_body(std::string_view text, int max_depth) {
+  OpenAIError e;
+  e.status = 400;
+  try {
+    json body = api::parse_bounded_json(text, max_depth);
+    if (!body.is_discarded()) return body;
+    e.message = "We could not parse the JSON body of your request: it is not valid JSON.";
+    e.code = "invalid_json";
+  } catch (const api::JsonTooDeep& deep) {
+    e.message = fmt::format("The JSON body of your request is too deeply nested: {}", deep.what());
+    e.code = "json_too_deep";
+  }
+  throw OpenAIException(e);
+}
+
 ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::ModelInfo& model,
-                            uint64_t random_seed) {
+                            uint64_t random_seed, const RequestLimits& limits) {
+  const api::ValidationLimits& lim = limits.protocol;
   if (!body.is_object())
     bad("", fmt::format("the request body must be a JSON object, got {}", body.type_name()));
   const bool chat = endpoint == Endpoint::kChatCompletions;
@@ -187,7 +217,8 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
     r.include_usage = boolean(*so, "include_usage").value_or(false);
   }
   const int64_t n = integer(body, "n").value_or(1);
-  if (n < 1 || n > 16) bad("n", fmt::format("'n' must be in [1, 16], got {}", n));
+  if (n < 1 || n > limits.max_n)
+    bad("n", fmt::format("'n' must be in [1, {}], got {} (limit max_n)", limits.max_n, n));
   r.n = static_cast<int>(n);
 
   api::SubmitRequest base;
@@ -196,13 +227,13 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
   if (auto t = number(body, "temperature")) {
     if (*t < 0 || *t > 2)
       bad("temperature", fmt::format("'temperature' must be in [0, 2], got {}", *t));
-    base.temperature = static_cast<float>(*t);
+    base.temperature = static_cast<float>(*t);  // in [0, 2]: fits
   }
-  if (auto p = number(body, "top_p")) base.top_p = static_cast<float>(*p);
-  if (auto p = number(body, "presence_penalty")) base.presence_penalty = static_cast<float>(*p);
-  if (auto p = number(body, "frequency_penalty")) base.frequency_penalty = static_cast<float>(*p);
-  if (auto p = number(body, "repetition_penalty")) base.repetition_penalty = static_cast<float>(*p);
-  if (auto p = number(body, "min_p")) base.min_p = static_cast<float>(*p);
+  if (auto p = real(body, "top_p")) base.top_p = *p;
+  if (auto p = real(body, "presence_penalty")) base.presence_penalty = *p;
+  if (auto p = real(body, "frequency_penalty")) base.frequency_penalty = *p;
+  if (auto p = real(body, "repetition_penalty")) base.repetition_penalty = *p;
+  if (auto p = real(body, "min_p")) base.min_p = *p;
   if (auto k = integer(body, "top_k")) base.top_k = clamp32(*k);
   if (auto p = integer(body, "priority")) base.priority = clamp32(*p);
   if (auto b = boolean(body, "ignore_eos")) base.ignore_eos = *b;
@@ -220,8 +251,20 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
       bad("stop", fmt::format("'stop' must be a string or an array of strings, got {}", shown(*s)));
     }
   }
+  if (static_cast<int>(base.stop.size()) > lim.max_stop_strings)
+    bad("stop", fmt::format("at most {} stop strings, got {} (limit max_stop_strings)",
+                            lim.max_stop_strings, base.stop.size()));
+  for (std::size_t i = 0; i < base.stop.size(); ++i)
+    if (static_cast<int>(base.stop[i].size()) > lim.max_stop_string_bytes)
+      bad("stop", fmt::format("stop[{}] must be at most {} bytes, got {} (limit "
+                              "max_stop_string_bytes)",
+                              i, lim.max_stop_string_bytes, base.stop[i].size()));
   if (const json* s = field(body, "stop_token_ids")) {
     if (!s->is_array()) bad("stop_token_ids", "'stop_token_ids' must be an array of token ids");
+    if (static_cast<int>(s->size()) > lim.max_stop_token_ids)
+      bad("stop_token_ids",
+          fmt::format("at most {} stop token ids, got {} (limit max_stop_token_ids)",
+                      lim.max_stop_token_ids, s->size()));
     base.stop_token_ids = token_list(*s, "stop_token_ids");
   }
   if (const json* lb = field(body, "logit_bias"); lb && !(lb->is_object() && lb->empty()))
@@ -235,8 +278,9 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
   if (!chat) {
     if (!max_tokens) max_tokens = 16;  // the legacy completions API's default
     if (auto lp = integer(body, "logprobs")) {
-      if (*lp < 0 || *lp > 20)
-        bad("logprobs", fmt::format("'logprobs' must be in [0, 20], got {}", *lp));
+      if (*lp < 0 || *lp > lim.max_logprobs)
+        bad("logprobs", fmt::format("'logprobs' must be in [0, {}], got {} (limit max_logprobs)",
+                                    lim.max_logprobs, *lp));
       r.logprobs = static_cast<int>(*lp);
       base.logprobs = std::max(1, r.logprobs);  // the chosen token's logprob needs at least one
     }
@@ -252,7 +296,15 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
       api::SubmitRequest s = base;
       if (v.is_string()) {
         s.prompt = v.get<std::string>();
+        if (static_cast<int64_t>(s.prompt->size()) > lim.max_prompt_bytes)
+          bad(param, fmt::format("a prompt must be at most {} bytes, got {} (limit "
+                                 "max_prompt_bytes)",
+                                 lim.max_prompt_bytes, s.prompt->size()));
       } else if (v.is_array() && (v.empty() || v[0].is_number())) {
+        if (model.max_model_len > 0 && static_cast<int64_t>(v.size()) >= model.max_model_len)
+          bad(param, fmt::format("a prompt of {} token ids leaves no room to generate: the "
+                                 "context length (max_model_len) is {}",
+                                 v.size(), model.max_model_len));
         s.prompt_ids = token_list(v, param);
       } else {
         bad(param, fmt::format("'{}' must be a string, an array of strings, token ids, or arrays "
@@ -262,8 +314,9 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
       prompts.push_back(std::move(s));
     };
     if (p->is_array() && !p->empty() && (p->at(0).is_string() || p->at(0).is_array())) {
-      if (p->size() > 64)
-        bad("prompt", fmt::format("at most 64 prompts in one request, got {}", p->size()));
+      if (static_cast<int64_t>(p->size()) > limits.max_prompts)
+        bad("prompt", fmt::format("at most {} prompts in one request, got {} (limit max_prompts)",
+                                  limits.max_prompts, p->size()));
       for (std::size_t i = 0; i < p->size(); ++i) one(p->at(i), "prompt");
     } else {
       one(*p, "prompt");
@@ -273,15 +326,17 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
     const bool logprobs = boolean(body, "logprobs").value_or(false);
     if (auto top = integer(body, "top_logprobs")) {
       if (!logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-      if (*top < 0 || *top > 20)
-        bad("top_logprobs", fmt::format("'top_logprobs' must be in [0, 20], got {}", *top));
+      if (*top < 0 || *top > lim.max_logprobs)
+        bad("top_logprobs",
+            fmt::format("'top_logprobs' must be in [0, {}], got {} (limit max_logprobs)",
+                        lim.max_logprobs, *top));
       r.logprobs = static_cast<int>(*top);
     } else if (logprobs) {
       r.logprobs = 0;
     }
     if (r.logprobs >= 0) base.logprobs = std::max(1, r.logprobs);
     if (const json* rf = field(body, "response_format");
-        rf && !(rf->is_object() && rf->value("type", "") == "text"))
+        rf && !(rf->is_object() && rf->contains("type") && (*rf)["type"] == "text"))
       bad("response_format", "only 'response_format': {\"type\": \"text\"} is supported");
     if (const json* t = field(body, "tools"); t && !(t->is_array() && t->empty()))
       bad("tools", "tools (function calling) are not supported");
@@ -292,13 +347,21 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
     const json* msgs = field(body, "messages");
     if (!msgs) bad("messages", "'messages' is required");
     if (!msgs->is_array() || msgs->empty()) bad("messages", "'messages' must be a non-empty array");
+    if (static_cast<int64_t>(msgs->size()) > lim.max_messages)
+      bad("messages", fmt::format("at most {} messages, got {} (limit max_messages)",
+                                  lim.max_messages, msgs->size()));
+    std::size_t bytes = 0;
     api::SubmitRequest s = base;
     s.messages.emplace();
     for (std::size_t i = 0; i < msgs->size(); ++i) {
       const json& msg = msgs->at(i);
       const std::string param = fmt::format("messages[{}]", i);
       if (!msg.is_object()) bad(param, fmt::format("'{}' must be an object", param));
-      const std::string role = msg.value("role", "");
+      const json* role_json = field(msg, "role");
+      if (role_json && !role_json->is_string())
+        bad(param + ".role",
+            fmt::format("'{}.role' must be a string, got {}", param, shown(*role_json)));
+      const std::string role = role_json ? role_json->get<std::string>() : "";
       if (role.empty()) bad(param + ".role", fmt::format("'{}.role' is required", param));
       std::string mapped = role == "developer" ? "system" : role;
       if (mapped != "system" && mapped != "user" && mapped != "assistant")
@@ -309,10 +372,18 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
         bad(param + ".tool_calls", "tool calls are not supported");
       const json content = msg.contains("content") ? msg["content"] : json(nullptr);
       s.messages->push_back({mapped, content_text(content, param + ".content")});
+      bytes += s.messages->back().content.size();
     }
+    if (static_cast<int64_t>(bytes) > lim.max_prompt_bytes)
+      bad("messages", fmt::format("the messages' contents must be at most {} bytes together, got "
+                                  "{} (limit max_prompt_bytes)",
+                                  lim.max_prompt_bytes, bytes));
     prompts.push_back(std::move(s));
   }
   r.num_prompts = static_cast<int>(prompts.size());
+  if (static_cast<int64_t>(prompts.size()) * r.n > limits.max_choices)
+    bad("n", fmt::format("{} prompts with n = {} make {} choices; at most {} (limit max_choices)",
+                         prompts.size(), r.n, prompts.size() * r.n, limits.max_choices));
   for (auto& p : prompts) {
     if (max_tokens) p.max_tokens = clamp32(*max_tokens);
     for (int j = 0; j < r.n; ++j) {

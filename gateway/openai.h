@@ -10,7 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "api/bounded_json.h"
 #include "api/protocol.h"
+#include "api/validate.h"
 
 namespace shardserve::gateway {
 
@@ -48,11 +50,27 @@ struct ParsedRequest {
       submits;  // one per choice, in choice order; ids set by the caller
 };
 
+// Limits on one request body, checked here so that an over-limit request costs the coordinator
+// nothing; each refusal names its limit. `protocol` holds the coordinator's own defaults (prompt
+// bytes, messages, stop strings, stop token ids, logprobs): a request passing here is not
+// refused by the coordinator for those.
+struct RequestLimits {
+  api::ValidationLimits protocol;
+  int max_n = 16;        // choices per prompt
+  int max_prompts = 64;  // prompts in one /v1/completions request
+  int max_choices = 64;  // prompts * n: the submits one HTTP request may cost
+};
+
+// An HTTP body as JSON, with nesting bounded (api/bounded_json.h); throws OpenAIException (400,
+// code "invalid_json" or "json_too_deep").
+nlohmann::json parse_json_body(std::string_view body, int max_depth = api::kMaxJsonDepth);
+
 // Parses and checks an OpenAI request body against the served model; throws OpenAIException
 // (400 for a bad body, 404 for another model). `random_seed` gives the seed of choice j when the
 // body has none (n > 1 choices then differ); with a seed s, choice j gets s + j.
 ParsedRequest parse_request(Endpoint endpoint, const nlohmann::json& body,
-                            const api::ModelInfo& model, uint64_t random_seed);
+                            const api::ModelInfo& model, uint64_t random_seed,
+                            const RequestLimits& limits = {});
 
 // The protocol's error as OpenAI's (status: 400 invalid, 429 overloaded, 503 draining or
 // unavailable, 500 otherwise). Field names are mapped to OpenAI's parameters.

@@ -444,7 +444,13 @@ Message decode(std::string_view bytes) {
   msgpack::object_handle handle;
   try {
     std::size_t offset = 0;
-    handle = msgpack::unpack(bytes.data(), bytes.size(), offset);
+    // msgpack allocates an array's or a map's storage from the count in its header, before
+    // reading the elements: an untrusted "array of 4 billion" would allocate ~64 GB. Every
+    // element takes at least one byte, so no count can honestly exceed the message's size.
+    const std::size_t n = bytes.size();
+    const msgpack::unpack_limit limit(/*array=*/n, /*map=*/n / 2, /*str=*/n, /*bin=*/n, /*ext=*/n,
+                                      /*depth=*/16);
+    handle = msgpack::unpack(bytes.data(), bytes.size(), offset, nullptr, nullptr, limit);
     require(offset == bytes.size(), "codec: {} trailing bytes after a message of {} bytes",
             bytes.size() - offset, offset);
   } catch (const msgpack::unpack_error& e) {

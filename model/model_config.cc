@@ -3,6 +3,7 @@
 #include <cctype>
 #include <fstream>
 #include <initializer_list>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -40,13 +41,22 @@ bool get_bool(const json& j, const char* key, const std::string& source, bool fa
   return it->get<bool>();
 }
 
+std::string get_string(const json& j, const char* key, const std::string& where,
+                       const std::string& fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  require(it->is_string(), "{}.{} must be a string, got {}", where, key, it->dump());
+  return it->get<std::string>();
+}
+
 std::vector<int32_t> get_token_ids(const json& j, const char* key, const std::string& source) {
   std::vector<int32_t> ids;
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return ids;
   auto add = [&](const json& v) {
-    require(v.is_number_integer() && v.get<int64_t>() >= 0,
-            "{}: field '{}' must hold non-negative token ids, got {}", source, key, v.dump());
+    require(v.is_number_integer() && v.get<int64_t>() >= 0 &&
+                v.get<int64_t>() <= std::numeric_limits<int32_t>::max(),
+            "{}: field '{}' must hold token ids in [0, 2^31), got {}", source, key, v.dump());
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   };
   if (it->is_array()) {
@@ -108,14 +118,6 @@ void parse_rope(const json& config, const std::string& source, ModelConfig& out)
     return;
   }
   fail("{}: rope_type '{}' is not supported (supported: default, llama3, linear)", where, type);
-}
-
-std::string get_string(const json& j, const char* key, const std::string& where,
-                       const std::string& fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  require(it->is_string(), "{}.{} must be a string, got {}", where, key, it->dump());
-  return it->get<std::string>();
 }
 
 // The first of `keys` present (AutoAWQ's own files spell bits / group_size w_bit / q_group_size).
@@ -191,7 +193,7 @@ QuantizationConfig parse_quantization_config(const json& q, const std::string& s
 ModelConfig parse_model_config(const json& config, const std::string& source) {
   require(config.is_object(), "{}: expected a JSON object", source);
   ModelConfig c;
-  c.model_type = config.value("model_type", std::string());
+  c.model_type = get_string(config, "model_type", source, "");
   // `architectures` names the class transformers would build; it outranks model_type.
   if (auto a = config.find("architectures"); a != config.end() && a->is_array() && !a->empty()) {
     bool llama = false;
@@ -219,6 +221,9 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
                              {"num_attention_heads", c.num_attention_heads},
                              {"num_key_value_heads", c.num_key_value_heads}}) {
     require(value > 0, "{}: '{}' must be positive, got {}", source, name, value);
+    // Sizes are int32 in the kernels and their products must not overflow int64.
+    require(value <= std::numeric_limits<int32_t>::max(), "{}: '{}' = {} is larger than 2^31 - 1",
+            source, name, value);
   }
   require(c.num_attention_heads % c.num_key_value_heads == 0,
           "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
@@ -232,8 +237,8 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
             source, c.hidden_size, c.num_attention_heads);
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
-  require(c.head_dim > 0 && c.head_dim % 2 == 0, "{}: head_dim must be positive and even, got {}",
-          source, c.head_dim);
+  require(c.head_dim > 0 && c.head_dim % 2 == 0 && c.head_dim <= 65536,
+          "{}: head_dim must be positive, even and at most 65536, got {}", source, c.head_dim);
   c.max_position_embeddings = get_int(config, "max_position_embeddings", source, 2048, false);
   require(c.max_position_embeddings > 0, "{}: max_position_embeddings must be positive", source);
   c.rms_norm_eps = get_number(config, "rms_norm_eps", source, 1e-6);
@@ -245,7 +250,7 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
   require(!c.attention_bias, "{}: attention_bias=true is not supported", source);
   require(!get_bool(config, "mlp_bias", source, false), "{}: mlp_bias=true is not supported",
           source);
-  const std::string act = config.value("hidden_act", std::string("silu"));
+  const std::string act = get_string(config, "hidden_act", source, "silu");
   require(act == "silu", "{}: hidden_act '{}' is not supported (supported: silu)", source, act);
   if (auto d = config.find("torch_dtype"); d != config.end() && d->is_string()) {
     c.torch_dtype = d->get<std::string>();
@@ -254,7 +259,11 @@ ModelConfig parse_model_config(const json& config, const std::string& source) {
   }
   auto bos = get_token_ids(config, "bos_token_id", source);
   require(bos.size() <= 1, "{}: bos_token_id must be a single id", source);
-  if (!bos.empty()) c.bos_token_id = bos.front();
+  if (!bos.empty()) {
+    require(bos.front() < c.vocab_size, "{}: bos_token_id {} is outside the vocabulary ({})",
+            source, bos.front(), c.vocab_size);
+    c.bos_token_id = bos.front();
+  }
   c.eos_token_ids = get_token_ids(config, "eos_token_id", source);
   for (int32_t id : c.eos_token_ids) {
     require(id < c.vocab_size, "{}: eos_token_id {} is outside the vocabulary ({})", source, id,

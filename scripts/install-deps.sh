@@ -11,6 +11,8 @@ packages=(
   python3 python3-zmq python3-matplotlib python3-yaml curl prometheus
   # deploy tests: shellcheck (deploy.shellcheck), iproute2 (`ip netns`, deploy.netns_cluster)
   shellcheck iproute2
+  # fuzz targets and the sanitizer build (scripts/fuzz.sh, scripts/sanitize.sh)
+  clang libclang-rt-14-dev
 )
 # node and npm (for the test with the official `openai` client) may come from elsewhere than
 # Debian; Debian's packages are installed only when the commands are missing.

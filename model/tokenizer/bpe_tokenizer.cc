@@ -143,7 +143,8 @@ BpeTokenizer::BpeTokenizer(const nlohmann::json& json, const std::string& file,
     return tokens_[static_cast<size_t>(id)];
   };
   for (const auto& [spelling, id_json] : vocab.object().items()) {
-    const auto where = [&] { return vocab[spelling].where(); };
+    // (An init-capture: clang 14, the fuzz build's compiler, cannot capture a structured binding.)
+    const auto where = [&vocab, &name = spelling] { return vocab[name].where(); };
     if (!id_json.is_number_integer()) vocab[spelling].integer();  // fails with the message
     const auto id = id_json.get<int64_t>();
     Token& t = token_slot(id, where);

@@ -56,7 +56,9 @@ void check_fixture(const std::string& name) {
   // The prompts of reference.json, as transformers tokenized them (with BOS).
   const auto reference = dir / "reference.json";
   if (std::filesystem::exists(reference)) {
-    for (const auto& p : read_json(reference)["prompts"]) {
+    // (Held in a variable: a range-for over a member of a temporary reads freed memory.)
+    const nlohmann::json prompts = read_json(reference)["prompts"];
+    for (const auto& p : prompts) {
       EXPECT_EQ(tok->encode(p["text"].get<std::string>(), true), p["ids"].get<Ids>())
           << "prompt " << p["text"];
     }
