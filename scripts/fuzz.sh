@@ -25,8 +25,8 @@ for t in "${targets[@]}"; do
   [ -d "$root/tests/fuzz/regressions/$t" ] && inputs+=("$root/tests/fuzz/regressions/$t")
   echo "fuzz.sh: $t for ${seconds} s"
   start=$(date +%s)
-  # -timeout: an input slower than 10 s is a finding (a hang); -rss_limit_mb bounds memory.
-  "$build/tests/fuzz/${t}_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  # -seed: the same mutations on every run (a CI failure reproduces); -timeout: an input slower than 10 s is a finding (a hang); -rss_limit_mb bounds memory.
+  "$build/tests/fuzz/${t}_fuzz" -seed=1 -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 "$work" "${inputs[@]}" \
     >"$build/fuzz-$t.log" 2>&1 || {
       tail -60 "$build/fuzz-$t.log"
