@@ -369,8 +369,18 @@ def check_runtime_libraries(binaries, dockerfile):
     for line in out.splitlines():
         pkg, _, path = line.partition(": ")
         owners[path.strip()] = pkg.split(":")[0].strip()
+    # CUDA builds load the toolkit's libraries, which on a build machine may come from NVIDIA's
+    # installer rather than a package; the runtime stage installs them from NVIDIA's apt
+    # repository under these package names.
+    cuda_packages = {"libcudart.so": "cuda-cudart-", "libcublas.so": "libcublas-",
+                     "libcublasLt.so": "libcublas-", "libnccl.so": "libnccl2"}
     for lib, exes in sorted(wanted.items()):
         pkg = next((owners[c] for c in candidates(lib) if c in owners), None)
+        cuda_pkg = next((v for k, v in cuda_packages.items() if os.path.basename(lib).startswith(k + ".")), None)
+        if pkg is None and cuda_pkg is not None:
+            if cuda_pkg not in runtime:
+                problem("Dockerfile", f"{lib} (loaded by {', '.join(exes)}): the runtime stage installs no {cuda_pkg}* package")
+            continue
         if pkg is None:
             problem("Dockerfile", f"{lib} (loaded by {', '.join(exes)}) belongs to no Debian package")
         # NVIDIA's packages carry the CUDA version (cuda-cudart-12-6): the Dockerfile's ARG.

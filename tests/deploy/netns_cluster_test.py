@@ -164,6 +164,12 @@ def make_hosts():
         skip(f"cannot create a network namespace (ip netns add: {r.stderr.strip()}): needs "
              "CAP_NET_ADMIN and CAP_SYS_ADMIN")
     CREATED_NS.append(NS["h0"])
+    # `ip -n` / `ip netns exec` remount /sys inside the namespace: in a chroot or some containers
+    # that fails ("mount --make-rslave / failed") although `ip netns add` worked.
+    r = subprocess.run(["ip", "-n", NS["h0"], "link", "set", "lo", "up"], capture_output=True, text=True)
+    if r.returncode != 0:
+        skip(f"cannot enter a network namespace here (ip -n {NS['h0']} link set lo up: "
+             f"{r.stderr.strip()}): a chroot or a container without mount rights")
     sh(["ip", "link", "add", BRIDGE, "type", "bridge"])
     CREATED_LINKS.append(BRIDGE)
     sh(["ip", "addr", "add", f"{net}1/24", "dev", BRIDGE])

@@ -19,8 +19,8 @@ cd "$root"
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
 grep -qx '/.carry-cuda/' "$exclude" || echo '/.carry-cuda/' >> "$exclude"
 cmake -S "$root" -B "$build" -G Ninja >/dev/null
-bins="cuda_kernels_test cuda_runner_test cuda_quant_runner_test kernel_bench llama70b_bench"
-cmake --build "$build" --target $bins -j"$(nproc)"
+bins=(cuda_kernels_test cuda_runner_test cuda_quant_runner_test kernel_bench llama70b_bench)
+cmake --build "$build" --target "${bins[@]}" -j"$(nproc)"
 dest=$carry_root/.carry-cuda
 rm -rf "$dest" && mkdir -p "$dest/bin" "$dest/lib"
 for b in tests/cuda/cuda_kernels_test tests/cuda/cuda_runner_test tests/cuda/cuda_quant_runner_test \
