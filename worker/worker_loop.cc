@@ -425,8 +425,9 @@ void WorkerLoop::build_cuda_draft() {
 }
 #else
 void WorkerLoop::load_cuda_target(messages::WorkerHello&) {
-  fail("device = \"cuda\": this worker was built without CUDA (SHARDSERVE_HAVE_CUDA is off: "
-       "configure with -DSHARDSERVE_ENABLE_CUDA=ON where nvcc is installed); use device = \"cpu\"");
+  fail("device = \"cuda\": this worker was built without CUDA (configure with "
+       "-DSHARDSERVE_ENABLE_CUDA=ON -DSHARDSERVE_WORKER_CUDA=ON where nvcc is installed); use "
+       "device = \"cpu\"");
 }
 
 void WorkerLoop::build_cuda_draft() {
