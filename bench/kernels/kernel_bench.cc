@@ -21,6 +21,7 @@
 #include "common/counter_rng.h"
 #include "common/half.h"
 #include "kernels/cpu/rope.h"
+#include "bench/kernels/median_timer.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
@@ -76,23 +77,8 @@ DeviceBuffer upload(const std::vector<T>& v) {
 
 class Bench {
  public:
-  Bench() : flush_(std::size_t{512} << 20, "L2 flush") {}
-
   double median_us(const std::function<void(cudaStream_t)>& op) {
-    const cudaStream_t s = stream_.get();
-    for (int i = 0; i < 3; ++i) op(s);
-    std::vector<float> ms(kRuns);
-    for (int i = 0; i < kRuns; ++i) {
-      SHARDSERVE_CUDA_CHECK(cudaMemsetAsync(flush_.data(), i & 0xff, flush_.bytes(), s));
-      start_.record(s);
-      op(s);
-      end_.record(s);
-      end_.synchronize();
-      ms[i] = kc::Event::elapsed_ms(start_, end_);
-    }
-    SHARDSERVE_CUDA_CHECK(cudaGetLastError());
-    std::nth_element(ms.begin(), ms.begin() + kRuns / 2, ms.end());
-    return ms[kRuns / 2] * 1000.0;
+    return clock_.median_us(op, kRuns);
   }
 
   void add(const std::string& op, const std::string& shape, double bytes, double flops,
@@ -106,9 +92,7 @@ class Bench {
   std::vector<Row>& rows() { return rows_; }
 
  private:
-  kc::Stream stream_;
-  kc::Event start_, end_;
-  DeviceBuffer flush_;
+  shardserve::bench::MedianTimer clock_;
   std::vector<Row> rows_;
 };
 

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/kernels/median_timer.h"
 #include "comm/collective.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device.h"
@@ -45,31 +46,15 @@ namespace {
 constexpr int64_t kHidden = 8192, kFfn = 28672, kHeads = 64, kKvHeads = 8, kHeadDim = 128;
 constexpr int64_t kLayers = 80, kVocab = 128256, kGroup = 128;
 
+// Median device time of `runs` runs (bench/kernels/median_timer.h), 20 by default.
 class Timer {
  public:
-  Timer() : flush_(std::size_t{512} << 20, "L2 flush") {}
-  // Median device time of `runs` runs (events around the op alone, L2 flushed before each).
   double median_us(const std::function<void(cudaStream_t)>& op, int runs = 20) {
-    const cudaStream_t s = stream_.get();
-    for (int i = 0; i < 3; ++i) op(s);
-    std::vector<float> ms(runs);
-    for (int i = 0; i < runs; ++i) {
-      SHARDSERVE_CUDA_CHECK(cudaMemsetAsync(flush_.data(), i & 0xff, flush_.bytes(), s));
-      start_.record(s);
-      op(s);
-      end_.record(s);
-      end_.synchronize();
-      ms[i] = kc::Event::elapsed_ms(start_, end_);
-    }
-    SHARDSERVE_CUDA_CHECK(cudaGetLastError());
-    std::nth_element(ms.begin(), ms.begin() + runs / 2, ms.end());
-    return ms[runs / 2] * 1000.0;
+    return clock_.median_us(op, runs);
   }
 
  private:
-  kc::Stream stream_;
-  kc::Event start_, end_;
-  DeviceBuffer flush_;
+  shardserve::bench::MedianTimer clock_;
 };
 
 struct Shape {
