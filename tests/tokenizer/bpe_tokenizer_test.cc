@@ -5,7 +5,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <chrono>
 
 #include "tests/tokenizer/test_support.h"
 #include "tests/tokenizer/tiny_bpe.h"
@@ -154,19 +153,18 @@ TEST(TokenizerBpe, DecodesArbitraryIdsLikeHuggingFace) {
   }
 }
 
-TEST(TokenizerBpe, EncodesAMegabyteWellUnderASecond) {
+// A megabyte round-trips. Its speed is measured by bench/tokenizer (tokenizer_bench), not here:
+// a quadratic merge or regex would show as this test's CTest timeout.
+TEST(TokenizerBpe, EncodesAMegabyteAndDecodesItBack) {
   const auto tok = BpeTokenizer::load(data_dir() / "kjv-bpe" / "tokenizer.json");
   std::string text;
   const nlohmann::json cases = read_json(data_dir() / "kjv-bpe" / "tokenizer_cases.json");
   while (text.size() < (1u << 20)) {
     for (const auto& c : cases) text += c["text"].get<std::string>() + " ";
   }
-  const auto start = std::chrono::steady_clock::now();
   const Ids ids = tok->encode(text, false);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("encoded %zu bytes into %zu tokens in %.3f s\n", text.size(), ids.size(), seconds);
-  EXPECT_LT(seconds, 0.5);
+  EXPECT_GT(ids.size(), text.size() / 8);
+  EXPECT_LT(ids.size(), text.size());
   EXPECT_EQ(tok->decode(ids, false), text);
 }
 
@@ -184,10 +182,8 @@ TEST(TokenizerBpe, LongRunsOfOneCharacterClass) {
     std::string text;
     while (text.size() < 300000) text += unit;
     SCOPED_TRACE("unit: " + testing::escaped(unit));
-    const auto start = std::chrono::steady_clock::now();
     const std::vector<int32_t> ids = tok->encode(text, false);
     EXPECT_EQ(tok->decode(ids, false), text);
-    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 1.0);
   }
 }
 
