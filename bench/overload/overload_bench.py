@@ -21,8 +21,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "api"))
-from e2e_support import Proc  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "support"))
+from service_testing import Proc  # noqa: E402
 
 MODEL = "kjv-llama"
 
