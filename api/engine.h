@@ -27,6 +27,11 @@ struct EnginePoll {
   std::vector<std::pair<std::string, Clock::time_point>> started;
 };
 
+// Why the front end cancels a request: the client asked (or vanished), or one of the service's
+// time limits ended it. The engine ends the request the same way for each (a final kCancelled
+// output, KV freed); the reason is for its metrics (requests_finished_total's label).
+enum class CancelReason { kClient, kDeadline, kStreamIdle };
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -35,7 +40,7 @@ class Engine {
   virtual void submit(coordinator::RequestSpec spec) = 0;
   // Cancels a live request; its final kCancelled output comes from poll() and its KV blocks are
   // freed. False when the request is not live (it finished already).
-  virtual bool cancel(std::string_view request_id) = 0;
+  virtual bool cancel(std::string_view request_id, CancelReason reason) = 0;
   // Runs the engine for up to about `wait` (a step, or waiting for a replica's result) and
   // returns what it produced. Throws shardserve::Error when the engine failed.
   virtual EnginePoll poll(std::chrono::milliseconds wait) = 0;

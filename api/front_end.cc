@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 #include <unordered_set>
 #include <zmq.hpp>
@@ -26,6 +27,10 @@ std::string hex(std::string_view bytes) {
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+Clock::duration from_seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
 }  // namespace
 
 // One request accepted and not yet finished.
@@ -37,7 +42,14 @@ struct FrontEnd::Live {
   bool logprobs = false;
   bool cancelling = false;
   bool orphaned = false;  // the owner vanished: nothing more is sent
+  // A time limit ended it: its final / error went out already; the engine's outputs that still
+  // come (until its cancellation lands) are dropped.
+  bool answered = false;
   Clock::time_point received;
+  double timeout_s = 0.0;                   // 0: no deadline
+  std::optional<Clock::time_point> deadline;
+  Clock::time_point last_token;  // arrival, then each new token: the idle timeout runs from it
+  int32_t cached_tokens = 0;
   std::optional<Clock::time_point> started;
   std::optional<Clock::time_point> first_token;
   int32_t prompt_tokens = 0;
@@ -62,8 +74,12 @@ struct FrontEnd::Io {
   std::unordered_map<std::string, Live> requests;        // engine id -> request
   std::unordered_map<std::string, ClientState> clients;  // routing id -> state
   Clock::time_point next_probe;
+  // The earliest time limit (deadline or idle timeout) of a live request; max: none. A lower
+  // bound: output only moves a request's idle limit later, so it may fire early (and finds
+  // nothing), never late.
+  Clock::time_point next_limit = Clock::time_point::max();
   std::atomic<int64_t> submitted{0}, finished{0}, cancelled{0}, rejected{0}, overloaded{0},
-      invalid{0}, disconnect_cancels{0};
+      invalid{0}, disconnect_cancels{0}, deadline_timeouts{0}, idle_timeouts{0};
   std::atomic<int32_t> clients_with_requests{0};
   std::unique_ptr<ZapHandler> zap;  // after the socket: destroyed before it
 };
@@ -90,6 +106,13 @@ FrontEnd::FrontEnd(FrontEndOptions options, ModelInfo model, const model::Tokeni
   }
   require(options_.max_waiting >= 0, "front end: max_waiting must be >= 0, got {}",
           options_.max_waiting);
+  for (const auto& [name, t] :
+       {std::pair{"max_request_seconds", options_.limits.max_request_seconds},
+        std::pair{"stream_idle_timeout_s", options_.stream_idle_timeout_s}})
+    require(std::isfinite(t) && t >= 0 && t <= kMaxTimeoutSeconds,
+            "front end: {} = {} must be in [0, {}] seconds (0: none)", name, t, kMaxTimeoutSeconds);
+  model_.max_request_seconds = options_.limits.max_request_seconds;
+  model_.stream_idle_timeout_s = options_.stream_idle_timeout_s;
   zmq::socket_t& s = io_->socket;
   s.set(zmq::sockopt::router_mandatory, 1);
   s.set(zmq::sockopt::linger, 0);
@@ -133,6 +156,8 @@ StatusReply FrontEnd::counters() const {
   s.overloaded = io_->overloaded.load();
   s.invalid = io_->invalid.load();
   s.disconnect_cancels = io_->disconnect_cancels.load();
+  s.deadline_timeouts = io_->deadline_timeouts.load();
+  s.idle_timeouts = io_->idle_timeouts.load();
   s.live_requests = live_.load();
   s.clients = io_->clients_with_requests.load();
   s.max_live_requests = model_.max_num_seqs + options_.max_waiting;
@@ -154,7 +179,7 @@ void FrontEnd::pump(Engine& engine, std::chrono::milliseconds wait) {
   }
   for (auto& c : commands) {
     if (c.cancel)
-      engine.cancel(c.engine_id);  // false: it finished meanwhile; its final is on its way
+      engine.cancel(c.engine_id, c.reason);  // false: it finished meanwhile; its final is on its way
     else
       engine.submit(std::move(c.spec));
   }
@@ -230,10 +255,20 @@ void FrontEnd::run() {
     commands_cv_.notify_one();
   };
 
-  auto cancel_live = [&](const std::string& engine_id, Live& r) {
+  auto cancel_live = [&](const std::string& engine_id, Live& r,
+                         CancelReason reason = CancelReason::kClient) {
     if (r.cancelling) return;
     r.cancelling = true;
-    push_command(Command{true, engine_id, {}});
+    push_command(Command{true, engine_id, {}, reason});
+  };
+
+  // When the request's nearest time limit falls (max: none).
+  const auto idle_limit = from_seconds(options_.stream_idle_timeout_s);
+  auto limit_of = [&](const Live& r) {
+    Clock::time_point t = Clock::time_point::max();
+    if (r.deadline) t = *r.deadline;
+    if (options_.stream_idle_timeout_s > 0) t = std::min(t, r.last_token + idle_limit);
+    return t;
   };
 
   client_gone = [&](const std::string& rid) {
@@ -319,7 +354,11 @@ void FrontEnd::run() {
     r.stream = s.stream;
     r.logprobs = s.logprobs > 0;
     r.received = now;
+    r.last_token = now;
+    r.timeout_s = v.timeout_s;
+    if (v.timeout_s > 0) r.deadline = now + from_seconds(v.timeout_s);
     r.prompt_tokens = v.prompt_tokens;
+    io.next_limit = std::min(io.next_limit, limit_of(r));
     io.requests.emplace(engine_id, std::move(r));
     io.clients[rid].requests.insert(engine_id);
     ++io.submitted;
@@ -434,6 +473,73 @@ void FrontEnd::run() {
     update_live();
   };
 
+  // The final of `f` at `at` with the output it has (its text and ids when not streamed); the
+  // usage from the engine's counts when given, else the front end's own.
+  auto make_final = [&](Live& f, Clock::time_point at, int32_t engine_prompt_tokens,
+                        int32_t engine_output_tokens) {
+    Final m;
+    m.id = f.id;
+    if (!f.stream) {
+      m.text = std::move(f.text);
+      m.token_ids = std::move(f.token_ids);
+      if (f.logprobs) m.logprobs = std::move(f.logprob_list);
+    }
+    m.usage.prompt_tokens = engine_prompt_tokens > 0 ? engine_prompt_tokens : f.prompt_tokens;
+    m.usage.completion_tokens = std::max(engine_output_tokens, f.output_tokens);
+    m.usage.cached_tokens = f.cached_tokens;
+    m.timings.total_s = seconds(at - f.received);
+    if (f.started) m.timings.queue_s = seconds(*f.started - f.received);
+    if (f.first_token) {
+      m.timings.ttft_s = seconds(*f.first_token - f.received);
+      if (m.usage.completion_tokens > 1)
+        m.timings.tpot_s = seconds(at - *f.first_token) / (m.usage.completion_tokens - 1);
+    }
+    return m;
+  };
+
+  auto answer = [&](Live& f, const ServerMessage& m) {
+    if (!f.orphaned) send_to(f.routing_id, m);
+    for (const auto& w : f.watchers) send_to(w, m);
+  };
+
+  // A time limit fell: answer now (the engine may be stuck) and cancel it in the engine.
+  auto expire = [&](const std::string& engine_id, Live& r, Clock::time_point now) {
+    const bool deadline = r.deadline && *r.deadline <= now;
+    r.answered = true;
+    if (deadline) {
+      ++io.deadline_timeouts;
+      Final m = make_final(r, now, 0, 0);
+      m.finish_reason = "timeout";
+      m.finish_detail = "deadline";
+      spdlog::info("front end: request {} of client {}: its deadline of {} s passed after {} "
+                   "token(s); cancelling it",
+                   r.id, r.client_hex, r.timeout_s, r.output_tokens);
+      answer(r, m);
+    } else {
+      ++io.idle_timeouts;
+      ErrorReply e{r.id, ErrorCode::kTimeout, "",
+                   fmt::format("no output for {} s (limit stream_idle_timeout_s) after {} "
+                               "token(s); the request was cancelled",
+                               options_.stream_idle_timeout_s, r.output_tokens),
+                   std::nullopt};
+      spdlog::warn("front end: request {} of client {}: {}", r.id, r.client_hex, e.message);
+      answer(r, e);
+    }
+    cancel_live(engine_id, r, deadline ? CancelReason::kDeadline : CancelReason::kStreamIdle);
+  };
+
+  auto check_limits = [&](Clock::time_point now) {
+    io.next_limit = Clock::time_point::max();
+    for (auto& [engine_id, r] : io.requests) {
+      if (r.answered || r.cancelling) continue;  // cancelled: its final is on its way
+      const auto t = limit_of(r);
+      if (t <= now)
+        expire(engine_id, r, now);
+      else
+        io.next_limit = std::min(io.next_limit, t);
+    }
+  };
+
   auto handle_output = [&](coordinator::RequestOutput& out, Clock::time_point at) {
     auto it = io.requests.find(out.request_id);
     if (it == io.requests.end()) {
@@ -441,8 +547,14 @@ void FrontEnd::run() {
       return;
     }
     Live& r = it->second;
+    if (r.answered) {  // a time limit answered it: only its end matters
+      if (out.finished) finish(it);
+      return;
+    }
+    if (out.num_cached_tokens > 0) r.cached_tokens = out.num_cached_tokens;
     if (!out.new_tokens.empty()) {
       if (!r.first_token) r.first_token = at;
+      r.last_token = at;
       r.output_tokens += static_cast<int32_t>(out.new_tokens.size());
     }
     const bool rejected = out.finished && out.finish_reason == coordinator::FinishReason::kRejected;
@@ -470,36 +582,19 @@ void FrontEnd::run() {
       ++io.rejected;
       ErrorReply e{f.id, ErrorCode::kRejected, "", fmt::format("rejected: {}", out.finish_detail),
                    std::nullopt};
-      if (!f.orphaned) send_to(f.routing_id, e);
-      for (const auto& w : f.watchers) send_to(w, e);
+      answer(f, e);
       finish(it);
       return;
     }
     const bool cancelled = out.finish_reason == coordinator::FinishReason::kCancelled;
     cancelled ? ++io.cancelled : ++io.finished;
-    Final m;
-    m.id = f.id;
+    f.cached_tokens = out.num_cached_tokens;
+    Final m = make_final(f, at, out.num_prompt_tokens, out.num_output_tokens);
     m.finish_reason = out.finish_reason_string();
     m.finish_detail = out.finish_detail;
     m.stop_token_id = out.stop_token_id;
     m.stop_string = out.stop_string;
-    if (!f.stream) {
-      m.text = std::move(f.text);
-      m.token_ids = std::move(f.token_ids);
-      if (f.logprobs) m.logprobs = std::move(f.logprob_list);
-    }
-    m.usage.prompt_tokens = out.num_prompt_tokens > 0 ? out.num_prompt_tokens : f.prompt_tokens;
-    m.usage.completion_tokens = std::max(out.num_output_tokens, f.output_tokens);
-    m.usage.cached_tokens = out.num_cached_tokens;
-    m.timings.total_s = seconds(at - f.received);
-    if (f.started) m.timings.queue_s = seconds(*f.started - f.received);
-    if (f.first_token) {
-      m.timings.ttft_s = seconds(*f.first_token - f.received);
-      if (m.usage.completion_tokens > 1)
-        m.timings.tpot_s = seconds(at - *f.first_token) / (m.usage.completion_tokens - 1);
-    }
-    if (!f.orphaned) send_to(f.routing_id, m);
-    for (const auto& w : f.watchers) send_to(w, m);
+    answer(f, m);
     finish(it);
   };
 
@@ -515,10 +610,14 @@ void FrontEnd::run() {
   while (!stop_.load()) {
     zmq::pollitem_t items[] = {{sock.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-    const auto until_probe =
-        std::chrono::duration_cast<std::chrono::milliseconds>(io.next_probe - Clock::now());
+    // Wakes for the next probe or the nearest time limit, whichever is first (rounded up, so it
+    // does not spin on a limit less than a millisecond away).
+    const auto now = Clock::now();
+    auto until = std::chrono::ceil<std::chrono::milliseconds>(io.next_probe - now);
+    if (io.next_limit != Clock::time_point::max())
+      until = std::min(until, std::chrono::ceil<std::chrono::milliseconds>(io.next_limit - now));
     try {
-      zmq::poll(items, 2, std::max(std::chrono::milliseconds(1), until_probe));
+      zmq::poll(items, 2, std::max(std::chrono::milliseconds(1), until));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       spdlog::critical("front end: zmq_poll failed: {}", e.what());
@@ -558,6 +657,7 @@ void FrontEnd::run() {
           handle_frames(frames);
         }
       }
+      if (Clock::now() >= io.next_limit) check_limits(Clock::now());
       if (Clock::now() >= io.next_probe) {
         probe();
         io.next_probe = Clock::now() + options_.probe_interval;

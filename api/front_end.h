@@ -17,6 +17,13 @@
 // and a peer that stops answering (network loss) within ZMQ_HEARTBEAT_TIMEOUT after libzmq's
 // heartbeats give up on it. Its requests are then cancelled (their KV blocks freed). A client
 // that does not read (its queue reaches the send high-water mark) is treated the same way.
+//
+// Time limits (docs/protocol.md#time-limits). A request whose deadline passes (its timeout_s, or
+// limits.max_request_seconds) is answered at once with a final "timeout" / "deadline" carrying
+// what it produced so far, and cancelled in the engine; one that gets no new token for
+// stream_idle_timeout_s is answered error "timeout" and cancelled. The front end's thread checks
+// them on the steady clock when the nearest one is due (its poll timeout is bounded by it), so
+// the answer does not wait for the engine: a stuck replica cannot hold it back.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -50,7 +57,9 @@ struct FrontEndOptions {
   double retry_after_s = 1.0;  // suggested in "overloaded" errors
   // Chats: forced format; unset = recognised from the tokenizer's chat template.
   std::optional<ChatFormat> chat_format;
-  ValidationLimits limits;
+  ValidationLimits limits;  // limits.max_request_seconds: the deadline (0: none)
+  // A live request without a new token for this long is ended with error "timeout" (0: never).
+  double stream_idle_timeout_s = 0.0;
   // CURVE (api/curve.h): off serves loopback only, unless curve.allow_plaintext.
   CurveServerOptions curve;
 };
@@ -88,6 +97,7 @@ class FrontEnd {
     bool cancel = false;
     std::string engine_id;
     coordinator::RequestSpec spec;
+    CancelReason reason = CancelReason::kClient;
   };
   struct EngineEvents {
     EnginePoll poll;

@@ -15,7 +15,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 10> kErrorNames{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 11> kErrorNames{{
     {ErrorCode::kMalformed, "malformed"},
     {ErrorCode::kUnsupportedVersion, "unsupported_version"},
     {ErrorCode::kInvalidRequest, "invalid_request"},
@@ -24,6 +24,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 10> kErrorNames{{
     {ErrorCode::kOverloaded, "overloaded"},
     {ErrorCode::kShuttingDown, "shutting_down"},
     {ErrorCode::kRejected, "rejected"},
+    {ErrorCode::kTimeout, "timeout"},
     {ErrorCode::kUnavailable, "unavailable"},
     {ErrorCode::kInternal, "internal"},
 }};
@@ -252,6 +253,7 @@ SubmitRequest read_submit(const json& j) {
   if (auto v = r.boolean("ignore_eos")) s.ignore_eos = *v;
   if (auto v = r.int32("priority")) s.priority = *v;
   if (auto v = r.boolean("stream")) s.stream = *v;
+  s.timeout_s = r.number("timeout_s");
   r.reject_unknown("submit");
   return s;
 }
@@ -406,6 +408,7 @@ json to_json(const SubmitRequest& s) {
   if (s.ignore_eos) j["ignore_eos"] = true;
   if (s.priority != d.priority) j["priority"] = s.priority;
   if (s.stream != d.stream) j["stream"] = s.stream;
+  if (s.timeout_s) j["timeout_s"] = *s.timeout_s;
   return j;
 }
 
@@ -512,7 +515,9 @@ std::string encode(const ServerMessage& message) {
                            {"rejected", m.rejected},
                            {"overloaded", m.overloaded},
                            {"invalid", m.invalid},
-                           {"disconnect_cancels", m.disconnect_cancels}};
+                           {"disconnect_cancels", m.disconnect_cancels},
+                           {"deadline_timeouts", m.deadline_timeouts},
+                           {"idle_timeouts", m.idle_timeouts}};
           if (m.requests) {
             json a = json::array();
             for (const auto& r : *m.requests)
@@ -542,6 +547,8 @@ std::string encode(const ServerMessage& message) {
           o["text"] = m.text;
           o["chat_format"] = m.chat_format.empty() ? json(nullptr) : json(m.chat_format);
           if (!m.chat_format_error.empty()) o["chat_format_error"] = m.chat_format_error;
+          o["max_request_seconds"] = m.max_request_seconds;
+          o["stream_idle_timeout_s"] = m.stream_idle_timeout_s;
         } else {
           o["type"] = "heartbeat";
         }
@@ -621,6 +628,8 @@ ServerMessage decode_server_message(std::string_view frame) {
       s.overloaded = get_or<int64_t>(*it, "overloaded", 0);
       s.invalid = get_or<int64_t>(*it, "invalid", 0);
       s.disconnect_cancels = get_or<int64_t>(*it, "disconnect_cancels", 0);
+      s.deadline_timeouts = get_or<int64_t>(*it, "deadline_timeouts", 0);
+      s.idle_timeouts = get_or<int64_t>(*it, "idle_timeouts", 0);
     }
     if (auto it = j.find("requests"); it != j.end() && it->is_array()) {
       s.requests.emplace();
@@ -648,6 +657,8 @@ ServerMessage decode_server_message(std::string_view frame) {
     m.text = get_or<bool>(j, "text", false);
     m.chat_format = get_or<std::string>(j, "chat_format", "");
     m.chat_format_error = get_or<std::string>(j, "chat_format_error", "");
+    m.max_request_seconds = get_or<double>(j, "max_request_seconds", 0.0);
+    m.stream_idle_timeout_s = get_or<double>(j, "stream_idle_timeout_s", 0.0);
     return m;
   }
   if (type == "heartbeat") return Heartbeat{};

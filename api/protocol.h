@@ -28,6 +28,7 @@ enum class ErrorCode {
   kOverloaded,          // the waiting queue is full: retry later
   kShuttingDown,        // the service is draining: no new requests
   kRejected,            // the engine refused the request (the message says why)
+  kTimeout,             // the request produced no output for the service's stream idle timeout
   kUnavailable,         // (client side) the service did not answer
   kInternal,            // a bug or an engine failure
 };
@@ -79,6 +80,9 @@ struct SubmitRequest {
   bool ignore_eos = false;
   int32_t priority = 0;  // lower = more urgent
   bool stream = true;    // false: one final message with the whole output
+  // Seconds from arrival after which the service ends the request (final "timeout"); unset: the
+  // service's limits.max_request_seconds (0 there: none). At most that limit when it is set.
+  std::optional<double> timeout_s;
   friend bool operator==(const SubmitRequest&, const SubmitRequest&) = default;
 };
 
@@ -158,8 +162,8 @@ struct Delta {
 
 struct Final {
   std::string id;
-  std::string finish_reason;  // "stop", "length", "cancelled"
-  std::string finish_detail;  // "eos", "stop_token", "stop_string", "max_tokens", ...
+  std::string finish_reason;  // "stop", "length", "cancelled", "timeout"
+  std::string finish_detail;  // "eos", "stop_token", "stop_string", "max_tokens", "deadline", ...
   std::optional<int32_t> stop_token_id;
   std::optional<std::string> stop_string;
   // stream=false only: the whole output. stream=true: the deltas carried it.
@@ -210,6 +214,7 @@ struct StatusReply {
   // Counters since start.
   int64_t submitted = 0, finished = 0, cancelled = 0, rejected = 0, overloaded = 0, invalid = 0,
           disconnect_cancels = 0;
+  int64_t deadline_timeouts = 0, idle_timeouts = 0;  // ended by timeout_s / stream_idle_timeout_s
   std::optional<std::vector<LiveRequestInfo>> requests;
 };
 
@@ -231,6 +236,10 @@ struct ModelInfo {
   bool text = false;              // a tokenizer is loaded: text prompts, text output, chats
   std::string chat_format;        // "llama2", "llama3", or "" when chats are refused
   std::string chat_format_error;  // why chats are refused
+  // The service's time limits (0: none): the largest timeout_s and the default for requests
+  // without one; and how long a live request may go without output.
+  double max_request_seconds = 0.0;
+  double stream_idle_timeout_s = 0.0;
 };
 
 struct Heartbeat {};

@@ -100,6 +100,23 @@ ValidatedRequest validate_submit(const SubmitRequest& s, const ValidationContext
   spec.ignore_eos = s.ignore_eos;
   spec.priority = s.priority;
 
+  // ----- the deadline ----------------------------------------------------------------------------
+  out.timeout_s = lim.max_request_seconds;
+  if (s.timeout_s) {
+    const double t = *s.timeout_s;
+    const double hi = lim.max_request_seconds > 0 ? lim.max_request_seconds : kMaxTimeoutSeconds;
+    if (!(std::isfinite(t) && t > 0))
+      invalid("timeout_s", fmt::format("timeout_s must be a positive number of seconds, got {}", t));
+    if (t > hi)
+      invalid("timeout_s",
+              lim.max_request_seconds > 0
+                  ? fmt::format("timeout_s = {} is over the service's limit of {} s (limit "
+                                "limits.max_request_seconds)",
+                                t, hi)
+                  : fmt::format("timeout_s = {} is over {} s (30 days)", t, hi));
+    out.timeout_s = t;
+  }
+
   // ----- the prompt ------------------------------------------------------------------------------
   if (s.prompt_ids) {
     if (s.prompt_ids->empty()) invalid("prompt_ids", "prompt_ids is empty");

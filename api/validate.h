@@ -23,7 +23,14 @@ struct ValidationLimits {
   int32_t max_stop_string_bytes = 256;
   int32_t max_stop_token_ids = 64;
   int32_t max_logprobs = 20;
+  // limits.max_request_seconds of the service: the largest timeout_s, and the deadline of a
+  // request without one. 0: none.
+  double max_request_seconds = 0.0;
 };
+
+// timeout_s above this is refused even without a service limit (keeps the deadline arithmetic
+// on the steady clock far from overflow): 30 days.
+inline constexpr double kMaxTimeoutSeconds = 30.0 * 86400.0;
 
 // The model facts validation needs, and the tokenizer (null: token ids only).
 struct ValidationContext {
@@ -37,6 +44,7 @@ struct ValidatedRequest {
   coordinator::RequestSpec spec;  // request_id left for the caller to set
   int32_t prompt_tokens = 0;
   int32_t max_tokens = 0;  // the effective limit
+  double timeout_s = 0.0;  // the effective deadline from arrival, seconds; 0: none
 };
 
 // Throws ProtocolError(kInvalidRequest, field, message).

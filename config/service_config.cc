@@ -115,6 +115,13 @@ const std::vector<Setting>& settings() {
       {"security.allow_plaintext", "--allow-plaintext",
        "serve a non-loopback ZeroMQ address without CURVE (a trusted network only)",
        [](C& c) { return Setting::Ref(&c.security.allow_plaintext); }},
+      // [limits]: per-request time limits at the ZeroMQ front end.
+      {"limits.max_request_seconds", "--max-request-seconds",
+       "a request's deadline and the largest timeout_s a submit may ask (0: none)",
+       [](C& c) { return Setting::Ref(&c.limits.max_request_seconds); }},
+      {"limits.stream_idle_timeout_s", "--stream-idle-timeout",
+       "seconds a live request may go without output before it is ended (0: none)",
+       [](C& c) { return Setting::Ref(&c.limits.stream_idle_timeout_s); }},
   };
   return all;
 }
@@ -335,11 +342,11 @@ ServiceConfig parse_toml(std::string_view text, std::string_view source) {
     set_from_toml(c, *s, n, where(n, key));
   };
   static const std::set<std::string> tables = {"kv", "scheduler", "ports", "runtime",
-                                               "speculative", "security"};
+                                               "speculative", "security", "limits"};
   for (auto&& [k, v] : root) {
     const std::string key(k.str());
     if (v.is_table()) {
-      require(tables.count(key) != 0, "{}: unknown table [{}] (known: kv, scheduler, ports, runtime, speculative, security)",
+      require(tables.count(key) != 0, "{}: unknown table [{}] (known: kv, scheduler, ports, runtime, speculative, security, limits)",
               where(v, key), key);
       for (auto&& [k2, v2] : *v.as_table()) visit_entry(key + "." + std::string(k2.str()), v2);
     } else {
@@ -475,6 +482,17 @@ void validate(const ServiceConfig& c) {
           "runtime.shutdown_grace_s = {} must be at least 0", c.runtime.shutdown_grace_s);
   validate_speculative(c.speculative);
   validate_security(c.security);
+  validate_limits(c.limits);
+}
+
+void validate_limits(const LimitsSettings& l) {
+  constexpr double kMax = 30.0 * 86400.0;  // api::kMaxTimeoutSeconds: the front end's bound
+  const std::pair<const char*, double> limits[] = {
+      {"limits.max_request_seconds", l.max_request_seconds},
+      {"limits.stream_idle_timeout_s", l.stream_idle_timeout_s}};
+  for (const auto& [name, t] : limits)
+    require(std::isfinite(t) && t >= 0 && t <= kMax,
+            "{} = {} must be a number of seconds in [0, {}] (0: none)", name, t, kMax);
 }
 
 void validate_security(const SecuritySettings& s) {

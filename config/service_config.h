@@ -18,6 +18,8 @@
 //                (docs/speculative.md)
 //   [security]   curve_secret_key_file, curve_public_key_file, authorized_clients_dir,
 //                allow_plaintext
+//   [limits]     max_request_seconds, stream_idle_timeout_s (per-request time limits at the
+//                ZeroMQ front end; docs/protocol.md#time-limits)
 // Each key has a flag: `kv.block_size` is --kv-block-size, `tp` is --tp (see settings()).
 #include <cstdint>
 #include <filesystem>
@@ -102,6 +104,16 @@ struct SecuritySettings {
   bool allow_plaintext = false;        // serve a non-loopback address without CURVE
 };
 
+// Per-request time limits, enforced by the ZeroMQ front end (api/front_end.h). 0: none.
+struct LimitsSettings {
+  // A request's deadline from arrival: the default for submits without timeout_s and the largest
+  // timeout_s accepted. Past it the request is cancelled and answered finish_reason "timeout".
+  double max_request_seconds = 0.0;
+  // A live request that gets no new token for this long (a stuck replica, starvation behind
+  // preemption, a queue that does not move) is cancelled and answered error "timeout".
+  double stream_idle_timeout_s = 0.0;
+};
+
 struct ServiceConfig {
   std::string model;              // HuggingFace model directory, same path on every host
   std::string served_model_name;  // "" : the model directory's name
@@ -115,6 +127,7 @@ struct ServiceConfig {
   RuntimeSettings runtime;
   SpeculativeSettings speculative;
   SecuritySettings security;
+  LimitsSettings limits;
 
   friend bool operator==(const ServiceConfig&, const ServiceConfig&);
 };
@@ -159,6 +172,8 @@ class CommandLine {
 void validate(const ServiceConfig& config);
 // The [security] part of validate(): CURVE needs the secret key file and the clients' directory.
 void validate_security(const SecuritySettings& security);
+// The [limits] part of validate(): each a finite number of seconds >= 0, at most 30 days.
+void validate_limits(const LimitsSettings& limits);
 // Checks against the model: "tp = 3 does not divide num_attention_heads = 4", max_model_len
 // within the context length, the KV-head split; with speculative.method = "draft", the draft's
 // config.json against the target (check_draft_model).

@@ -13,12 +13,14 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <ctime>
 #include <list>
 #include <random>
 #include <thread>
 
+#include "api/validate.h"
 #include "common/error.h"
 #include "gateway/api_key.h"
 #include "gateway/admission.h"
@@ -89,7 +91,7 @@ struct GatewayOptions {
   double retry_after_s = 1;
   double accept_timeout_s = 10;    // the coordinator accepts or refuses a submit within it
   double silence_timeout_s = 15;   // nothing heard from the coordinator for it: it is gone
-  double request_timeout_s = 600;  // a request's whole life
+  double request_timeout_s = 600;  // a request's whole life: passed to the coordinator as timeout_s
   double connect_timeout_s = 30;   // at start: wait this long for the model's description
   size_t max_body_bytes = 8 << 20;
   api::CurveClientOptions curve;  // the coordinator's CURVE: key files (api/curve.h)
@@ -271,10 +273,25 @@ class Gateway {
       x.choices[*choice].final = *f;
       ++x.finished;
       *final = f;
+      if (auto timeout = api_timeout(*f)) return timeout;
     } else if (auto* e = std::get_if<api::ErrorReply>(&m)) {
       return from_protocol_error(*e);
     }
     return std::nullopt;
+  }
+
+  // The coordinator ended a choice at the deadline the gateway gave it: 504 (streamed: the error
+  // event after the chunks already sent).
+  std::optional<OpenAIError> api_timeout(const api::Final& f) const {
+    return from_timeout_final(f, options_.request_timeout_s);
+  }
+
+  // The deadline passed down as timeout_s: --request-timeout, within the coordinator's own
+  // limit (which would refuse more).
+  double deadline_for(const api::ModelInfo& m) const {
+    double t = options_.request_timeout_s;
+    if (m.max_request_seconds > 0) t = std::min(t, m.max_request_seconds);
+    return t;
   }
 
   // The next message of the exchange (early ones first); an OpenAIError when the coordinator
@@ -336,7 +353,10 @@ class Gateway {
     x->meta.id = (endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-") + base;
     x->meta.created = static_cast<int64_t>(std::time(nullptr));
     x->meta.model = m->name;
-    x->deadline = Clock::now() + ms(options_.request_timeout_s);
+    // The coordinator ends the request at its deadline (answering "timeout", which becomes 504
+    // below); the gateway's own timer is the backstop for a coordinator that does not answer.
+    for (auto& submit : x->request.submits) submit.timeout_s = deadline_for(*m);
+    x->deadline = Clock::now() + ms(options_.request_timeout_s + kDeadlineGrace_s);
     x->stream = backend_.submit(x->request.submits);
 
     // Every choice accepted (or the first refusal answered) before the HTTP status is chosen.
@@ -448,6 +468,10 @@ class Gateway {
     return true;
   }
 
+  // How long past --request-timeout the gateway waits for the coordinator's "timeout" answer
+  // (sent at the deadline by the front end's thread) before answering 504 itself.
+  static constexpr double kDeadlineGrace_s = 2.0;
+
   GatewayOptions options_;
   Backend backend_;
   std::mutex mu_;
@@ -515,6 +539,10 @@ int main(int argc, char** argv) {
   try {
     shardserve::require(o.threads >= 1 && o.max_queued >= 1,
                         "--threads and --max-queued must be >= 1");
+    shardserve::require(std::isfinite(o.request_timeout_s) && o.request_timeout_s > 0 &&
+                            o.request_timeout_s <= shardserve::api::kMaxTimeoutSeconds,
+                        "--request-timeout must be in (0, {}] seconds, got {}",
+                        shardserve::api::kMaxTimeoutSeconds, o.request_timeout_s);
     Gateway gateway(o);
     httplib::Server svr;
     svr.new_task_queue = [&] { return new BoundedThreadPool(o.threads, o.max_queued); };

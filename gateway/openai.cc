@@ -396,6 +396,19 @@ ParsedRequest parse_request(Endpoint endpoint, const json& body, const api::Mode
   return r;
 }
 
+std::optional<OpenAIError> from_timeout_final(const api::Final& f, double timeout_s) {
+  if (f.finish_reason != "timeout") return std::nullopt;
+  OpenAIError o;
+  o.status = 504;
+  o.type = "server_error";
+  o.code = "timeout";
+  o.message = fmt::format(
+      "the request did not finish within its deadline of {} s (--request-timeout); the service "
+      "stopped it after {} completion token(s)",
+      timeout_s, f.usage.completion_tokens);
+  return o;
+}
+
 OpenAIError from_protocol_error(const api::ErrorReply& e) {
   OpenAIError o;
   o.message = e.message;
@@ -421,6 +434,10 @@ OpenAIError from_protocol_error(const api::ErrorReply& e) {
     case api::ErrorCode::kShuttingDown:
     case api::ErrorCode::kUnavailable:
       o.status = 503;
+      o.type = "server_error";
+      break;
+    case api::ErrorCode::kTimeout:
+      o.status = 504;
       o.type = "server_error";
       break;
     default:

@@ -75,6 +75,10 @@ ParsedRequest parse_request(Endpoint endpoint, const nlohmann::json& body,
 // The protocol's error as OpenAI's (status: 400 invalid, 429 overloaded, 503 draining or
 // unavailable, 500 otherwise). Field names are mapped to OpenAI's parameters.
 OpenAIError from_protocol_error(const api::ErrorReply& e);
+// The coordinator's final with finish_reason "timeout" (the deadline the gateway passed as
+// timeout_s, `timeout_s` here, passed): 504, type server_error, code "timeout", naming the
+// deadline and what was produced. nullopt for any other final.
+std::optional<OpenAIError> from_timeout_final(const api::Final& f, double timeout_s);
 
 // What one choice has produced so far (the gateway accumulates deltas here).
 struct ChoiceState {

@@ -52,8 +52,11 @@ inline const std::vector<std::string>& worker_labels() {
   return labels;
 }
 
-// Values of the `reason` label of shardserve_requests_finished_total, in FinishReason order.
-inline constexpr std::string_view kFinishReasons[] = {"stop", "length", "cancelled", "rejected"};
+// Values of the `reason` label of shardserve_requests_finished_total: FinishReason's order, then
+// the cancellations the front end made for a time limit (CoordinatorMetrics::on_cancel_reason).
+inline constexpr std::string_view kFinishReasons[] = {"stop",     "length",  "cancelled",
+                                                      "rejected", "timeout", "idle_timeout"};
+inline constexpr std::size_t kFinishTimeout = 4, kFinishIdleTimeout = 5;
 // Values of the `phase` label of shardserve_step_duration_seconds.
 inline constexpr std::string_view kStepPhases[] = {"prefill", "decode", "mixed"};
 

@@ -147,7 +147,15 @@ void CoordinatorMetrics::on_output(int r, const coordinator::RequestOutput& out,
   if (!out.finished) return;
 
   const auto reason = out.finish_reason.value_or(coordinator::FinishReason::kStop);
-  finished_[static_cast<std::size_t>(reason)]->Increment();
+  std::size_t label = static_cast<std::size_t>(reason);
+  if (!timed_out_.empty()) {
+    if (auto tit = timed_out_.find(out.request_id); tit != timed_out_.end()) {
+      if (reason == coordinator::FinishReason::kCancelled)
+        label = tit->second == TimeLimit::kDeadline ? kFinishTimeout : kFinishIdleTimeout;
+      timed_out_.erase(tit);
+    }
+  }
+  finished_[label]->Increment();
   if (t == nullptr) return;
   if (reason == coordinator::FinishReason::kStop || reason == coordinator::FinishReason::kLength) {
     e2e_->Observe(std::chrono::duration<double>(now - t->arrival).count());
@@ -157,6 +165,10 @@ void CoordinatorMetrics::on_output(int r, const coordinator::RequestOutput& out,
   }
   if (!t->scheduled) --unscheduled_;
   live_.erase(it);
+}
+
+void CoordinatorMetrics::on_cancel_reason(const std::string& request_id, TimeLimit limit) {
+  timed_out_[request_id] = limit;
 }
 
 void CoordinatorMetrics::on_replica_state(int r, const coordinator::SchedulerStats& s) {

@@ -21,6 +21,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -55,6 +56,13 @@ class CoordinatorMetrics {
   void on_step_done(int replica, Clock::time_point now);
   void on_output(int replica, const coordinator::RequestOutput& out, Clock::time_point now);
   void on_replica_state(int replica, const coordinator::SchedulerStats& stats);
+  // Before the engine cancels `request_id` for a time limit: its final kCancelled output is then
+  // counted with reason "timeout" (deadline) or "idle_timeout" instead of "cancelled". Forgotten
+  // when the request ends either way.
+  enum class TimeLimit { kDeadline, kStreamIdle };
+  void on_cancel_reason(const std::string& request_id, TimeLimit limit);
+  // The cancel found the request already ended (its final was counted as it was).
+  void forget_cancel_reason(const std::string& request_id) { timed_out_.erase(request_id); }
 
   int num_replicas() const { return static_cast<int>(replicas_.size()); }
   // Requests tracked for latencies (admitted, not yet finished); for tests.
@@ -103,7 +111,8 @@ class CoordinatorMetrics {
   Replica& replica(int r);
 
   prometheus::Counter* received_;
-  std::array<prometheus::Counter*, 4> finished_;  // by FinishReason
+  std::array<prometheus::Counter*, 6> finished_;  // by kFinishReasons
+  std::unordered_map<std::string, TimeLimit> timed_out_;  // request id -> why it is cancelled
   prometheus::Histogram* ttft_;
   prometheus::Histogram* tpot_;
   prometheus::Histogram* e2e_;

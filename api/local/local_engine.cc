@@ -63,7 +63,7 @@ void LocalEngine::submit(coordinator::RequestSpec spec) {
     live_.insert(std::move(id));
 }
 
-bool LocalEngine::cancel(std::string_view request_id) {
+bool LocalEngine::cancel(std::string_view request_id, CancelReason) {
   auto out = scheduler_->cancel(request_id);
   if (!out) return false;
   live_.erase(out->request_id);
@@ -73,7 +73,7 @@ bool LocalEngine::cancel(std::string_view request_id) {
 
 void LocalEngine::cancel_all() {
   const std::vector<std::string> ids(live_.begin(), live_.end());
-  for (const auto& id : ids) cancel(id);
+  for (const auto& id : ids) cancel(id, CancelReason::kClient);
 }
 
 EnginePoll LocalEngine::poll(std::chrono::milliseconds) {

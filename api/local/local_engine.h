@@ -46,7 +46,7 @@ class LocalEngine final : public Engine {
   void cancel_all();
 
   void submit(coordinator::RequestSpec spec) override;
-  bool cancel(std::string_view request_id) override;
+  bool cancel(std::string_view request_id, CancelReason reason) override;
   EnginePoll poll(std::chrono::milliseconds wait) override;
   bool has_unfinished() const override { return scheduler_->has_unfinished_requests(); }
   std::vector<ReplicaStatus> status() const override;

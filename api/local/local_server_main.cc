@@ -58,6 +58,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  config::LimitsSettings limits;
+  app.add_option("--max-request-seconds", limits.max_request_seconds,
+                 "a request's deadline and the largest timeout_s a submit may ask (0: none) "
+                 "[limits.max_request_seconds]")
+      ->capture_default_str();
+  app.add_option("--stream-idle-timeout", limits.stream_idle_timeout_s,
+                 "seconds a live request may go without output before it is ended (0: none) "
+                 "[limits.stream_idle_timeout_s]")
+      ->capture_default_str();
   std::string security_config;
   app.add_option("--config", security_config,
                  "a service configuration file (TOML): its [security] section (CURVE key files) "
@@ -79,6 +88,9 @@ int main(int argc, char** argv) {
       require(fo.chat_format.has_value(),
               "--chat-template must be auto, llama2 or llama3, got '{}'", chat_template);
     }
+    config::validate_limits(limits);
+    fo.limits.max_request_seconds = limits.max_request_seconds;
+    fo.stream_idle_timeout_s = limits.stream_idle_timeout_s;
     if (!security_config.empty()) {
       const auto security = config::load_toml_file(security_config).security;
       config::validate_security(security);

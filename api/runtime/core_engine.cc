@@ -5,6 +5,18 @@
 
 namespace shardserve::api {
 
+bool CoreEngine::cancel(std::string_view request_id, CancelReason reason) {
+  const bool labelled = metrics_ != nullptr && reason != CancelReason::kClient;
+  const std::string id(request_id);
+  if (labelled)
+    metrics_->on_cancel_reason(id, reason == CancelReason::kDeadline
+                                       ? monitoring::CoordinatorMetrics::TimeLimit::kDeadline
+                                       : monitoring::CoordinatorMetrics::TimeLimit::kStreamIdle);
+  const bool live = core_.cancel(id);
+  if (labelled && !live) metrics_->forget_cancel_reason(id);
+  return live;
+}
+
 EnginePoll CoreEngine::poll(std::chrono::milliseconds wait) {
   EnginePoll p;
   p.outputs = core_.poll(wait);

@@ -21,9 +21,12 @@ namespace shardserve::api {
 
 class CoreEngine final : public Engine {
  public:
-  explicit CoreEngine(runtime::EngineCore& core) : core_(core) {}
+  // `metrics` (may be null; must outlive this) is the one the core reports to: a cancellation
+  // for a time limit is labelled there (CoordinatorMetrics::on_cancel_reason).
+  explicit CoreEngine(runtime::EngineCore& core, monitoring::CoordinatorMetrics* metrics = nullptr)
+      : core_(core), metrics_(metrics) {}
   void submit(coordinator::RequestSpec spec) override { core_.submit(std::move(spec)); }
-  bool cancel(std::string_view request_id) override { return core_.cancel(request_id); }
+  bool cancel(std::string_view request_id, CancelReason reason) override;
   // With EngineCore::started(): the queue time ends when a request's first step is sent.
   EnginePoll poll(std::chrono::milliseconds wait) override;
   bool has_unfinished() const override { return core_.has_unfinished(); }
@@ -31,6 +34,7 @@ class CoreEngine final : public Engine {
 
  private:
   runtime::EngineCore& core_;
+  monitoring::CoordinatorMetrics* metrics_;
 };
 
 ModelInfo model_info_for(const config::ServiceConfig& config, const model::ModelConfig& model,

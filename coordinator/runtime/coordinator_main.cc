@@ -241,8 +241,9 @@ void serve_batch(runtime::EngineCore& engine, std::vector<coordinator::RequestSp
 
 // ZeroMQ mode: the front end (already bound) pumps the engine until a signal has drained it.
 // Throws on a failed replica.
-void serve_zmq(runtime::EngineCore& core, api::FrontEnd& front, const config::ServiceConfig& cfg) {
-  api::CoreEngine engine(core);
+void serve_zmq(runtime::EngineCore& core, api::FrontEnd& front, const config::ServiceConfig& cfg,
+               monitoring::CoordinatorMetrics& metrics) {
+  api::CoreEngine engine(core, &metrics);
   spdlog::info("serving {} over {} replica(s) on {}", front.model_info().name,
                front.model_info().num_replicas, front.endpoint());
   Drain drain(core, cfg.runtime.shutdown_grace_s);
@@ -365,6 +366,8 @@ int main(int argc, char** argv) {
       front_options.max_waiting = opt.max_waiting;
       front_options.curve = {cfg.security.curve_secret_key_file, cfg.security.curve_public_key_file,
                              cfg.security.authorized_clients_dir, cfg.security.allow_plaintext};
+      front_options.limits.max_request_seconds = cfg.limits.max_request_seconds;
+      front_options.stream_idle_timeout_s = cfg.limits.stream_idle_timeout_s;
       if (opt.chat_template != "auto") {
         front_options.chat_format = api::parse_chat_format(opt.chat_template);
         require(front_options.chat_format.has_value(),
@@ -426,7 +429,7 @@ int main(int argc, char** argv) {
     runtime::EngineCore engine(transport, std::move(schedulers),
                                runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s), &metrics});
     if (front) {
-      serve_zmq(engine, *front, cfg);
+      serve_zmq(engine, *front, cfg, metrics);
       front.reset();  // nothing is live: the socket closes before the workers go
     } else {
       OutputSink sink(opt.output_file);

@@ -2,13 +2,16 @@
 // on the llama3-bpe fixture), through real sockets on loopback: streamed completions equal to
 // transformers' greedy tokens, 100 concurrent requests, cancellation mid-stream with the KV pool
 // back to empty, vanished clients, overload, and every bad input answered while other clients
-// carry on.
+// carry on; the time limits (a deadline, the idle-stream timeout) answering at once and
+// cancelling in the engine.
 #include "api/front_end.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <map>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "api/client.h"
@@ -31,6 +34,38 @@ struct Outcome {
   bool done() const { return final || error; }
 };
 
+// The real in-process engine, with the cancellations the front end asked for recorded (which
+// request, which reason), so a test can see a time limit reach the engine.
+class RecordingEngine final : public Engine {
+ public:
+  explicit RecordingEngine(Engine& inner) : inner_(inner) {}
+  void submit(coordinator::RequestSpec spec) override { inner_.submit(std::move(spec)); }
+  bool cancel(std::string_view id, CancelReason reason) override {
+    const bool live = inner_.cancel(id, reason);
+    std::lock_guard lock(mu_);
+    cancels_.push_back({std::string(id), reason, live});
+    return live;
+  }
+  EnginePoll poll(std::chrono::milliseconds wait) override { return inner_.poll(wait); }
+  bool has_unfinished() const override { return inner_.has_unfinished(); }
+  std::vector<ReplicaStatus> status() const override { return inner_.status(); }
+
+  struct Cancel {
+    std::string engine_id;  // client hex + ":" + id
+    CancelReason reason;
+    bool live;
+  };
+  std::vector<Cancel> cancels() const {
+    std::lock_guard lock(mu_);
+    return cancels_;
+  }
+
+ private:
+  Engine& inner_;
+  mutable std::mutex mu_;
+  std::vector<Cancel> cancels_;
+};
+
 struct Reference {
   std::vector<int32_t> ids;
   std::vector<int32_t> greedy;
@@ -40,7 +75,8 @@ struct Reference {
 class FrontEndTest : public ::testing::Test {
  protected:
   void start(int max_num_seqs = 128, int max_waiting = 256, int kv_blocks = 1024,
-             std::chrono::microseconds min_step_time = 0us) {
+             std::chrono::microseconds min_step_time = 0us, double max_request_seconds = 0,
+             double stream_idle_timeout_s = 0) {
     LocalEngineOptions eo;
     eo.min_step_time = min_step_time;
     eo.model_dir = testing::fixture("llama3-bpe");
@@ -53,8 +89,11 @@ class FrontEndTest : public ::testing::Test {
     fo.endpoint = "tcp://127.0.0.1:*";
     fo.max_waiting = max_waiting;
     fo.probe_interval = 100ms;
+    fo.limits.max_request_seconds = max_request_seconds;
+    fo.stream_idle_timeout_s = stream_idle_timeout_s;
     front_ = std::make_unique<FrontEnd>(fo, engine_->model_info(), engine_->tokenizer());
-    engine_thread_ = std::thread([this] { serve(*engine_, *front_, stop_); });
+    recorder_ = std::make_unique<RecordingEngine>(*engine_);
+    engine_thread_ = std::thread([this] { serve(*recorder_, *front_, stop_); });
     const auto ref = testing::read_json(testing::fixture("llama3-bpe/reference.json"));
     for (const auto& p : ref["prompts"])
       refs_.push_back({p["ids"].get<std::vector<int32_t>>(),
@@ -123,7 +162,18 @@ class FrontEndTest : public ::testing::Test {
     return engine_->tokenizer()->decode(ids, /*skip_special_tokens=*/true);
   }
 
+  // The engine's cancellations of `id` (any client) for `reason`.
+  int cancels_of(const std::string& id, CancelReason reason) const {
+    int n = 0;
+    for (const auto& c : recorder_->cancels())
+      n += c.reason == reason && c.engine_id.size() > id.size() &&
+           c.engine_id.compare(c.engine_id.size() - id.size() - 1, std::string::npos,
+                               ":" + id) == 0;
+    return n;
+  }
+
   std::unique_ptr<LocalEngine> engine_;
+  std::unique_ptr<RecordingEngine> recorder_;
   std::unique_ptr<FrontEnd> front_;
   std::thread engine_thread_;
   std::atomic<bool> stop_{false};
@@ -566,6 +616,151 @@ TEST_F(FrontEndTest, ChatAndCancelByAnotherClient) {
   auto o = collect(*owner, {"chat"}, seen)["chat"];
   ASSERT_TRUE(o.final);
   EXPECT_EQ(o.final->finish_reason, "cancelled");
+}
+
+}  // namespace
+}  // namespace shardserve::api
+
+namespace shardserve::api {
+namespace {
+
+// A request's own deadline: the final says "timeout" / "deadline" with the tokens it streamed
+// (a prefix of the greedy output) and their usage; the engine got the cancel with the deadline
+// as its reason and freed its blocks; a request beside it without a deadline is untouched.
+TEST_F(FrontEndTest, DeadlinePassedEndsTheRequestWithItsPartialOutput) {
+  // 20 ms a step: 400 tokens take at least 8 s, far past the 0.5 s deadline.
+  start(128, 256, 1024, /*min_step_time=*/20000us);
+  auto c = client();
+  SubmitRequest slow = greedy("slow", refs_[0].ids, 400);
+  slow.timeout_s = 0.5;
+  c->send(slow);
+  c->send(greedy("other", refs_[1].ids, 32));
+  SubmitRequest whole = greedy("whole", refs_[2].ids, 400);  // not streamed: the text so far
+  whole.stream = false;
+  whole.timeout_s = 0.5;
+  c->send(whole);
+  auto seen = collect(*c, {"slow", "other", "whole"});
+
+  const auto& o = seen["slow"];
+  ASSERT_TRUE(o.final) << (o.error ? o.error->message : "no final");
+  EXPECT_EQ(o.final->finish_reason, "timeout");
+  EXPECT_EQ(o.final->finish_detail, "deadline");
+  EXPECT_GE(o.final->timings.total_s, 0.5);  // the promise: not before the deadline
+  EXPECT_LT(o.final->usage.completion_tokens, 400);
+  EXPECT_EQ(o.final->usage.completion_tokens, static_cast<int32_t>(o.ids.size()));
+  EXPECT_EQ(o.final->usage.prompt_tokens, static_cast<int32_t>(refs_[0].ids.size()));
+  // What was streamed stays valid: the greedy tokens.
+  const std::size_t n = std::min(o.ids.size(), refs_[0].greedy.size());
+  EXPECT_EQ(std::vector<int32_t>(o.ids.begin(), o.ids.begin() + n),
+            std::vector<int32_t>(refs_[0].greedy.begin(), refs_[0].greedy.begin() + n));
+
+  const auto& w = seen["whole"];
+  ASSERT_TRUE(w.final);
+  EXPECT_EQ(w.final->finish_reason, "timeout");
+  ASSERT_TRUE(w.final->token_ids);
+  EXPECT_EQ(static_cast<int32_t>(w.final->token_ids->size()), w.final->usage.completion_tokens);
+  EXPECT_EQ(w.final->text, decode(*w.final->token_ids));
+
+  const auto& other = seen["other"];
+  ASSERT_TRUE(other.final);
+  EXPECT_EQ(other.final->finish_reason, "length");
+  EXPECT_EQ(other.ids, refs_[1].greedy);
+
+  const auto s = wait_idle(*c);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_EQ(s.deadline_timeouts, 2);
+  EXPECT_EQ(s.idle_timeouts, 0);
+  EXPECT_EQ(s.finished, 1);  // "other"; the timed-out ones are counted apart
+  EXPECT_EQ(s.cancelled, 0);
+  EXPECT_EQ(cancels_of("slow", CancelReason::kDeadline), 1);
+  EXPECT_EQ(cancels_of("whole", CancelReason::kDeadline), 1);
+  EXPECT_EQ(cancels_of("other", CancelReason::kDeadline), 0);
+  // It has ended: a cancel now is unknown_request.
+  c->send(CancelRequest{"slow", std::nullopt});
+  auto m = c->receive(5s);
+  ASSERT_TRUE(m && std::holds_alternative<ErrorReply>(*m));
+  EXPECT_EQ(std::get<ErrorReply>(*m).code, ErrorCode::kUnknownRequest);
+}
+
+// The service's limit: the deadline of a submit without timeout_s, and the largest timeout_s.
+TEST_F(FrontEndTest, ServiceDeadlineIsTheDefaultAndTheLimit) {
+  start(128, 256, 1024, /*min_step_time=*/20000us, /*max_request_seconds=*/0.5);
+  auto c = client();
+  EXPECT_EQ(c->model_info().max_request_seconds, 0.5);
+  SubmitRequest over = greedy("over", refs_[0].ids, 8);
+  over.timeout_s = 2.0;
+  c->send(over);
+  c->send(greedy("default", refs_[0].ids, 400));
+  auto seen = collect(*c, {"over", "default"});
+  ASSERT_TRUE(seen["over"].error);
+  EXPECT_EQ(seen["over"].error->code, ErrorCode::kInvalidRequest);
+  EXPECT_EQ(seen["over"].error->field, "timeout_s");
+  EXPECT_NE(seen["over"].error->message.find("limits.max_request_seconds"), std::string::npos)
+      << seen["over"].error->message;
+  ASSERT_TRUE(seen["default"].final);
+  EXPECT_EQ(seen["default"].final->finish_reason, "timeout");
+  EXPECT_GE(seen["default"].final->timings.total_s, 0.5);
+  EXPECT_EQ(wait_idle(*c).kv_blocks_used, 0);
+}
+
+TEST_F(FrontEndTest, InvalidTimeoutsAreRefusedNamingTheField) {
+  start();
+  auto c = client();
+  int i = 0;
+  for (double bad : {0.0, -1.0, 1e300}) {
+    SubmitRequest s = greedy("bad" + std::to_string(i++), refs_[0].ids, 4);
+    s.timeout_s = bad;
+    c->send(s);
+  }
+  c->send_frames({R"({"v": 1, "type": "submit", "id": "str", "prompt_ids": [1], "timeout_s": "5"})"});
+  auto seen = collect(*c, {"bad0", "bad1", "bad2", "str"});
+  for (const auto* id : {"bad0", "bad1", "bad2", "str"}) {
+    ASSERT_TRUE(seen[id].error) << id;
+    EXPECT_EQ(seen[id].error->code, ErrorCode::kInvalidRequest) << id;
+    EXPECT_EQ(seen[id].error->field, "timeout_s") << id;
+    EXPECT_NE(seen[id].error->message.find("timeout_s"), std::string::npos)
+        << seen[id].error->message;
+  }
+  EXPECT_NE(seen["bad0"].error->message.find("positive"), std::string::npos);
+  EXPECT_NE(seen["bad2"].error->message.find("30 days"), std::string::npos);
+  EXPECT_EQ(c->status().live_requests, 0);
+}
+
+// A request that gets no output (here: it waits behind a long one, one sequence at a time) is
+// ended with error "timeout" naming stream_idle_timeout_s and cancelled in the engine; the one
+// streaming steadily is not.
+TEST_F(FrontEndTest, IdleStreamTimeoutEndsARequestWithoutOutput) {
+  start(/*max_num_seqs=*/1, 256, 1024, /*min_step_time=*/20000us, 0,
+        /*stream_idle_timeout_s=*/1.5);
+  auto c = client();
+  c->send(greedy("runner", refs_[0].ids, 400));  // >= 8 s of 20 ms steps
+  std::map<std::string, Outcome> seen;
+  while (seen["runner"].ids.empty()) {  // it holds the only running slot
+    auto m = c->receive(10s);
+    ASSERT_TRUE(m) << "no output from the runner";
+    absorb(seen, *m);
+  }
+  c->send(greedy("starved", refs_[1].ids, 8));
+  seen = collect(*c, {"starved"}, seen);
+  const auto& st = seen["starved"];
+  ASSERT_TRUE(st.error) << "the starved request got a final";
+  EXPECT_EQ(st.error->code, ErrorCode::kTimeout);
+  EXPECT_NE(st.error->message.find("stream_idle_timeout_s"), std::string::npos)
+      << st.error->message;
+  EXPECT_TRUE(st.ids.empty());
+  // The runner kept streaming and is still live; cancel it to end the test.
+  EXPECT_FALSE(seen["runner"].done());
+  c->send(CancelRequest{"runner", std::nullopt});
+  seen = collect(*c, {"runner"}, seen);
+  ASSERT_TRUE(seen["runner"].final);
+  EXPECT_EQ(seen["runner"].final->finish_reason, "cancelled");
+  const auto s = wait_idle(*c);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_EQ(s.idle_timeouts, 1);
+  EXPECT_EQ(s.deadline_timeouts, 0);
+  // The answer went out first; the cancel reached the engine (it is idle now, so it has).
+  EXPECT_EQ(cancels_of("starved", CancelReason::kStreamIdle), 1);
+  EXPECT_EQ(cancels_of("runner", CancelReason::kStreamIdle), 0);
 }
 
 }  // namespace

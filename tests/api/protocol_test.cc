@@ -43,6 +43,7 @@ TEST(Protocol, SubmitRoundTrips) {
   s.ignore_eos = true;
   s.priority = -2;
   s.stream = false;
+  s.timeout_s = 2.5;
   const auto back = decode_client_message(encode(ClientMessage{s}));
   ASSERT_TRUE(std::holds_alternative<SubmitRequest>(back));
   EXPECT_EQ(std::get<SubmitRequest>(back), s);
@@ -187,6 +188,8 @@ TEST(Protocol, ErrorCodesHaveStableNames) {
   EXPECT_EQ(to_string(ErrorCode::kOverloaded), "overloaded");
   EXPECT_EQ(parse_error_code("unknown_request"), ErrorCode::kUnknownRequest);
   EXPECT_FALSE(parse_error_code("nope").has_value());
+  EXPECT_EQ(to_string(ErrorCode::kTimeout), "timeout");
+  EXPECT_EQ(parse_error_code("timeout"), ErrorCode::kTimeout);
 }
 
 }  // namespace

@@ -16,20 +16,45 @@
   6. a client that vanishes mid-stream has its requests cancelled and its blocks freed;
   7. (with --gateway) the HTTP gateway in front of this coordinator: curl gets a chat completion
      as server-sent events;
+  7b. deadlines: 8 long streams with timeout_s = 1 each end finish "timeout" / "deadline" with
+     the text they streamed and its usage; the coordinator's Prometheus counter
+     shardserve_requests_finished_total{reason="timeout"} counts them; (with --gateway) a gateway
+     with --request-timeout 1 passes it down and answers a long request 504 "timeout" (streamed:
+     the chunks, then an error event and [DONE]);
   8. SIGTERM mid-stream: the coordinator drains (new submits answered shutting_down), a second
      SIGTERM cancels the stream, the worker is told to exit, and the job exits 0.
 Before all that: a batch-only flag without a batch (and a serving flag with one) is a usage
-error naming the flag and the mode; the job ends non-zero.
+error naming the flag and the mode, and a negative limits.max_request_seconds a configuration
+error naming it; the job ends non-zero.
 """
 import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from service_testing import Proc, check, fail, run, wait_until  # noqa: E402
+
+
+def free_port_pair():
+    """A port p with p + 1 also free now (the coordinator's metrics and worker rank 1's)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+            if p >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", p + 1))
+                except OSError:
+                    continue
+            return p
+    fail("no free pair of ports")
 
 
 def main():
@@ -52,22 +77,27 @@ def main():
     flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
     for mode_flags, needle in (
             (["--output", os.path.join(args.workdir, "x.jsonl")], "--output applies to a batch"),
-            (["--prompt-ids", "1,2", "--listen", "tcp://127.0.0.1:*"], "--listen is a ZeroMQ serving option")):
+            (["--prompt-ids", "1,2", "--listen", "tcp://127.0.0.1:*"], "--listen is a ZeroMQ serving option"),
+            (["--max-request-seconds", "-1", "--listen", "tcp://127.0.0.1:*"],
+             "limits.max_request_seconds = -1 must be a number of seconds")):
         rc, out, err = run([args.mpiexec, *flags, "-np", "1", args.coordinator, "--model", args.model,
                             "--metrics-port", "0", *mode_flags, ":", "-np", "1", args.worker], timeout=60)
         check(rc != 0 and needle in out + err and "configuration error" in out + err,
               f"{' '.join(mode_flags[:1])}: '{needle}', job status {rc}")
+    metrics_port = free_port_pair()  # the coordinator's, and the worker's (+ 1)
     job = Proc("job", [args.mpiexec, *flags, "-np", "1", args.coordinator, "--model", args.model,
                        "--listen", "tcp://127.0.0.1:*", "--kv-num-blocks", "1024", "--max-num-seqs", "128",
                        "--max-waiting", "8", "--shutdown-grace", "5",
-                       # metrics are checked by tests/monitoring; off here, so no port can clash
-                       "--metrics-port", "0", ":", "-np", "1", args.worker],
+                       "--max-request-seconds", "60", "--stream-idle-timeout", "30",
+                       "--metrics-port", str(metrics_port), ":", "-np", "1", args.worker],
                args.workdir)
     endpoint = job.listening(120)
     llmctl = [args.llmctl, "--endpoint", endpoint]
     admin = Client(endpoint)
     info = admin.model_info()
     check(info["name"] == "kjv-llama" and info["max_num_seqs"] == 128, f"model_info from {endpoint}: {info['name']}")
+    check(info.get("max_request_seconds") == 60 and info.get("stream_idle_timeout_s") == 30,
+          "model_info carries limits.max_request_seconds 60 and limits.stream_idle_timeout_s 30")
 
     # 1. A streamed completion, as the in-process engine completes it.
     prompt = "And God said unto Moses,"
@@ -220,6 +250,70 @@ def main():
               f"gateway -> coordinator: curl gets SSE ({len(chunks)} chunks): {text!r}")
         gw.signal(signal.SIGTERM)
         check(gw.wait(20) == 0, "the gateway exits 0", gw)
+
+    # 7b. Deadlines over ZeroMQ: long streams (to the context length) with timeout_s = 1.
+    before = admin.status()["counters"].get("deadline_timeouts", 0)
+    timed = Client(endpoint)
+    limit = info["max_model_len"] - 8
+    streams = [timed.stream("In the beginning", max_tokens=limit, temperature=0, ignore_eos=True,
+                            timeout_s=1.0) for _ in range(8)]
+    produced = []
+    for st in streams:
+        text, ids = "", 0
+        for d in st:
+            text += d.text
+            ids += len(d.token_ids)
+        c = st.completion
+        check(c.finish_reason == "timeout" and c.finish_detail == "deadline",
+              f"timeout_s = 1: final {c.finish_reason} / {c.finish_detail}", job)
+        check(c.usage["completion_tokens"] == ids < limit and c.timings["total_s"] >= 1.0,
+              f"  usage {c.usage['completion_tokens']} = the {ids} tokens streamed, under {limit}; "
+              f"total {c.timings['total_s']:.2f} s >= 1")
+        produced.append(ids)
+    check(any(n > 0 for n in produced), f"the deadline kept the partial output: {produced} tokens")
+    timed.close()
+    s = wait_until(lambda: (lambda s: s if s["live_requests"] == 0 else None)(admin.status()), 20,
+                   "the timed-out requests end")
+    check(s["counters"]["deadline_timeouts"] - before == 8 and s["kv_blocks_used"] == 0,
+          "8 deadline timeouts counted; KV pool empty")
+    expect_timeouts = 8
+    if args.gateway:
+        gw = Proc("gateway_deadline", [args.gateway, "--coordinator", endpoint, "--port", "0",
+                                       "--request-timeout", "1"], args.workdir)
+        base = gw.listening(60)
+        for stream in (False, True):
+            body = json.dumps({"model": "kjv-llama", "stream": stream, "max_tokens": limit, "temperature": 0,
+                               "ignore_eos": True, "prompt": "In the beginning"})
+            rc, out, err = run(["curl", "-sS", "-N", "-w", "\n%{http_code}", base + "/v1/completions",
+                                "-H", "Content-Type: application/json", "--data-binary", body],
+                               timeout=60, check_rc=0)
+            payload, status = out.rsplit("\n", 1)
+            if not stream:
+                e = json.loads(payload)["error"]
+                check(status == "504" and e["code"] == "timeout" and "--request-timeout" in e["message"],
+                      f"gateway --request-timeout 1, not streamed: HTTP {status}, {e['message']!r}", gw)
+            else:
+                events = [x for x in payload.split("\n\n") if x.strip()]
+                last = json.loads(events[-2][6:])
+                check(status == "200" and events[-1] == "data: [DONE]" and "error" in last
+                      and last["error"]["code"] == "timeout" and len(events) >= 3,
+                      f"gateway --request-timeout 1, streamed: {len(events) - 2} chunks, then the "
+                      f"error event {last.get('error', {}).get('code')!r} and [DONE]", gw)
+        expect_timeouts += 2
+        gw.signal(signal.SIGTERM)
+        check(gw.wait(20) == 0, "the gateway exits 0", gw)
+    # The coordinator's counter, labelled: the engine cancelled them for their deadline.
+    def scrape():
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+    def timeouts(text):
+        for line in text.splitlines():
+            if line.startswith("shardserve_requests_finished_total{") and 'reason="timeout"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return None
+    n = wait_until(lambda: (lambda v: v if v == expect_timeouts else None)(timeouts(scrape())), 20,
+                   f"shardserve_requests_finished_total{{reason=\"timeout\"}} = {expect_timeouts}")
+    check(n == expect_timeouts, f"metrics: requests_finished_total{{reason=\"timeout\"}} = {n}")
     admin.close()
 
     # 8. Shutdown as a service manager does it: SIGTERM to the coordinator (rank 0) while a long

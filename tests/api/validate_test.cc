@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "model/tokenizer/tokenizer.h"
 #include "tests/api/test_support.h"
 
@@ -188,6 +190,30 @@ TEST_F(Validate, EachBadValueIsRefused) {
                  }),
                  "messages[0].role",
                  "must be \"system\", \"user\" or \"assistant\", got \"robot\"");
+}
+
+// timeout_s: positive, within the service's limits.max_request_seconds (the default deadline
+// when not given), or 30 days without one.
+TEST_F(Validate, TimeoutIsCheckedAgainstTheServiceLimit) {
+  SubmitRequest s = base();
+  EXPECT_EQ(validate_submit(s, ctx_).timeout_s, 0.0);  // no limit, none asked: no deadline
+  s.timeout_s = 12.5;
+  EXPECT_EQ(validate_submit(s, ctx_).timeout_s, 12.5);
+  for (double bad : {0.0, -3.0, std::numeric_limits<double>::infinity()}) {
+    s.timeout_s = bad;
+    expect_refused(s, "timeout_s", "timeout_s must be a positive number of seconds");
+  }
+  s.timeout_s = 31 * 86400.0;
+  expect_refused(s, "timeout_s", "over 2592000 s (30 days)");
+  ctx_.limits.max_request_seconds = 10;
+  s.timeout_s.reset();
+  EXPECT_EQ(validate_submit(s, ctx_).timeout_s, 10.0);  // the service's deadline
+  s.timeout_s = 4;
+  EXPECT_EQ(validate_submit(s, ctx_).timeout_s, 4.0);
+  s.timeout_s = 11;
+  expect_refused(s, "timeout_s",
+                 "timeout_s = 11 is over the service's limit of 10 s (limit "
+                 "limits.max_request_seconds)");
 }
 
 TEST_F(Validate, KvPoolLimitIsNamed) {

@@ -192,6 +192,28 @@ TEST(OpenAI, EachBadBodyIsAnOpenAIError) {
   }
 }
 
+// The coordinator's deadline answer (the gateway's --request-timeout passed as timeout_s) is a
+// 504 naming the deadline and what was produced; any other final is no error.
+TEST(OpenAI, DeadlineFinalIs504) {
+  api::Final f;
+  f.id = "x";
+  f.finish_reason = "timeout";
+  f.finish_detail = "deadline";
+  f.usage.completion_tokens = 7;
+  const auto e = from_timeout_final(f, 2.5);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 504);
+  EXPECT_EQ(e->code, "timeout");
+  EXPECT_EQ(e->type, "server_error");
+  EXPECT_NE(e->message.find("2.5 s (--request-timeout)"), std::string::npos) << e->message;
+  EXPECT_NE(e->message.find("after 7 completion token"), std::string::npos) << e->message;
+  EXPECT_EQ(e->body()["error"]["code"], "timeout");
+  for (const char* reason : {"stop", "length", "cancelled"}) {
+    f.finish_reason = reason;
+    EXPECT_FALSE(from_timeout_final(f, 2.5)) << reason;
+  }
+}
+
 TEST(OpenAI, ProtocolErrorsBecomeStatuses) {
   auto st = [](api::ErrorCode c, std::string field = "") {
     return from_protocol_error(api::ErrorReply{"x", c, field, "m", std::nullopt});
@@ -207,6 +229,9 @@ TEST(OpenAI, ProtocolErrorsBecomeStatuses) {
   EXPECT_EQ(st(api::ErrorCode::kUnavailable).status, 503);
   EXPECT_EQ(st(api::ErrorCode::kInternal).status, 500);
   EXPECT_EQ(st(api::ErrorCode::kRejected).status, 400);
+  // The coordinator's idle-stream timeout.
+  EXPECT_EQ(st(api::ErrorCode::kTimeout).status, 504);
+  EXPECT_EQ(st(api::ErrorCode::kTimeout).code, "timeout");
 }
 
 TEST(OpenAI, ResponseShapes) {

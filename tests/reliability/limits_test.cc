@@ -5,11 +5,13 @@
 // the gateway's body limit by cpp-httplib's payload limit: limits_e2e.py.)
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 
 #include "api/bounded_json.h"
 #include "api/protocol.h"
 #include "api/validate.h"
+#include "config/service_config.h"
 #include "gateway/admission.h"
 #include "gateway/openai.h"
 #include "model/model_config.h"
@@ -294,6 +296,37 @@ TEST(ModelConfigInput, MistypedStringsAndHugeSizesAreNamed) {
   refused(with(c, "eos_token_id", int64_t{1} << 32), "token ids in [0, 2^31)");
   refused(with(c, "bos_token_id", 1000), "bos_token_id 1000 is outside");
   refused(with(c, "head_dim", 1 << 20), "at most 65536");
+}
+
+}  // namespace
+}  // namespace shardserve
+
+// The [limits] time limits of the service configuration: seconds in [0, 30 days], 0 = none;
+// read from the file and the flags like every setting; refusals name the setting.
+namespace shardserve {
+namespace {
+
+TEST(TimeLimitSettings, ParsedValidatedAndNamed) {
+  const auto c = config::parse_toml(
+      "model = \"m\"\n[limits]\nmax_request_seconds = 120.0\nstream_idle_timeout_s = 30.0\n",
+      "t.toml");
+  EXPECT_EQ(c.limits.max_request_seconds, 120.0);
+  EXPECT_EQ(c.limits.stream_idle_timeout_s, 30.0);
+  EXPECT_EQ(config::parse_toml(config::to_toml(c), "again.toml"), c);
+  EXPECT_NO_THROW(config::validate_limits(c.limits));
+  EXPECT_NO_THROW(config::validate_limits({}));  // the defaults: none
+  auto refused = [](config::LimitsSettings l, const std::string& part) {
+    try {
+      config::validate_limits(l);
+      ADD_FAILURE() << "accepted; expected '" << part << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  refused({-1.0, 0.0}, "limits.max_request_seconds = -1 must be a number of seconds in [0, 2592000]");
+  refused({0.0, 1e9}, "limits.stream_idle_timeout_s = 1000000000");
+  refused({std::numeric_limits<double>::quiet_NaN(), 0.0}, "limits.max_request_seconds = nan");
+  EXPECT_THROW(config::parse_toml("[limits]\nmax_request_second = 1.0\n", "typo.toml"), Error);
 }
 
 }  // namespace
