@@ -31,30 +31,11 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import Proc, check, fail, run, wait_until  # noqa: E402
-
-
-def free_port_pair():
-    """A port p with p + 1 also free now (the coordinator's metrics and worker rank 1's)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            p = a.getsockname()[1]
-            if p >= 65535:
-                continue
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", p + 1))
-                except OSError:
-                    continue
-            return p
-    fail("no free pair of ports")
+from service_testing import Proc, check, fail, free_port_range, run, scrape_metrics, wait_until  # noqa: E402
 
 
 def main():
@@ -84,7 +65,7 @@ def main():
                             "--metrics-port", "0", *mode_flags, ":", "-np", "1", args.worker], timeout=60)
         check(rc != 0 and needle in out + err and "configuration error" in out + err,
               f"{' '.join(mode_flags[:1])}: '{needle}', job status {rc}")
-    metrics_port = free_port_pair()  # the coordinator's, and the worker's (+ 1)
+    metrics_port = free_port_range(2)  # the coordinator's, and the worker's (+ 1)
     job = Proc("job", [args.mpiexec, *flags, "-np", "1", args.coordinator, "--model", args.model,
                        "--listen", "tcp://127.0.0.1:*", "--kv-num-blocks", "1024", "--max-num-seqs", "128",
                        "--max-waiting", "8", "--shutdown-grace", "5",
@@ -303,15 +284,9 @@ def main():
         gw.signal(signal.SIGTERM)
         check(gw.wait(20) == 0, "the gateway exits 0", gw)
     # The coordinator's counter, labelled: the engine cancelled them for their deadline.
-    def scrape():
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
-            return r.read().decode()
-    def timeouts(text):
-        for line in text.splitlines():
-            if line.startswith("shardserve_requests_finished_total{") and 'reason="timeout"' in line:
-                return float(line.rsplit(" ", 1)[1])
-        return None
-    n = wait_until(lambda: (lambda v: v if v == expect_timeouts else None)(timeouts(scrape())), 20,
+    def timeouts():
+        return scrape_metrics(metrics_port).get('shardserve_requests_finished_total{reason="timeout"}')
+    n = wait_until(lambda: (lambda v: v if v == expect_timeouts else None)(timeouts()), 20,
                    f"shardserve_requests_finished_total{{reason=\"timeout\"}} = {expect_timeouts}")
     check(n == expect_timeouts, f"metrics: requests_finished_total{{reason=\"timeout\"}} = {n}")
     admin.close()
