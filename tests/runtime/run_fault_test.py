@@ -223,8 +223,10 @@ def scenario_single(args, workdir, sig):
         elapsed = time.monotonic() - t0
         if rc is None:
             fail(f"the job still runs {elapsed:.1f} s after the fault", job.log)
-        if rc == 0 or elapsed > END_BOUND_S:
-            fail(f"the job ended with status {rc} after {elapsed:.1f} s; want non-zero within {END_BOUND_S} s", job.log)
+        # mpirun's own status is 0 under orte_abort_on_non_zero_status 0 whatever the ranks'
+        # (measured: docs/RELIABILITY.md); the coordinator's status is checked from its log below.
+        if elapsed > END_BOUND_S:
+            fail(f"the job ended {elapsed:.1f} s after the fault; want within {END_BOUND_S} s", job.log)
         records = read_jsonl(output)
         if len(records) != LONG_REQUESTS:
             fail(f"{len(records)} records for {LONG_REQUESTS} requests", job.log)
@@ -240,8 +242,8 @@ def scenario_single(args, workdir, sig):
             fail("the coordinator did not exit 1 after the failure", job.log)
         check_gone(pids, list(pids), job.log, "after the job ended")
         print(f"ok: {signal.Signals(sig).name} of world rank {victim}: {len(errors)} request(s) ended with "
-              f"the failure, {LONG_REQUESTS - len(errors)} finished before; job ended in {elapsed:.2f} s "
-              f"(status {rc})")
+              f"the failure, {LONG_REQUESTS - len(errors)} finished before; the coordinator exited 1; "
+              f"job ended in {elapsed:.2f} s (mpirun status {rc})")
     finally:
         job.kill()
 
