@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "common/error.h"
 #include "messages/codec.h"
@@ -58,8 +59,45 @@ void MpiTransport::send_heartbeats() {
   }
 }
 
+namespace {
+
+// Whether process `pid` has ended: no /proc entry, or a zombie not yet reaped by mpirun's daemon.
+bool process_gone(int pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat;
+  if (!std::getline(in, stat)) return true;
+  // "pid (comm) S ...": the state follows the last ')' (comm may hold spaces and parentheses).
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return false;
+  const char state = stat[close + 2];
+  return state == 'Z' || state == 'X';
+}
+
+}  // namespace
+
+std::optional<ReplicaEvent> MpiTransport::check_processes() {
+  const auto now = Clock::now();
+  if (options_.workers.empty() || now < next_process_check_) return std::nullopt;
+  next_process_check_ = now + std::chrono::milliseconds(100);
+  for (int r = 0; r < layout_.replicas; ++r) {
+    if (failed_[r]) continue;
+    for (int w : layout_.ranks_of(r)) {
+      const RankProcess& p = options_.workers[static_cast<std::size_t>(w - 1)];
+      if (p.host != options_.coordinator_host || p.pid <= 0 || !process_gone(p.pid)) continue;
+      ReplicaEvent ev;
+      ev.replica = r;
+      ev.world_rank = w;
+      ev.payload = messages::WorkerError{
+          w, fmt::format("its process (pid {}, on this host) is gone: killed or crashed", p.pid)};
+      return ev;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<ReplicaEvent> MpiTransport::poll(std::chrono::milliseconds timeout) {
   send_heartbeats();
+  if (auto gone = check_processes()) return gone;
   const auto deadline = Clock::now() + timeout;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());

@@ -10,6 +10,11 @@
 // one stuck in a collective with a dead peer, reads nothing), abandons the sends to them, and
 // tells every other worker (Heartbeat.peers_failed) to skip MPI_Finalize at its Shutdown.
 // Ranks on other hosts get only the Abort: see the README's lifecycle section.
+//
+// Death is noticed fast on this host: poll() looks at the processes of the local worker ranks
+// (their pids from the hellos; /proc, every 100 ms) and reports one that is gone (or a zombie) as
+// that rank's WorkerError. A rank on another host, or a stopped or stuck one, is found by the
+// engine's step timeout instead.
 #include <chrono>
 #include <string>
 #include <vector>
@@ -54,12 +59,15 @@ class MpiTransport final : public ReplicaTransport {
 
  private:
   void send_heartbeats();
+  // A local worker rank of a live replica whose process is gone, as its WorkerError.
+  std::optional<ReplicaEvent> check_processes();
 
   comm::ControlChannel& channel_;
   comm::WorldLayout layout_;
   MpiTransportOptions options_;
   std::vector<bool> failed_;
   std::vector<std::chrono::steady_clock::time_point> last_sent_;
+  std::chrono::steady_clock::time_point next_process_check_{};
 };
 
 // "world rank 3 (replica 1, tp rank 0 of 2)".

@@ -98,6 +98,9 @@ def check_gone(pids, ranks, log, what):
 
 def scenario_failover(args, workdir, sig):
     model = make_tiny_model(args, workdir)
+    # kill -9 on this host is noticed by the coordinator's look at its ranks' processes, long
+    # before this step timeout; SIGSTOP only by the step timeout.
+    step_timeout = 30.0 if sig == signal.SIGKILL else 2.0
     # Enough work that replica 1 has requests mid-stream when the fault hits, even on a fast
     # machine: 96 x 200 tokens, 8 running per replica.
     n, max_tokens = 96, 200
@@ -107,7 +110,8 @@ def scenario_failover(args, workdir, sig):
     write_config(config, model, 2,
                  kv={"num_blocks": 160, "block_size": 16},
                  scheduler={"max_num_seqs": 8, "max_num_batched_tokens": 128, "max_model_len": 256},
-                 runtime={"step_timeout_s": 2.0, "heartbeat_interval_s": 0.5, "coordinator_timeout_s": 5.0},
+                 runtime={"step_timeout_s": step_timeout, "heartbeat_interval_s": 0.5,
+                          "coordinator_timeout_s": 5.0},
                  ports={"metrics": base, "zmq": base + 5, "http": base + 6})
     job = Job(args, workdir, "failover", ["--config", config, "--listen", "tcp://127.0.0.1:*"], 4)
     client = None
@@ -141,6 +145,9 @@ def scenario_failover(args, workdir, sig):
             fail("replica 1 had no live request at the fault; the test needs a longer workload", job.log)
         if sig == signal.SIGSTOP and "sent no result for step" not in m.group(1):
             fail(f"the stop was not detected by the step timeout: {m.group(0)}", job.log)
+        if sig == signal.SIGKILL and not re.match(rf": world rank 3 failed: its process \(pid {pids[3]}, on this host\) is gone",
+                                                  m.group(1)):
+            fail(f"the kill was not detected as rank 3's death: {m.group(0)}", job.log)
         for rid, want in expected.items():
             end = client.ends[rid]
             if end["type"] != "final" or end["finish_reason"] != "length":
@@ -211,7 +218,8 @@ def long_batch_job(args, workdir, name, replicas, runtime):
 
 
 def scenario_single(args, workdir, sig):
-    job, output = long_batch_job(args, workdir, "single", 1, {"step_timeout_s": 2.0})
+    job, output = long_batch_job(args, workdir, "single", 1,
+                                 {"step_timeout_s": 30.0 if sig == signal.SIGKILL else 2.0})
     try:
         pids = job.rank_pids()
         if len(read_jsonl(output)) == LONG_REQUESTS:
@@ -230,7 +238,7 @@ def scenario_single(args, workdir, sig):
         records = read_jsonl(output)
         if len(records) != LONG_REQUESTS:
             fail(f"{len(records)} records for {LONG_REQUESTS} requests", job.log)
-        cause = (rf"replica 0 \(world ranks 1-2\): world rank 1 failed|replica 0 \(world ranks 1-2\) sent no result"
+        cause = (rf"replica 0 \(world ranks 1-2\): world rank 1 failed: its process \(pid {pids[1]}, on this host\) is gone"
                  if sig == signal.SIGKILL else r"replica 0 \(world ranks 1-2\) sent no result for step \d+ within")
         errors = [r for r in records if r["finish_reason"] != "length"]
         for r in errors:
