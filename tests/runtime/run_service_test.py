@@ -104,6 +104,9 @@ def alive(pid):
 
 
 def write_config(path, model, tp, **sections):
+    # Batch jobs need no metrics endpoint: the default port may be taken by another job on the
+    # machine (a scenario that scrapes passes its own free ports).
+    sections.setdefault("ports", {"metrics": 0})
     lines = [f'model = "{model}"', f"tp = {tp}"]
     for table, values in sections.items():
         lines.append(f"[{table}]")
