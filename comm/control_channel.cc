@@ -31,13 +31,30 @@ ControlChannel::~ControlChannel() {
   } catch (const std::exception&) {
     // Destruction must not throw; what is still pending is freed below.
   }
-  for (auto& p : pending_) MPI_Request_free(&p.request);
-  // The buffers of freed requests must outlive the sends: keep them to the end of the process.
-  if (!pending_.empty()) {
-    static auto* leaked = new std::vector<std::shared_ptr<const std::string>>();
-    for (auto& p : pending_) leaked->push_back(std::move(p.bytes));
-  }
+  release(pending_);
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void ControlChannel::release(std::vector<PendingSend>& sends) {
+  if (sends.empty()) return;
+  for (auto& p : sends) MPI_Request_free(&p.request);
+  // The buffers of freed requests must outlive the sends: keep them to the end of the process.
+  static auto* leaked = new std::vector<std::shared_ptr<const std::string>>();
+  for (auto& p : sends) leaked->push_back(std::move(p.bytes));
+  sends.clear();
+}
+
+void ControlChannel::abandon(const std::vector<int>& dests) {
+  std::vector<PendingSend> dropped;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (std::find(dests.begin(), dests.end(), it->dest) != dests.end()) {
+      dropped.push_back(std::move(*it));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  release(dropped);
 }
 
 void ControlChannel::post(int dest, const std::shared_ptr<const std::string>& bytes) {

@@ -48,6 +48,10 @@ class ControlChannel {
   std::size_t progress();
   // Waits until every send has completed; false when `timeout` passed first.
   bool flush(std::chrono::milliseconds timeout);
+  // Stops tracking the sends to `dests` (dead or given-up ranks, whose sends may never complete
+  // in Open MPI 4.1: see docs/RELIABILITY.md "Faults"): their requests are freed, their bytes kept
+  // to the end of the process, and flush() no longer waits for them.
+  void abandon(const std::vector<int>& dests);
 
  private:
   struct PendingSend {
@@ -56,6 +60,8 @@ class ControlChannel {
     std::shared_ptr<const std::string> bytes;
   };
   void post(int dest, const std::shared_ptr<const std::string>& bytes);
+  // Frees the requests of `sends` (MPI_Request_free) and keeps their bytes alive.
+  static void release(std::vector<PendingSend>& sends);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;

@@ -82,6 +82,16 @@ const std::vector<Setting>& settings() {
        [](C& c) { return Setting::Ref(&c.runtime.step_timeout_s); }},
       {"runtime.shutdown_grace_s", "--shutdown-grace", "seconds running requests get on SIGTERM",
        [](C& c) { return Setting::Ref(&c.runtime.shutdown_grace_s); }},
+      // Faults (docs/RELIABILITY.md).
+      {"runtime.on_replica_failure", "--on-replica-failure",
+       "failover (move a failed replica's requests to the others) or abort",
+       [](C& c) { return Setting::Ref(&c.runtime.on_replica_failure); }},
+      {"runtime.heartbeat_interval_s", "--heartbeat-interval",
+       "seconds of silence after which the coordinator sends a replica a heartbeat",
+       [](C& c) { return Setting::Ref(&c.runtime.heartbeat_interval_s); }},
+      {"runtime.coordinator_timeout_s", "--coordinator-timeout",
+       "seconds without a coordinator message after which a serving worker exits",
+       [](C& c) { return Setting::Ref(&c.runtime.coordinator_timeout_s); }},
       {"speculative.method", "--speculative-method", "none, draft (a draft model) or ngram",
        [](C& c) { return Setting::Ref(&c.speculative.method); }},
       {"speculative.draft_model", "--speculative-draft-model",
@@ -480,6 +490,18 @@ void validate(const ServiceConfig& c) {
     require(std::isfinite(t) && t > 0, "{} = {} must be a positive number of seconds", name, t);
   require(std::isfinite(c.runtime.shutdown_grace_s) && c.runtime.shutdown_grace_s >= 0,
           "runtime.shutdown_grace_s = {} must be at least 0", c.runtime.shutdown_grace_s);
+  // Faults.
+  require(c.runtime.on_replica_failure == "failover" || c.runtime.on_replica_failure == "abort",
+          "runtime.on_replica_failure = \"{}\" must be \"failover\" or \"abort\"",
+          c.runtime.on_replica_failure);
+  for (const auto& [name, t] : {std::pair<const char*, double>{"runtime.heartbeat_interval_s",
+                                                               c.runtime.heartbeat_interval_s},
+                                {"runtime.coordinator_timeout_s", c.runtime.coordinator_timeout_s}})
+    require(std::isfinite(t) && t > 0, "{} = {} must be a positive number of seconds", name, t);
+  // A worker must hear several heartbeats within its timeout, or a busy moment looks like death.
+  require(c.runtime.coordinator_timeout_s >= 3 * c.runtime.heartbeat_interval_s,
+          "runtime.coordinator_timeout_s = {} must be at least 3 x runtime.heartbeat_interval_s = "
+          "{}", c.runtime.coordinator_timeout_s, 3 * c.runtime.heartbeat_interval_s);
   validate_speculative(c.speculative);
   validate_security(c.security);
   validate_limits(c.limits);

@@ -12,7 +12,8 @@
 //   [scheduler]  max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching,
 //                enable_chunked_prefill, watermark
 //   [ports]      host, zmq, http, metrics, metrics_host
-//   [runtime]    startup_timeout_s, step_timeout_s, shutdown_grace_s
+//   [runtime]    startup_timeout_s, step_timeout_s, shutdown_grace_s, on_replica_failure,
+//                heartbeat_interval_s, coordinator_timeout_s
 //   [speculative] method ("none", "draft", "ngram"), draft_model, num_speculative_tokens,
 //                adaptive, draft_cost, ngram_min, ngram_max, draft_placement
 //                (docs/speculative.md)
@@ -76,6 +77,16 @@ struct RuntimeSettings {
   double startup_timeout_s = 600.0;  // model loading + handshake, every rank
   double step_timeout_s = 120.0;     // a replica that returns no result within it is dead
   double shutdown_grace_s = 30.0;    // SIGTERM/SIGINT: running requests may finish within it
+
+  // Faults (docs/RELIABILITY.md "Faults"; mpirun needs --enable-recovery
+  // --mca orte_abort_on_non_zero_status 0, else Open MPI ends the job at a rank's death).
+  // A replica that failed (a worker's error, or no step result within step_timeout_s):
+  // "failover" moves its requests to the other replicas (they continue where their stream
+  // stopped; with none left they end with an error and the coordinator exits 1), "abort" ends
+  // every request with the error and the coordinator exits 1.
+  std::string on_replica_failure = "failover";
+  double heartbeat_interval_s = 1.0;    // the coordinator's Heartbeat to a replica idle this long
+  double coordinator_timeout_s = 15.0;  // a serving worker that hears nothing this long exits 1
 };
 
 // Speculative decoding (docs/speculative.md). The coordinator's scheduler gets the method, K and

@@ -93,6 +93,7 @@ struct Request {
 
   // Appends a sampled token and extends the hash chain when it fills a block.
   void append_token(int32_t token);
+  int32_t block_size() const { return block_size_; }
 
  private:
   void extend_hashes();

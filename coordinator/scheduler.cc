@@ -418,6 +418,69 @@ void Scheduler::erase_request(Request& r) {
   requests_.erase(r.seq_id);  // destroys r
 }
 
+std::vector<std::unique_ptr<Request>> Scheduler::take_all() {
+  std::vector<Request*> order(running_.begin(), running_.end());
+  for (const auto& [key, r] : waiting_) order.push_back(r);
+  std::sort(order.begin(), order.end(),
+            [](const Request* a, const Request* b) { return a->key() < b->key(); });
+  std::vector<std::unique_ptr<Request>> taken;
+  taken.reserve(order.size());
+  for (Request* r : order) {
+    auto it = requests_.find(r->seq_id);
+    kv_.free(r->seq_id);
+    if (r->status == RequestStatus::kRunning)
+      running_.erase(std::find(running_.begin(), running_.end(), r));
+    else
+      waiting_.remove(r);
+    r->status = RequestStatus::kWaiting;
+    by_request_id_.erase(r->request_id);
+    taken.push_back(std::move(it->second));
+    requests_.erase(it);
+  }
+  in_flight_.reset();
+  released_.clear();
+  return taken;
+}
+
+AddResult Scheduler::adopt(std::unique_ptr<Request> request) {
+  require(request != nullptr, "scheduler: adopt(nullptr)");
+  require(request->block_size() == config_.block_size,
+          "scheduler: adopting request '{}' hashed with block size {}; this replica's is {}",
+          request->request_id, request->block_size(), config_.block_size);
+  AddResult result;
+  result.seq_id = next_seq_id_++;
+  Request& r = *request;
+  std::optional<std::string> reason;
+  if (by_request_id_.count(r.request_id))
+    reason = fmt::format("request id '{}' is already live", r.request_id);
+  else if (r.num_tokens() >= config_.max_model_len)
+    reason = fmt::format("its {} tokens leave no room to generate within the context length of {} "
+                         "tokens", r.num_tokens(), config_.max_model_len);
+  r.seq_id = result.seq_id;
+  if (reason) {
+    RequestOutput out = base_output(r);
+    out.finished = true;
+    out.finish_reason = FinishReason::kRejected;
+    out.finish_detail = std::move(*reason);
+    ++counters_.requests_rejected;
+    result.rejection = std::move(out);
+    return result;
+  }
+  // The workers of this replica have never seen it: everything is recomputed and re-fed.
+  r.status = RequestStatus::kWaiting;
+  r.num_computed_tokens = 0;
+  r.num_fed_tokens = 0;
+  const SpeculativeConfig& sp = config_.speculative;
+  r.max_num_draft = sp.method == SpeculativeMethod::kNone
+                        ? 0
+                        : std::min(r.max_num_draft, sp.num_speculative_tokens);
+  Request* p = request.get();
+  by_request_id_.emplace(p->request_id, p->seq_id);
+  requests_.emplace(p->seq_id, std::move(request));
+  waiting_.push(p);
+  return result;
+}
+
 std::optional<RequestOutput> Scheduler::cancel(std::string_view request_id) {
   auto it = by_request_id_.find(std::string(request_id));
   if (it == by_request_id_.end()) return std::nullopt;

@@ -55,6 +55,18 @@ class Scheduler {
   // Cancels a live request; its blocks are freed at once. nullopt when it is not live.
   std::optional<RequestOutput> cancel(std::string_view request_id);
 
+  // Failover (coordinator/runtime/engine_core.h): the replica this scheduler drives has failed.
+  // Takes every live request out in queue order, with its tokens (prompt + outputs already
+  // streamed), text stream, stop-string state and counts; its KV, the step in flight and the
+  // pending releases are forgotten (the replica's ranks are gone). The scheduler is empty after.
+  std::vector<std::unique_ptr<Request>> take_all();
+  // Adopts a request taken from another replica's scheduler: a new seq id here, queued as if
+  // preempted (recomputed from its first token, which also rebuilds the workers' sampler
+  // history), so that its outputs continue the same token stream; max_tokens, output counts and
+  // stop strings go on from where they were. Rejected (the output says why) when its tokens no
+  // longer leave room within this replica's max_model_len.
+  AddResult adopt(std::unique_ptr<Request> request);
+
   bool has_unfinished_requests() const { return !requests_.empty(); }
   bool step_in_flight() const { return in_flight_.has_value(); }
   SchedulerStats stats() const;

@@ -164,6 +164,12 @@ done
 # SIGTERM to mpirun reaches every rank, then SIGKILL after odls_base_sigkill_timeout (1 s by
 # default): give the coordinator's drain its grace period and some margin.
 mca+=(--mca odls_base_sigkill_timeout "$(( ${grace%.*} + 15 ))")
+# Failover (docs/RELIABILITY.md "Faults"): with more than one replica the job must outlive a dead
+# rank, so that the coordinator moves that replica's requests to the others. Open MPI 4.1 ends the
+# whole job at a rank's death unless told not to; the coordinator then kills the failed replica's
+# ranks on its own host (others are told to exit), and after a coordinator's death the workers
+# exit on their own after runtime.coordinator_timeout_s.
+[ "$replicas" -le 1 ] || mca+=(--enable-recovery --mca orte_abort_on_non_zero_status 0)
 xs=()
 for v in "${envs[@]}"; do xs+=(-x "$v"); done
 [ "$(id -u)" -ne 0 ] || mca+=(--allow-run-as-root)

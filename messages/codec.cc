@@ -259,6 +259,12 @@ Message unpack_body(MessageKind kind, const msgpack::object& o) {
       const auto* f = array(o, p, 1);
       return Abort{text(f[0], p / "reason")};
     }
+    case MessageKind::kHeartbeat: {
+      const auto* f = array(o, p, 1);
+      const auto flag = scalar<uint8_t>(f[0], p / "peers_failed");
+      require(flag <= 1, "codec: {}: expected 0 or 1, got {}", (p / "peers_failed").text, flag);
+      return Heartbeat{flag == 1};
+    }
     case MessageKind::kWorkerHello: {
       const auto* f = array(o, p, 20);
       WorkerHello h;
@@ -316,6 +322,7 @@ bool known_kind(uint8_t k) {
     case MessageKind::kStepPlan:
     case MessageKind::kShutdown:
     case MessageKind::kAbort:
+    case MessageKind::kHeartbeat:
     case MessageKind::kWorkerHello:
     case MessageKind::kWorkerReady:
     case MessageKind::kStepResult:
@@ -334,6 +341,7 @@ const char* message_kind_name(MessageKind kind) {
     case MessageKind::kStepPlan: return "StepPlan";
     case MessageKind::kShutdown: return "Shutdown";
     case MessageKind::kAbort: return "Abort";
+    case MessageKind::kHeartbeat: return "Heartbeat";
     case MessageKind::kWorkerHello: return "WorkerHello";
     case MessageKind::kWorkerReady: return "WorkerReady";
     case MessageKind::kStepResult: return "StepResult";
@@ -384,6 +392,13 @@ std::string encode(const Abort& m) {
   return envelope(MessageKind::kAbort, [&](Packer& pk) {
     pk.pack_array(1);
     pack(pk, m.reason);
+  });
+}
+
+std::string encode(const Heartbeat& m) {
+  return envelope(MessageKind::kHeartbeat, [&](Packer& pk) {
+    pk.pack_array(1);
+    pk.pack_uint8(m.peers_failed ? 1 : 0);
   });
 }
 
@@ -478,7 +493,8 @@ MessageKind kind_of(const Message& m) {
   static constexpr MessageKind kinds[] = {
       MessageKind::kConfigure,   MessageKind::kInitCache,  MessageKind::kStepPlan,
       MessageKind::kShutdown,    MessageKind::kAbort,      MessageKind::kWorkerHello,
-      MessageKind::kWorkerReady, MessageKind::kStepResult, MessageKind::kWorkerError};
+      MessageKind::kWorkerReady, MessageKind::kStepResult, MessageKind::kWorkerError,
+      MessageKind::kHeartbeat};
   return kinds[m.index()];
 }
 

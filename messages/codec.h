@@ -28,6 +28,7 @@ enum class MessageKind : uint8_t {
   kStepPlan = 3,
   kShutdown = 4,
   kAbort = 5,
+  kHeartbeat = 6,
   kWorkerHello = 16,
   kWorkerReady = 17,
   kStepResult = 18,
@@ -37,7 +38,7 @@ enum class MessageKind : uint8_t {
 const char* message_kind_name(MessageKind kind);
 
 using Message = std::variant<Configure, InitCache, StepPlan, Shutdown, Abort, WorkerHello,
-                             WorkerReady, StepResult, WorkerError>;
+                             WorkerReady, StepResult, WorkerError, Heartbeat>;
 
 std::string encode(const Configure& m);
 std::string encode(const InitCache& m);
@@ -48,6 +49,7 @@ std::string encode(const WorkerHello& m);
 std::string encode(const WorkerReady& m);
 std::string encode(const StepResult& m);
 std::string encode(const WorkerError& m);
+std::string encode(const Heartbeat& m);
 
 // Throws shardserve::Error for bytes that are not a message of this version.
 Message decode(std::string_view bytes);

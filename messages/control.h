@@ -7,7 +7,11 @@
 //   worker -> coordinator         WorkerHello   model, shapes and KV capacity of the rank
 //   coordinator -> every worker   InitCache     the replica's KV pool size (min over its ranks)
 //   worker -> coordinator         WorkerReady   KV pool allocated; serving
-// Serving:     StepPlan to every rank of a replica, StepResult from its tensor-parallel rank 0.
+// Serving:     StepPlan to every rank of a replica, StepResult from its tensor-parallel rank 0;
+//              Heartbeat to a replica's ranks when nothing else was sent to them for
+//              runtime.heartbeat_interval_s (a worker that hears nothing for
+//              runtime.coordinator_timeout_s exits: the coordinator is gone), and to every live
+//              rank at once when a replica fails. Abort to a failed replica's ranks.
 // End:         Shutdown (exit 0) or Abort (start-up failed elsewhere: exit 1) to every worker;
 //              WorkerError from a worker that failed (the coordinator then ends the job).
 #include <cstdint>
@@ -59,6 +63,12 @@ struct Shutdown {
 
 struct Abort {
   std::string reason;
+};
+
+struct Heartbeat {
+  // A replica has failed in this job: a rank must not call MPI_Finalize at its Shutdown (with a
+  // dead rank in the job, Open MPI 4.1's MPI_Finalize hangs over tcp; docs/RELIABILITY.md).
+  bool peers_failed = false;
 };
 
 struct WorkerError {

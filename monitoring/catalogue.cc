@@ -125,6 +125,19 @@ const MetricDef requests_preempted{
     "Waiting requests on the replica that were preempted at least once (their KV was freed and "
     "will be recomputed)."};
 
+// ----- coordinator: faults ------------------------------------------------------------------
+const MetricDef replica_failures_total{
+    "shardserve_replica_failures_total", C, kCoord, "failures", kReplica,
+    "Times the replica was given up: a worker's error report, or no step result within "
+    "runtime.step_timeout_s (0 or 1: a failed replica stays failed)."};
+const MetricDef replica_up{
+    "shardserve_replica_up", G, kCoord, "", kReplica,
+    "1 while the replica serves, 0 once it failed (it gets no more requests)."};
+const MetricDef requests_requeued_total{
+    "shardserve_requests_requeued_total", C, kCoord, "requests", kReplica,
+    "Live requests moved off a failed replica onto this one (runtime.on_replica_failure = "
+    "failover); each continues its stream from prompt + the tokens already sent."};
+
 // ----- coordinator: tokens ------------------------------------------------------------------
 const MetricDef prompt_tokens_total{
     "shardserve_prompt_tokens_total", C, kCoord, "tokens", kReplica,
@@ -266,6 +279,9 @@ const std::vector<const MetricDef*>& catalogue() {
       &requests_running,
       &requests_waiting,
       &requests_preempted,
+      &replica_failures_total,
+      &replica_up,
+      &requests_requeued_total,
       &prompt_tokens_total,
       &generation_tokens_total,
       &prefix_cached_tokens_total,

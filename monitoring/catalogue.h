@@ -80,6 +80,10 @@ extern const MetricDef requests_finished_total;
 extern const MetricDef requests_running;
 extern const MetricDef requests_waiting;
 extern const MetricDef requests_preempted;
+// Coordinator: faults.
+extern const MetricDef replica_failures_total;
+extern const MetricDef replica_up;
+extern const MetricDef requests_requeued_total;
 // Coordinator: tokens.
 extern const MetricDef prompt_tokens_total;
 extern const MetricDef generation_tokens_total;

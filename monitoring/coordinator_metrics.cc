@@ -36,7 +36,7 @@ CoordinatorMetrics::CoordinatorMetrics(MetricsEndpoint& endpoint, int num_replic
   queue_ = &Family<Histogram>(reg, m::request_queue_time_seconds).add();
 
   Family<Gauge> running(reg, m::requests_running), waiting(reg, m::requests_waiting),
-      preempted(reg, m::requests_preempted), kv_used(reg, m::kv_blocks_used),
+      preempted(reg, m::requests_preempted), up(reg, m::replica_up), kv_used(reg, m::kv_blocks_used),
       kv_capacity(reg, m::kv_blocks_capacity), kv_cached(reg, m::kv_blocks_cached),
       kv_usage(reg, m::kv_cache_usage_ratio), hit_ratio(reg, m::prefix_cache_hit_ratio);
   Family<Counter> prompt(reg, m::prompt_tokens_total), generation(reg, m::generation_tokens_total),
@@ -44,7 +44,8 @@ CoordinatorMetrics::CoordinatorMetrics(MetricsEndpoint& endpoint, int num_replic
       hits(reg, m::prefix_cache_hit_tokens_total), evictions(reg, m::prefix_cache_evictions_total),
       preemptions(reg, m::preemptions_total), drafts(reg, m::spec_decode_drafts_total),
       draft_tokens(reg, m::spec_decode_draft_tokens_total),
-      accepted(reg, m::spec_decode_accepted_tokens_total);
+      accepted(reg, m::spec_decode_accepted_tokens_total),
+      failures(reg, m::replica_failures_total), requeued(reg, m::requests_requeued_total);
   Family<Histogram> duration(reg, m::step_duration_seconds), batch(reg, m::step_batch_size),
       tokens(reg, m::step_tokens);
   replicas_.resize(num_replicas);
@@ -74,10 +75,32 @@ CoordinatorMetrics::CoordinatorMetrics(MetricsEndpoint& endpoint, int num_replic
     x.spec_drafts = &drafts.add(l);
     x.spec_draft_tokens = &draft_tokens.add(l);
     x.spec_accepted_tokens = &accepted.add(l);
+    x.failures = &failures.add(l);
+    x.up = &up.add(l);
+    x.up->Set(1);
+    x.requeued = &requeued.add(l);
   }
 }
 
 CoordinatorMetrics::~CoordinatorMetrics() = default;
+
+void CoordinatorMetrics::on_replica_failed(int r) {
+  Replica& x = replica(r);
+  x.failures->Increment();
+  x.up->Set(0);
+  x.step_in_flight = false;
+}
+
+void CoordinatorMetrics::on_requeued(int from, uint64_t seq_id, int to, uint64_t new_seq_id) {
+  replica(from);
+  Replica& x = replica(to);
+  x.requeued->Increment();
+  auto it = live_.find(key(from, seq_id));
+  if (it == live_.end()) return;
+  const Times t = it->second;
+  live_.erase(it);
+  live_[key(to, new_seq_id)] = t;
+}
 
 CoordinatorMetrics::Replica& CoordinatorMetrics::replica(int r) {
   require(r >= 0 && r < num_replicas(), "coordinator metrics: replica {} of {}", r,

@@ -10,6 +10,8 @@
 //   on_step_done(r, now)                its result arrived (before its outputs are handled)
 //   on_output(r, out, now)              every RequestOutput, where it is produced (r = -1 when
 //                                       the engine refused it before any replica saw it)
+//   on_replica_failed(r)                the engine gave replica r up
+//   on_requeued(from, seq, to, new_seq) a live request moved off failed replica `from`
 //   on_replica_state(r, stats)          after the replica's state changed (once per poll); its
 //                                       monotonic counters (preemptions, prefix cache,
 //                                       speculative decoding) are mirrored by their increments
@@ -63,6 +65,9 @@ class CoordinatorMetrics {
   void on_cancel_reason(const std::string& request_id, TimeLimit limit);
   // The cancel found the request already ended (its final was counted as it was).
   void forget_cancel_reason(const std::string& request_id) { timed_out_.erase(request_id); }
+  void on_replica_failed(int replica);
+  // Its latencies go on under its new place (arrival, first token kept).
+  void on_requeued(int from, uint64_t seq_id, int to, uint64_t new_seq_id);
 
   int num_replicas() const { return static_cast<int>(replicas_.size()); }
   // Requests tracked for latencies (admitted, not yet finished); for tests.
@@ -97,6 +102,9 @@ class CoordinatorMetrics {
     prometheus::Counter* spec_drafts;
     prometheus::Counter* spec_draft_tokens;
     prometheus::Counter* spec_accepted_tokens;
+    prometheus::Counter* failures;
+    prometheus::Gauge* up;
+    prometheus::Counter* requeued;
     // The scheduler's monotonic counters as last mirrored (the exported counters add deltas).
     coordinator::SchedulerStats last{};
     // The step in flight.

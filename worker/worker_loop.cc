@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -96,15 +97,43 @@ WorkerLoop::WorkerLoop(comm::MpiEnvironment& env, comm::ControlChannel& channel)
 
 WorkerLoop::~WorkerLoop() = default;
 
+std::chrono::milliseconds WorkerLoop::silence_limit() const {
+  const config::RuntimeSettings defaults;
+  const config::RuntimeSettings& rt = configured_ ? cfg_.runtime : defaults;
+  // Before serving the coordinator sends nothing while the other ranks load (it gives up itself
+  // after startup_timeout_s and sends Abort): allow that, and a minute more.
+  const double s = serving_ ? rt.coordinator_timeout_s : rt.startup_timeout_s + 60.0;
+  return std::chrono::milliseconds(static_cast<int64_t>(s * 1000.0));
+}
+
 messages::Message WorkerLoop::next_message() {
+  auto last = std::chrono::steady_clock::now();
   while (true) {
-    auto r = channel_.receive_for(std::chrono::seconds(1));
+    auto r = channel_.receive_for(std::chrono::milliseconds(200));
     if (metrics_) metrics_->heartbeat();
-    if (!r) continue;
+    if (!r) {
+      const auto silent = std::chrono::steady_clock::now() - last;
+      if (silent > silence_limit()) {
+        spdlog::critical("no message from the coordinator (world rank 0) for {:.1f} s ({}): it is "
+                         "gone; exiting 1 without MPI_Finalize",
+                         std::chrono::duration<double>(silent).count(),
+                         serving_ ? "runtime.coordinator_timeout_s"
+                                  : "runtime.startup_timeout_s + 60 s, during start-up");
+        spdlog::shutdown();
+        std::_Exit(1);
+      }
+      continue;
+    }
     require(r->source == comm::WorldLayout::kCoordinator,
             "worker: message from world rank {}; only the coordinator (rank 0) sends to workers",
             r->source);
-    return messages::decode(r->bytes);
+    last = std::chrono::steady_clock::now();
+    auto m = messages::decode(r->bytes);
+    if (auto* hb = std::get_if<messages::Heartbeat>(&m)) {
+      peers_failed_ = peers_failed_ || hb->peers_failed;
+      continue;
+    }
+    return m;
   }
 }
 
@@ -158,6 +187,25 @@ int WorkerLoop::run() {
                          weight_bytes_, kv_bytes_);
   channel_.send(comm::WorldLayout::kCoordinator,
                 messages::encode(messages::WorkerReady{env_.world_rank(), kv_bytes_}));
+  serving_ = true;
+  const auto stuck_after = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(cfg_.runtime.step_timeout_s + cfg_.runtime.coordinator_timeout_s));
+  watchdog_ = std::jthread([this, stuck_after](std::stop_token stop) {
+    while (!stop.stop_requested()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      const int64_t started = step_started_ns_.load();
+      if (started == 0) continue;
+      const auto now = std::chrono::steady_clock::now().time_since_epoch();
+      if (now - std::chrono::nanoseconds(started) > stuck_after) {
+        spdlog::critical("one step has run for over {:.1f} s (runtime.step_timeout_s + "
+                         "runtime.coordinator_timeout_s): stuck (a collective peer is gone?) and "
+                         "given up by the coordinator; exiting 1 without MPI_Finalize",
+                         std::chrono::duration<double>(stuck_after).count());
+        spdlog::shutdown();
+        std::_Exit(1);
+      }
+    }
+  });
   spdlog::info("ready ({}): KV pool {} blocks x {} tokens ({:.1f} MiB{}){}", cfg_.device,
                init->num_kv_blocks, cfg_.kv.block_size, kv_bytes_ / 1048576.0,
                draft_ ? ", target + draft" : "",
@@ -186,8 +234,10 @@ int WorkerLoop::run() {
       spdlog::info("shutdown ({}) after {} steps; exiting", s->reason, steps_);
       return 0;
     } else if (auto* a = std::get_if<messages::Abort>(&m)) {
-      spdlog::error("aborted by the coordinator: {}", a->reason);
-      return 1;
+      // This replica failed: a peer may be dead, and MPI_Finalize may hang with a dead rank.
+      spdlog::error("aborted by the coordinator: {}; exiting 1 without MPI_Finalize", a->reason);
+      spdlog::shutdown();
+      std::_Exit(1);
     } else {
       fail("worker: unexpected {} message while serving",
            messages::message_kind_name(messages::kind_of(m)));
@@ -197,6 +247,7 @@ int WorkerLoop::run() {
 
 messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
   cfg_ = config::parse_toml(configure.config_toml, "the coordinator's Configure message");
+  configured_ = true;
   tp_ = configure.tp;
   const comm::WorldLayout layout{configure.tp, configure.replicas};
   require(env_.world_size() == layout.world_size(),
@@ -296,6 +347,12 @@ messages::WorkerHello WorkerLoop::load(const messages::Configure& configure) {
 void WorkerLoop::step(const messages::StepPlan& plan) {
   // Every rank executes every plan (also release-only ones: the sampler's and the draft's state).
   const auto t0 = std::chrono::steady_clock::now();
+  step_started_ns_.store(std::max<int64_t>(
+      1, std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count()));
+  struct StepDone {
+    std::atomic<int64_t>& started;
+    ~StepDone() { started.store(0); }
+  } step_done{step_started_ns_};
   const messages::StepResult result = executor_->execute(plan);
   if (plan.seqs.empty()) return;  // only releases finished sequences; no reply expected
   ++steps_;

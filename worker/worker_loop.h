@@ -8,6 +8,17 @@
 // collectives inside keep the ranks in step); tensor-parallel rank 0 returns the StepResult.
 // Shutdown returns 0, Abort 1.
 //
+// Faults (docs/RELIABILITY.md "Faults"): Heartbeats are only noted. A worker that hears nothing
+// from the coordinator for runtime.coordinator_timeout_s while serving (startup_timeout_s + 60 s
+// before; the defaults before Configure) decides the coordinator is gone (under
+// `mpirun --enable-recovery` nobody else ends it), logs why and _exits 1. An Abort while serving
+// (its replica failed) _exits 1 too: its collective peers may be dead, and MPI_Finalize with a
+// dead rank in the job can hang. After a Heartbeat with peers_failed, Shutdown also skips
+// MPI_Finalize (exit_without_finalize()). A watchdog thread _exits 1 when one step has run for
+// step_timeout_s + coordinator_timeout_s: by then the coordinator has given the replica up, and a
+// rank stuck in a collective whose peer died (on another host, where the coordinator cannot kill
+// it) can read no Abort.
+//
 // Backend (`device`): "cpu" runs worker::ModelRunner, "cuda" worker::cuda::CudaModelRunner (only in
 // a SHARDSERVE_HAVE_CUDA build; refused with the reason otherwise), both behind StepRunner. On
 // CUDA the rank takes GPU (local rank % visible devices) and, with tp > 1, an NCCL collective over
@@ -22,8 +33,11 @@
 // vocabulary). For greedy requests this could be avoided: each rank takes the argmax of its
 // vocabulary slice and the group all-gathers (max, index) pairs, 8 bytes per row and rank
 // instead of vocab / tp floats; left for when the GPU path makes it pay.
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <optional>
 #include <string>
 
@@ -67,10 +81,16 @@ class WorkerLoop {
   ~WorkerLoop();
   // Start-up and serving; returns the exit status. Throws Error on failure.
   int run();
+  // True once start-up is done (the pool is allocated and WorkerReady sent).
+  bool serving() const { return serving_; }
+  // A Heartbeat said a replica failed: MPI_Finalize may hang; the caller should _exit instead.
+  bool exit_without_finalize() const { return peers_failed_; }
 
  private:
-  // Waits for the next coordinator message.
+  // Waits for the next coordinator message other than a Heartbeat; _exits 1 after the silence
+  // bound (see the top of this file).
   messages::Message next_message();
+  std::chrono::milliseconds silence_limit() const;
   messages::WorkerHello load(const messages::Configure& configure);
   // The CPU runners (target, and draft if any) over a pool of num_blocks.
   void build_cpu_runners(int64_t num_blocks);
@@ -111,6 +131,12 @@ class WorkerLoop {
   int64_t kv_bytes_ = 0;  // target + draft pools of this rank
   std::unique_ptr<StepExecutor> executor_;
   uint64_t steps_ = 0;
+  bool configured_ = false;
+  bool serving_ = false;
+  bool peers_failed_ = false;
+  // Watchdog: when the current step started (steady clock, ns; 0: not in a step).
+  std::atomic<int64_t> step_started_ns_{0};
+  std::jthread watchdog_;
 };
 
 }  // namespace shardserve::worker

@@ -2,8 +2,9 @@
 // arguments: the coordinator sends the configuration. See worker/worker_loop.h.
 //
 // Exit status: 0 after the coordinator's Shutdown; 1 after an Abort or a failure. A failure is
-// reported to the coordinator (WorkerError), which ends the job: the peers of this rank may be
-// inside a collective that can no longer complete.
+// reported to the coordinator (WorkerError), which gives this rank's replica up (its ranks are
+// told to exit or killed; runtime.on_replica_failure) or, during start-up, tells every worker to
+// exit. Without an answer this rank exits 1 itself, without MPI_Finalize.
 #include <omp.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -77,15 +78,22 @@ int main(int argc, char** argv) {
   int status = 1;
   {
     comm::ControlChannel channel(MPI_COMM_WORLD);
+    std::optional<worker::WorkerLoop> loop;
     try {
-      worker::WorkerLoop loop(*env, channel);
-      status = loop.run();
+      loop.emplace(*env, channel);
+      status = loop->run();
       channel.flush(std::chrono::seconds(10));
+      if (loop->exit_without_finalize()) {
+        // A replica failed in this job: MPI_Finalize can hang with a dead rank (tcp).
+        spdlog::info("a replica failed in this job: exiting {} without MPI_Finalize", status);
+        spdlog::shutdown();
+        std::_Exit(status);
+      }
     } catch (const std::exception& e) {
       spdlog::error("failed: {}", e.what());
-      // Report to the coordinator. While serving it ends the job (MPI_Abort: this rank's peers
-      // may be inside a collective); during start-up it sends Abort to every worker, and then
-      // this rank exits 1 like the others. Without an answer, this rank ends the job itself.
+      // Report to the coordinator. While serving it gives this rank's replica up (Abort, and a
+      // SIGKILL on its host); during start-up it sends Abort to every worker, and then this rank
+      // exits 1 like the others.
       bool told_to_exit = false;
       try {
         channel.send(comm::WorldLayout::kCoordinator,
@@ -102,10 +110,14 @@ int main(int argc, char** argv) {
       } catch (const std::exception& e2) {
         spdlog::error("could not report the failure to the coordinator: {}", e2.what());
       }
-      if (!told_to_exit) {
-        spdlog::error("no word from the coordinator: ending the job");
+      if (!told_to_exit || (loop && loop->serving())) {
+        // Serving: this replica's peers may sit in a collective with this rank gone, and
+        // MPI_Finalize with a dead rank can hang. Silent coordinator: it is gone.
+        spdlog::error("{}: exiting 1 without MPI_Finalize",
+                      told_to_exit ? "told to exit after a failure while serving"
+                                   : "no word from the coordinator within 30 s");
         spdlog::shutdown();
-        comm::MpiEnvironment::abort_job(1);
+        std::_Exit(1);
       }
       status = 1;
     }

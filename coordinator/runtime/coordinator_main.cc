@@ -14,8 +14,9 @@
 //
 // Exit status: 0 after a normal end or a drain; 2 for a configuration or usage error (the
 // workers are told to exit); 1 when start-up failed (a metrics or ZeroMQ port that cannot be
-// bound too); a failure while serving (a worker error, a replica that stopped answering) ends
-// the whole job with MPI_Abort.
+// bound too); 1 when serving cannot go on after a replica's failure (runtime.on_replica_failure =
+// "abort", or no replica left: every live request got the error first). A failed replica with
+// others left is given up and its requests move (EngineCore); serving goes on.
 #include <signal.h>
 #include <unistd.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -205,8 +206,8 @@ class ProgressLog {
   Clock::time_point next_ = Clock::now() + std::chrono::seconds(5);
 };
 
-// Batch mode: submits the batch, drives the engine, drains on a signal. Throws on a failed
-// replica.
+// Batch mode: submits the batch, drives the engine, drains on a signal; ends early when
+// serving cannot go on (engine.failure()).
 void serve_batch(runtime::EngineCore& engine, std::vector<coordinator::RequestSpec> batch,
                  const config::ServiceConfig& cfg, const ProgramOptions& opt, OutputSink& sink) {
   runtime::OutputCollector collector;
@@ -222,7 +223,8 @@ void serve_batch(runtime::EngineCore& engine, std::vector<coordinator::RequestSp
   ProgressLog progress;
   const auto start = Clock::now();
   int64_t tokens = 0;
-  while (engine.has_unfinished() || (opt.keep_running && !drain.draining())) {
+  while (engine.has_unfinished() ||
+         (opt.keep_running && !drain.draining() && engine.failure().empty())) {
     drain.update();
     const auto outputs = engine.poll(std::chrono::milliseconds(20));
     for (const auto& out : outputs) {
@@ -239,8 +241,8 @@ void serve_batch(runtime::EngineCore& engine, std::vector<coordinator::RequestSp
                elapsed > 0 ? tokens / elapsed : 0.0);
 }
 
-// ZeroMQ mode: the front end (already bound) pumps the engine until a signal has drained it.
-// Throws on a failed replica.
+// ZeroMQ mode: the front end (already bound) pumps the engine until a signal has drained it, or
+// until serving cannot go on (engine.failure(): admission stops, the errors are delivered).
 void serve_zmq(runtime::EngineCore& core, api::FrontEnd& front, const config::ServiceConfig& cfg,
                monitoring::CoordinatorMetrics& metrics) {
   api::CoreEngine engine(core, &metrics);
@@ -248,10 +250,23 @@ void serve_zmq(runtime::EngineCore& core, api::FrontEnd& front, const config::Se
                front.model_info().num_replicas, front.endpoint());
   Drain drain(core, cfg.runtime.shutdown_grace_s);
   ProgressLog progress;
+  std::optional<Clock::time_point> failed_at;
   for (;;) {
     drain.update([&] { front.stop_admitting(); });
+    if (!core.failure().empty() && !failed_at) {
+      failed_at = Clock::now();
+      front.stop_admitting();
+      core.stop_admitting();
+    }
     // The front end's count lags the engine by one hand-over: both must be empty.
-    if (drain.draining() && !core.has_unfinished() && front.live_requests() == 0) break;
+    const bool stopping = drain.draining() || failed_at;
+    if (stopping && !core.has_unfinished() && front.live_requests() == 0) break;
+    // After a failure nothing computes: the errors go out within a few rounds.
+    if (failed_at && Clock::now() - *failed_at > std::chrono::seconds(5)) {
+      spdlog::error("{} request(s) still live 5 s after the failure; stopping anyway",
+                    front.live_requests());
+      break;
+    }
     front.pump(engine, std::chrono::milliseconds(20));
     if (core.has_unfinished()) progress.update(core);
   }
@@ -396,6 +411,9 @@ int main(int argc, char** argv) {
 
   // ----- start-up handshake ------------------------------------------------------------------
   std::vector<coordinator::SchedulerConfig> schedulers;
+  runtime::MpiTransportOptions transport_options;
+  transport_options.coordinator_host = env->host();
+  transport_options.heartbeat_interval = seconds(cfg.runtime.heartbeat_interval_s);
   std::optional<api::FrontEnd> front;  // ZeroMQ mode
   try {
     if (auto port = monitoring::metrics_port_for_rank(cfg.ports.metrics, comm::WorldLayout::kCoordinator)) {
@@ -410,6 +428,7 @@ int main(int argc, char** argv) {
     const auto hs = runtime::run_handshake(channel, layout, model_name,
                                            seconds(cfg.runtime.startup_timeout_s));
     schedulers = runtime::scheduler_configs_for(cfg, model_config, hs);
+    for (const auto& h : hs.hellos) transport_options.workers.push_back({h.host, h.pid});
     // Bound last, once the handshake is done, so that a client connecting sees a ready service.
     if (!opt.batch()) {
       front.emplace(front_options, api::model_info_for(cfg, model_config, schedulers),
@@ -424,10 +443,15 @@ int main(int argc, char** argv) {
   }
 
   // ----- serving -------------------------------------------------------------------------------
+  runtime::MpiTransport transport(channel, layout, std::move(transport_options));
+  std::string failure;
   try {
-    runtime::MpiTransport transport(channel, layout);
-    runtime::EngineCore engine(transport, std::move(schedulers),
-                               runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s), &metrics});
+    runtime::EngineCore engine(
+        transport, std::move(schedulers),
+        runtime::EngineOptions{seconds(cfg.runtime.step_timeout_s), &metrics,
+                               cfg.runtime.on_replica_failure == "abort"
+                                   ? runtime::FailurePolicy::kAbort
+                                   : runtime::FailurePolicy::kFailover});
     if (front) {
       serve_zmq(engine, *front, cfg, metrics);
       front.reset();  // nothing is live: the socket closes before the workers go
@@ -435,6 +459,9 @@ int main(int argc, char** argv) {
       OutputSink sink(opt.output_file);
       serve_batch(engine, std::move(batch), cfg, opt, sink);
     }
+    failure = engine.failure();
+    if (engine.requeued() > 0)
+      spdlog::warn("{} request(s) were moved off failed replicas while serving", engine.requeued());
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}; ending the job", e.what());
     spdlog::shutdown();
@@ -442,10 +469,23 @@ int main(int argc, char** argv) {
   }
 
   // ----- shutdown --------------------------------------------------------------------------------
-  channel.send_to(layout.worker_ranks(), messages::encode(messages::Shutdown{"service stopped"}));
+  const int status = failure.empty() ? 0 : 1;
+  const auto live = transport.live_worker_ranks();
+  if (!live.empty())
+    channel.send_to(live, messages::encode(messages::Shutdown{
+                              failure.empty() ? std::string("service stopped") : failure}));
   if (!channel.flush(std::chrono::seconds(10))) {
     spdlog::critical("shutdown: the workers did not take the shutdown message within 10 s");
     comm::MpiEnvironment::abort_job(1);
+  }
+  if (transport.any_failed()) {
+    // A rank of this job died: Open MPI 4.1's MPI_Finalize can hang then (tcp).
+    spdlog::info("shutdown: {} live worker(s) told to exit; coordinator exits {} without "
+                 "MPI_Finalize (a replica failed{})",
+                 live.size(), status, failure.empty() ? "" : ": " + failure);
+    spdlog::shutdown();
+    std::fflush(stdout);
+    std::_Exit(status);
   }
   spdlog::info("shutdown: every worker told to exit; coordinator exits 0");
   return 0;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 #include "common/error.h"
 
 namespace shardserve::runtime {
@@ -32,9 +34,14 @@ EngineCore::EngineCore(ReplicaTransport& transport,
 EngineCore::~EngineCore() = default;
 
 int EngineCore::choose_replica() const {
-  int best = 0;
-  for (int r = 1; r < num_replicas(); ++r) {
+  int best = -1;
+  for (int r = 0; r < num_replicas(); ++r) {
     const Replica& a = replicas_[r];
+    if (a.failed) continue;
+    if (best < 0) {
+      best = r;
+      continue;
+    }
     const Replica& b = replicas_[best];
     // a.load / a.cap < b.load / b.cap, in integers.
     const __int128 lhs = static_cast<__int128>(a.outstanding_tokens) * b.capacity_tokens;
@@ -44,15 +51,20 @@ int EngineCore::choose_replica() const {
   return best;
 }
 
+int EngineCore::num_live_replicas() const {
+  int n = 0;
+  for (const auto& r : replicas_) n += !r.failed;
+  return n;
+}
+
 int EngineCore::submit(coordinator::RequestSpec spec) {
-  require(!failed_, "engine: submit after a replica failed");
   if (metrics_) metrics_->on_submitted();
-  if (!admitting_) {
+  if (!admitting_ || !failure_.empty()) {
     RequestOutput out;
     out.request_id = spec.request_id;
     out.finished = true;
     out.finish_reason = coordinator::FinishReason::kRejected;
-    out.finish_detail = "shutting down";
+    out.finish_detail = failure_.empty() ? std::string("shutting down") : failure_;
     out.num_prompt_tokens = static_cast<int32_t>(spec.prompt_token_ids.size());
     if (metrics_) metrics_->on_output(-1, out, Clock::now());
     pending_.push_back(std::move(out));
@@ -146,25 +158,40 @@ void EngineCore::start_step(int r) {
 void EngineCore::apply(ReplicaEvent event, std::vector<RequestOutput>& outputs) {
   require(event.replica >= 0 && event.replica < num_replicas(), "engine: event from replica {}",
           event.replica);
+  Replica& replica = replicas_[event.replica];
+  // What a failed replica's ranks still send (a result they had under way, an error) is moot.
+  if (replica.failed || !failure_.empty()) return;
   if (auto* err = std::get_if<messages::WorkerError>(&event.payload)) {
-    failed_ = true;
-    fail("{}: world rank {} failed: {}", transport_.describe(event.replica), event.world_rank,
-         err->message);
+    fail_replica(event.replica, fmt::format("{}: world rank {} failed: {}",
+                                            transport_.describe(event.replica), event.world_rank,
+                                            err->message));
+    return;
   }
   auto& result = std::get<messages::StepResult>(event.payload);
-  Replica& replica = replicas_[event.replica];
   if (!replica.in_flight || replica.in_flight->step_id != result.step_id) {
-    failed_ = true;
-    fail("{} returned a result for step {} but {}", transport_.describe(event.replica),
-         result.step_id,
-         replica.in_flight ? fmt::format("step {} is in flight", replica.in_flight->step_id)
-                           : std::string("no step is in flight"));
+    fail_replica(event.replica,
+                 fmt::format("{} returned a result for step {} but {}",
+                             transport_.describe(event.replica), result.step_id,
+                             replica.in_flight
+                                 ? fmt::format("step {} is in flight", replica.in_flight->step_id)
+                                 : std::string("no step is in flight")));
+    return;
   }
   replica.in_flight.reset();
   replica.tokens_sampled += static_cast<int64_t>(result.tokens.size());
   const auto now = Clock::now();
   if (metrics_) metrics_->on_step_done(event.replica, now);
-  for (auto& out : replica.scheduler->on_step_result(result)) {
+  std::vector<RequestOutput> produced;
+  try {
+    produced = replica.scheduler->on_step_result(result);
+  } catch (const Error& e) {
+    // A result the scheduler cannot apply (wrong sequences, counts): that replica is broken.
+    fail_replica(event.replica, fmt::format("{} returned an invalid result for step {}: {}",
+                                            transport_.describe(event.replica), result.step_id,
+                                            e.what()));
+    return;
+  }
+  for (auto& out : produced) {
     if (metrics_) metrics_->on_output(event.replica, out, now);
     retire(out);
     outputs.push_back(std::move(out));
@@ -172,41 +199,119 @@ void EngineCore::apply(ReplicaEvent event, std::vector<RequestOutput>& outputs) 
   start_step(event.replica);  // keep this replica busy while the others compute
 }
 
-void EngineCore::check_deadlines() const {
+void EngineCore::end_with_failure(int r, const coordinator::Request& req, const std::string& detail) {
+  RequestOutput out;
+  out.request_id = req.request_id;
+  out.seq_id = req.seq_id;
+  out.finished = true;
+  out.finish_reason = coordinator::FinishReason::kRejected;
+  out.finish_detail = detail;
+  out.num_prompt_tokens = req.prompt_len;
+  out.num_output_tokens = req.num_output_tokens();
+  out.num_cached_tokens = req.num_cached_prompt_tokens;
+  if (metrics_) metrics_->on_output(r, out, Clock::now());
+  pending_.push_back(std::move(out));
+}
+
+void EngineCore::fail_replica(int r, const std::string& cause) {
+  Replica& dead = replicas_[r];
+  if (dead.failed) return;
+  dead.failed = true;
+  dead.in_flight.reset();
+  const bool abort = options_.on_replica_failure == FailurePolicy::kAbort;
+  const int survivors = num_live_replicas();
+  spdlog::error("{}; {}", cause,
+                abort ? std::string("runtime.on_replica_failure = \"abort\": ending every request")
+                : survivors == 0
+                    ? std::string("no replica is left: ending its requests")
+                    : fmt::format("moving its {} live request(s) to the {} other replica(s)",
+                                  dead.live, survivors));
+  // Logged first: without mpirun's recovery options, killing the ranks ends the job at once.
+  transport_.on_replica_failed(r, cause);
+  if (metrics_) metrics_->on_replica_failed(r);
+  if (abort || survivors == 0) {
+    failure_ = abort ? fmt::format("{} (runtime.on_replica_failure = \"abort\")", cause)
+                     : fmt::format("{}; no replica is left", cause);
+    // Every replica's requests end; the healthy replicas' steps in flight are not awaited.
+    for (int i = 0; i < num_replicas(); ++i) {
+      Replica& x = replicas_[i];
+      x.in_flight.reset();
+      for (auto& req : x.scheduler->take_all()) {
+        placement_.erase(req->request_id);
+        end_with_failure(i, *req, failure_);
+      }
+      x.unscheduled.clear();
+      x.live = 0;
+      x.outstanding_tokens = 0;
+    }
+    return;
+  }
+  for (auto& req : dead.scheduler->take_all()) {
+    const std::string id = req->request_id;
+    const uint64_t old_seq = req->seq_id;
+    auto placed = placement_.find(id);
+    const int64_t tokens = placed == placement_.end() ? 0 : placed->second.tokens;
+    const bool unstarted = dead.unscheduled.erase(old_seq) > 0;
+    const int to = choose_replica();
+    Replica& target = replicas_[to];
+    auto added = target.scheduler->adopt(std::move(req));
+    if (added.rejection) {
+      if (placed != placement_.end()) placement_.erase(placed);
+      added.rejection->seq_id = old_seq;  // the metrics know it by its seq id on replica r
+      added.rejection->finish_detail =
+          fmt::format("{}; replica {} cannot continue it: {}", cause, to, added.rejection->finish_detail);
+      if (metrics_) metrics_->on_output(r, *added.rejection, Clock::now());
+      pending_.push_back(std::move(*added.rejection));
+      continue;
+    }
+    if (placed != placement_.end()) placed->second.replica = to;
+    if (unstarted) target.unscheduled.emplace(added.seq_id, id);
+    target.outstanding_tokens += tokens;
+    ++target.live;
+    ++requeued_;
+    if (metrics_) metrics_->on_requeued(r, old_seq, to, added.seq_id);
+  }
+  dead.unscheduled.clear();
+  dead.live = 0;
+  dead.outstanding_tokens = 0;
+}
+
+void EngineCore::check_deadlines() {
   const auto now = std::chrono::steady_clock::now();
   for (int r = 0; r < num_replicas(); ++r) {
     const auto& f = replicas_[r].in_flight;
+    if (replicas_[r].failed || !failure_.empty()) continue;
     if (f && now - f->sent > options_.step_timeout) {
       const double s = std::chrono::duration<double>(now - f->sent).count();
-      fail("{} sent no result for step {} within {:.1f} s (runtime.step_timeout_s = {:g}): a "
-           "rank died or hangs",
-           transport_.describe(r), f->step_id, s,
-           std::chrono::duration<double>(options_.step_timeout).count());
+      fail_replica(r, fmt::format("{} sent no result for step {} within {:.1f} s "
+                                  "(runtime.step_timeout_s = {:g}): a rank died or hangs",
+                                  transport_.describe(r), f->step_id, s,
+                                  std::chrono::duration<double>(options_.step_timeout).count()));
     }
   }
 }
 
 std::vector<RequestOutput> EngineCore::poll(std::chrono::milliseconds wait) {
-  require(!failed_, "engine: poll after a replica failed");
   std::vector<RequestOutput> outputs = std::move(pending_);
   pending_.clear();
   started_.clear();
-  for (int r = 0; r < num_replicas(); ++r) start_step(r);
+  if (failure_.empty())
+    for (int r = 0; r < num_replicas(); ++r)
+      if (!replicas_[r].failed) start_step(r);
   if (!outputs.empty() || !steps_in_flight()) wait = std::chrono::milliseconds(0);
   // Then whatever else has arrived, but at most one event per replica, so that a caller's
   // signals, submissions and cancellations are seen between rounds.
   auto event = transport_.poll(wait);
   for (int handled = 0; event; ) {
-    try {
-      apply(std::move(*event), outputs);
-    } catch (...) {
-      failed_ = true;
-      throw;
-    }
+    apply(std::move(*event), outputs);
     if (++handled == num_replicas()) break;
     event = transport_.poll(std::chrono::milliseconds(0));
   }
   check_deadlines();
+  // A failure's requeued requests start on their new replica in the same round.
+  if (failure_.empty())
+    for (int r = 0; r < num_replicas(); ++r)
+      if (!replicas_[r].failed) start_step(r);
   // Cancellations applied while results were handled are outputs too.
   for (auto& o : pending_) outputs.push_back(std::move(o));
   pending_.clear();
@@ -223,7 +328,7 @@ bool EngineCore::has_unfinished() const {
 
 bool EngineCore::steps_in_flight() const {
   for (const auto& r : replicas_)
-    if (r.in_flight) return true;
+    if (r.in_flight && !r.failed) return true;
   return false;
 }
 
@@ -239,6 +344,7 @@ ReplicaStats EngineCore::stats(int replica) const {
   s.outstanding_tokens = r.outstanding_tokens;
   s.steps = r.steps;
   s.tokens_sampled = r.tokens_sampled;
+  s.failed = r.failed;
   s.scheduler = r.scheduler->stats();
   return s;
 }

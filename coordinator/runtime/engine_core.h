@@ -15,9 +15,15 @@
 // the others are still computing. A plan that only releases finished sequences is sent without
 // waiting for a reply.
 //
-// Failure: a worker's error report, or a replica that returns nothing within the step timeout,
-// makes poll() throw a shardserve::Error naming the replica, its ranks and the step. The engine
-// is then unusable; the caller ends the job.
+// Failure (docs/RELIABILITY.md "Faults"): a worker's error report, or a replica that returns
+// nothing within the step timeout, marks that replica failed: it gets no more plans and no new
+// requests, and the transport is told (ReplicaTransport::on_replica_failed: its ranks are made to
+// exit). With FailurePolicy::kFailover each of its live requests moves, in queue order, to the
+// surviving replica with the least load (Scheduler::adopt: recomputed from prompt + the tokens
+// already streamed, same request id, so the client's stream just goes on). With no surviving
+// replica, or with kAbort, every live request ends as rejected with a detail naming the failure,
+// and failure() says why serving cannot go on (the caller then ends the job). poll() throws only
+// for a bug (an event from an unknown replica).
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -36,10 +42,17 @@
 
 namespace shardserve::runtime {
 
+// runtime.on_replica_failure (config/service_config.h).
+enum class FailurePolicy {
+  kFailover,  // move the failed replica's requests to the others; end them only if none is left
+  kAbort,     // end every live request with the failure and stop serving
+};
+
 struct EngineOptions {
   std::chrono::milliseconds step_timeout{120000};
   // Prometheus metrics (monitoring/README.md); null: none. Must outlive the engine.
   monitoring::CoordinatorMetrics* metrics = nullptr;
+  FailurePolicy on_replica_failure = FailurePolicy::kFailover;
 };
 
 struct ReplicaStats {
@@ -47,6 +60,7 @@ struct ReplicaStats {
   int64_t outstanding_tokens = 0;
   int64_t steps = 0;
   int64_t tokens_sampled = 0;
+  bool failed = false;
   coordinator::SchedulerStats scheduler;
 };
 
@@ -64,19 +78,26 @@ class EngineCore {
   bool cancel(std::string_view request_id);
   // Cancels every live request (the end of a drain).
   void cancel_all();
-  // Later submits are rejected with reason "shutting down".
+  // Later submits are rejected with reason "shutting down" (or the failure, once there is one).
   void stop_admitting() { admitting_ = false; }
   bool admitting() const { return admitting_; }
 
   // Starts steps, waits up to `wait` for a result, applies it and the results that have
   // already arrived (at most one per replica), and returns every output produced since the last
-  // call (new tokens, finishes, rejections, cancellations). Throws on a failed replica.
+  // call (new tokens, finishes, rejections, cancellations). A replica's failure is handled here
+  // (see the top of this file); its requests' errors are among the outputs.
   std::vector<coordinator::RequestOutput> poll(std::chrono::milliseconds wait);
 
   // Live requests anywhere, or a step still in flight.
   bool has_unfinished() const;
   bool steps_in_flight() const;
   int num_replicas() const { return static_cast<int>(replicas_.size()); }
+  int num_live_replicas() const;
+  bool replica_failed(int replica) const { return replicas_.at(replica).failed; }
+  // Non-empty once serving cannot go on (no replica left, or a failure under kAbort): why.
+  const std::string& failure() const { return failure_; }
+  // Requests moved off failed replicas so far.
+  int64_t requeued() const { return requeued_; }
   int replica_of(std::string_view request_id) const;  // -1 when not live
   ReplicaStats stats(int replica) const;
   // The requests whose first step was sent during the last poll(), with when it was sent: the
@@ -99,16 +120,22 @@ class EngineCore {
     int64_t steps = 0;
     int64_t tokens_sampled = 0;
     std::unordered_map<uint64_t, std::string> unscheduled;  // seq id -> request id, not yet stepped
+    bool failed = false;
   };
   struct Placement {
     int replica;
     int64_t tokens;
   };
 
-  int choose_replica() const;
+  int choose_replica() const;  // -1 when every replica failed
+  // Marks replica r failed (cause: what happened, naming the replica) and moves or ends its
+  // requests; outputs go to pending_.
+  void fail_replica(int r, const std::string& cause);
+  // A request taken from a failed replica, ended with `detail`.
+  void end_with_failure(int r, const coordinator::Request& req, const std::string& detail);
   void start_step(int r);
   void apply(ReplicaEvent event, std::vector<coordinator::RequestOutput>& outputs);
-  void check_deadlines() const;
+  void check_deadlines();
   void retire(const coordinator::RequestOutput& out);
 
   ReplicaTransport& transport_;
@@ -119,7 +146,8 @@ class EngineCore {
   std::vector<coordinator::RequestOutput> pending_;       // produced outside poll()
   std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> started_;
   bool admitting_ = true;
-  bool failed_ = false;
+  std::string failure_;
+  int64_t requeued_ = 0;
 };
 
 }  // namespace shardserve::runtime

@@ -29,6 +29,10 @@ class ReplicaTransport {
   virtual std::optional<ReplicaEvent> poll(std::chrono::milliseconds timeout) = 0;
   // "replica 1 (world ranks 3-4)", for messages.
   virtual std::string describe(int replica) const = 0;
+  // The engine gave `replica` up (`cause` says why): nothing more is sent to it, what it still
+  // sends is dropped, and its ranks are made to exit (they may be dead, stopped, or stuck in a
+  // collective with a dead peer). Never blocks.
+  virtual void on_replica_failed(int replica, const std::string& cause) = 0;
 };
 
 }  // namespace shardserve::runtime

@@ -164,6 +164,8 @@ TEST(Codec, ControlMessagesRoundTrip) {
   EXPECT_EQ(round_trip(InitCache{123456789012}).num_kv_blocks, 123456789012);
   EXPECT_EQ(round_trip(Shutdown{"bye"}).reason, "bye");
   EXPECT_EQ(round_trip(Abort{"bad config"}).reason, "bad config");
+  EXPECT_TRUE(round_trip(Heartbeat{true}).peers_failed);
+  EXPECT_FALSE(round_trip(Heartbeat{false}).peers_failed);
   const auto e = round_trip(WorkerError{3, "step 4: boom"});
   EXPECT_EQ(e.world_rank, 3);
   EXPECT_EQ(e.message, "step 4: boom");

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   put("ready", encode(WorkerReady{1, 4096}));
   put("shutdown", encode(Shutdown{"drain"}));
   put("abort", encode(Abort{"rank 2 died"}));
+  put("heartbeat", encode(Heartbeat{true}));
   put("error", encode(WorkerError{2, "CUDA error: out of memory"}));
   StepPlan plan;
   plan.step_id = 7;

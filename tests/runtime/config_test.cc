@@ -69,6 +69,9 @@ metrics = 9100
 [runtime]
 step_timeout_s = 5
 shutdown_grace_s = 0.5
+on_replica_failure = "abort"
+heartbeat_interval_s = 0.25
+coordinator_timeout_s = 4
 )", "test.toml");
   EXPECT_EQ(c.model, "/models/x");
   EXPECT_EQ(c.tp, 2);
@@ -86,6 +89,10 @@ shutdown_grace_s = 0.5
   EXPECT_EQ(c.ports.metrics, 9100);
   EXPECT_EQ(c.runtime.step_timeout_s, 5.0);
   EXPECT_EQ(c.runtime.shutdown_grace_s, 0.5);
+  EXPECT_EQ(c.runtime.on_replica_failure, "abort");
+  EXPECT_EQ(c.runtime.heartbeat_interval_s, 0.25);
+  EXPECT_EQ(c.runtime.coordinator_timeout_s, 4.0);
+  EXPECT_EQ(ServiceConfig{}.runtime.on_replica_failure, "failover");
 }
 
 TEST(ServiceConfig, FileErrorsNameTheFileLineAndKey) {
@@ -110,6 +117,9 @@ TEST(ServiceConfig, TomlRoundTripsExactly) {
   c.scheduler.enable_chunked_prefill = false;
   c.runtime.step_timeout_s = 2.5;
   c.runtime.shutdown_grace_s = 3;
+  c.runtime.on_replica_failure = "abort";
+  c.runtime.heartbeat_interval_s = 0.125;
+  c.runtime.coordinator_timeout_s = 7.5;
   c.device = "cuda";
   c.speculative.method = "draft";
   c.speculative.draft_model = "/d";
@@ -309,6 +319,13 @@ TEST(ServiceConfig, ValidateNamesTheSetting) {
   EXPECT_THAT(with([](auto& c) { c.log_level = "loud"; }), HasSubstr("log_level = 'loud'"));
   EXPECT_THAT(with([](auto& c) { c.runtime.step_timeout_s = 0; }),
               HasSubstr("runtime.step_timeout_s = 0 must be a positive"));
+  EXPECT_THAT(with([](auto& c) { c.runtime.on_replica_failure = "requeue"; }),
+              HasSubstr("runtime.on_replica_failure = \"requeue\" must be \"failover\" or \"abort\""));
+  EXPECT_THAT(with([](auto& c) { c.runtime.heartbeat_interval_s = -1; }),
+              HasSubstr("runtime.heartbeat_interval_s = -1 must be a positive"));
+  EXPECT_THAT(with([](auto& c) { c.runtime.coordinator_timeout_s = 2; }),
+              HasSubstr("runtime.coordinator_timeout_s = 2 must be at least 3 x "
+                        "runtime.heartbeat_interval_s = 3"));
 }
 
 TEST(ServiceConfig, ValidateAgainstTheModel) {

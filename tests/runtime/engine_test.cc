@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "common/error.h"
 #include "coordinator/runtime/engine_core.h"
@@ -36,7 +37,17 @@ class FakeTransport final : public ReplicaTransport {
   int num_replicas() const override { return static_cast<int>(delay_.size()); }
   std::string describe(int r) const override { return "replica " + std::to_string(r) + " (fake)"; }
 
+  void on_replica_failed(int r, const std::string& cause) override {
+    failed_.emplace_back(r, cause);
+  }
+  bool is_failed(int r) const {
+    for (const auto& f : failed_)
+      if (f.first == r) return true;
+    return false;
+  }
+
   void send_plan(int r, const messages::StepPlan& plan) override {
+    if (is_failed(r)) ++plans_to_failed_;
     plans_[r].push_back(plan);
     for (uint64_t id : plan.released) seqs_[r].erase(id);
     if (plan.seqs.empty()) return;
@@ -60,11 +71,12 @@ class FakeTransport final : public ReplicaTransport {
   std::optional<ReplicaEvent> poll(std::chrono::milliseconds) override {
     ++polls_;
     if (!error_.empty()) {
-      ReplicaEvent ev{0, 2, messages::WorkerError{2, error_}};
+      ReplicaEvent ev{error_replica_, 2, messages::WorkerError{2, error_}};
       error_.clear();
       return ev;
     }
     for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      if (silent_replicas_.count(it->replica)) continue;
       if (it->wait-- > 0) continue;
       ReplicaEvent ev{it->replica, 1, std::move(it->result)};
       queue_.erase(it);
@@ -76,6 +88,10 @@ class FakeTransport final : public ReplicaTransport {
   std::vector<int> delay_;  // polls before a replica's result is delivered
   bool silent_ = false;     // never answer (a dead replica)
   std::string error_;       // deliver a WorkerError on the next poll
+  int error_replica_ = 0;   // ... from this replica (world rank 2)
+  std::set<int> silent_replicas_;  // their results are never delivered (dead or stopped)
+  std::vector<std::pair<int, std::string>> failed_;  // on_replica_failed calls
+  int plans_to_failed_ = 0;
   std::vector<std::map<uint64_t, std::vector<int32_t>>> seqs_;
   std::vector<std::vector<messages::StepPlan>> plans_;
   int polls_ = 0;
@@ -240,32 +256,172 @@ TEST(EngineCore, DuplicateIdsAreRefusedAcrossReplicas) {
   EXPECT_THAT(outs[0].finish_detail, HasSubstr("request id 'r1' is already live"));
 }
 
-TEST(EngineCore, AWorkerErrorEndsTheEngineNamingTheRank) {
+TEST(EngineCore, AWorkerErrorOnTheOnlyReplicaEndsEveryRequestNamingTheRank) {
   FakeTransport t(1);
   EngineCore engine(t, {sched(64)}, {});
   engine.submit(request(0, 4, 5));
+  engine.submit(request(1, 4, 5));
+  engine.poll(std::chrono::milliseconds(0));
   t.error_ = "step 1: sequence 1 has token id 99 outside the vocabulary (61)";
-  EXPECT_THAT(error_of([&] { engine.poll(std::chrono::milliseconds(0)); }),
-              HasSubstr("replica 0 (fake): world rank 2 failed: step 1: sequence 1 has token id 99"));
-  EXPECT_THROW(engine.poll(std::chrono::milliseconds(0)), Error);
+  std::map<std::string, coordinator::RequestOutput> finals;
+  for (int i = 0; i < 5; ++i)
+    for (auto& o : engine.poll(std::chrono::milliseconds(0)))
+      if (o.finished) finals[o.request_id] = o;
+  ASSERT_EQ(finals.size(), 2u);
+  for (const auto& [id, o] : finals) {
+    EXPECT_EQ(o.finish_reason, coordinator::FinishReason::kRejected) << id;
+    EXPECT_THAT(o.finish_detail, HasSubstr("replica 0 (fake): world rank 2 failed: step 1: "
+                                           "sequence 1 has token id 99"));
+    EXPECT_THAT(o.finish_detail, HasSubstr("no replica is left"));
+    EXPECT_EQ(o.num_prompt_tokens, 4);
+    EXPECT_EQ(o.num_output_tokens, 1);  // the first step's token was streamed before the error
+  }
+  EXPECT_THAT(engine.failure(), HasSubstr("world rank 2 failed"));
+  ASSERT_EQ(t.failed_.size(), 1u);
+  EXPECT_EQ(t.failed_[0].first, 0);
+  EXPECT_FALSE(engine.has_unfinished());
+  // Later submits are refused with the failure; nothing more is sent.
+  EXPECT_EQ(engine.submit(request(2, 4, 5)), -1);
+  const auto later = engine.poll(std::chrono::milliseconds(0));
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_THAT(later[0].finish_detail, HasSubstr("no replica is left"));
+  EXPECT_EQ(t.plans_to_failed_, 0);
 }
 
-TEST(EngineCore, AReplicaThatStopsAnsweringTimesOut) {
-  FakeTransport t(2);
-  t.silent_ = true;
-  EngineCore engine(t, {sched(64), sched(64)}, {std::chrono::milliseconds(50)});
-  engine.submit(request(0, 4, 5));
-  const auto start = std::chrono::steady_clock::now();
-  std::string err;
-  while (err.empty() && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
-    try {
-      engine.poll(std::chrono::milliseconds(5));
-    } catch (const Error& e) {
-      err = e.what();
-    }
+// The continuation is exact: the fake model's next token hashes every token before it, so a
+// requeued request produces the reference output only if the surviving replica was fed prompt +
+// the tokens already streamed, and streamed nothing twice.
+void expect_failover_is_exact(FakeTransport& t, EngineCore& engine,
+                              const std::function<void()>& fault, int polls_before_fault) {
+  std::vector<coordinator::RequestSpec> specs;
+  for (int i = 0; i < 12; ++i) {
+    specs.push_back(request(i, 3 + i % 5, 20 + i % 7));
+    engine.submit(request(i, 3 + i % 5, 20 + i % 7));
   }
-  EXPECT_THAT(err, HasSubstr("replica 0 (fake) sent no result for step 1 within"));
-  EXPECT_THAT(err, HasSubstr("runtime.step_timeout_s = 0.05"));
+  std::map<std::string, std::vector<int32_t>> streamed;
+  std::map<std::string, coordinator::RequestOutput> finals;
+  auto take = [&](std::vector<coordinator::RequestOutput> outs) {
+    for (auto& o : outs) {
+      ASSERT_EQ(finals.count(o.request_id), 0u) << o.request_id << " output after its final";
+      for (const auto& tok : o.new_tokens) streamed[o.request_id].push_back(tok.token_id);
+      if (o.finished) finals[o.request_id] = o;
+    }
+  };
+  for (int i = 0; i < polls_before_fault; ++i) take(engine.poll(std::chrono::milliseconds(0)));
+  ASSERT_GT(engine.stats(1).live_requests, 0) << "the fault must hit live requests";
+  int mid_stream = 0;  // requests of replica 1 with some but not all of their tokens streamed
+  for (const auto& s : specs)
+    if (engine.replica_of(s.request_id) == 1 && !streamed[s.request_id].empty()) ++mid_stream;
+  EXPECT_GT(mid_stream, 0);
+  const int live_on_1 = engine.stats(1).live_requests;
+  fault();
+  const auto start = std::chrono::steady_clock::now();
+  while (engine.has_unfinished() && std::chrono::steady_clock::now() - start < std::chrono::seconds(10))
+    take(engine.poll(std::chrono::milliseconds(1)));
+  ASSERT_EQ(finals.size(), specs.size());
+  for (const auto& s : specs) {
+    const auto& o = finals.at(s.request_id);
+    EXPECT_EQ(o.finish_reason_string(), "length") << s.request_id;
+    EXPECT_EQ(streamed[s.request_id], expected_output(s)) << s.request_id;
+    EXPECT_EQ(o.num_output_tokens, *s.max_tokens) << s.request_id;
+    EXPECT_EQ(o.num_prompt_tokens, static_cast<int32_t>(s.prompt_token_ids.size()));
+  }
+  EXPECT_TRUE(engine.replica_failed(1));
+  EXPECT_FALSE(engine.replica_failed(0));
+  EXPECT_EQ(engine.requeued(), live_on_1);
+  EXPECT_TRUE(engine.failure().empty());
+  EXPECT_EQ(t.plans_to_failed_, 0);
+  ASSERT_EQ(t.failed_.size(), 1u);
+  EXPECT_EQ(t.failed_[0].first, 1);
+  // Serving goes on: a new request goes to the survivor and completes.
+  EXPECT_EQ(engine.submit(request(40, 4, 6)), 0);
+  const auto more = drive(engine);
+  EXPECT_EQ(more.at("r40").tokens, expected_output(request(40, 4, 6)));
+  EXPECT_EQ(engine.stats(1).live_requests, 0);
+  EXPECT_TRUE(t.seqs_[0].empty());  // the survivor released everything
+}
+
+TEST(EngineCore, AWorkerErrorMovesTheReplicasRequestsAndTheirStreamsContinueExactly) {
+  FakeTransport t(2);
+  EngineCore engine(t, {sched(64), sched(64)}, {});
+  expect_failover_is_exact(t, engine, [&] {
+    t.error_replica_ = 1;
+    t.error_ = "CUDA error: an illegal memory access";
+    t.silent_replicas_.insert(1);
+  }, 5);
+  EXPECT_THAT(t.failed_[0].second, HasSubstr("replica 1 (fake): world rank 2 failed: CUDA error"));
+}
+
+TEST(EngineCore, AReplicaThatStopsAnsweringTimesOutAndItsRequestsMove) {
+  FakeTransport t(2);
+  EngineCore engine(t, {sched(64), sched(64)}, {std::chrono::milliseconds(50)});
+  expect_failover_is_exact(t, engine, [&] { t.silent_replicas_.insert(1); }, 7);
+  EXPECT_THAT(t.failed_[0].second, HasSubstr("replica 1 (fake) sent no result for step"));
+  EXPECT_THAT(t.failed_[0].second, HasSubstr("runtime.step_timeout_s = 0.05"));
+}
+
+TEST(EngineCore, AbortPolicyEndsEveryRequestOnEveryReplica) {
+  FakeTransport t(2);
+  EngineOptions o;
+  o.on_replica_failure = FailurePolicy::kAbort;
+  EngineCore engine(t, {sched(64), sched(64)}, o);
+  for (int i = 0; i < 4; ++i) engine.submit(request(i, 4, 30));
+  for (int i = 0; i < 3; ++i) engine.poll(std::chrono::milliseconds(0));
+  t.error_replica_ = 1;
+  t.error_ = "boom";
+  std::map<std::string, std::string> details;
+  for (int i = 0; i < 5; ++i)
+    for (auto& o : engine.poll(std::chrono::milliseconds(0)))
+      if (o.finished) details[o.request_id] = o.finish_reason_string();
+  ASSERT_EQ(details.size(), 4u);
+  for (const auto& [id, d] : details)
+    EXPECT_THAT(d, HasSubstr("rejected:replica 1 (fake): world rank 2 failed: boom "
+                             "(runtime.on_replica_failure = \"abort\")")) << id;
+  EXPECT_FALSE(engine.has_unfinished());
+  EXPECT_FALSE(engine.failure().empty());
+  EXPECT_EQ(engine.requeued(), 0);
+}
+
+// Stop strings, text and the held-back part of a possible stop string survive the move.
+class LetterStream final : public coordinator::TextStream {
+ public:
+  std::string push(int32_t token) override { return std::string(1, static_cast<char>('a' + token % 26)); }
+};
+
+TEST(EngineCore, StopStringStateAndTextContinueAcrossAFailover) {
+  // Reference run without a fault, then the same with replica 1 failing mid-stream.
+  auto run = [](bool fault) {
+    FakeTransport t(2);
+    EngineCore engine(t, {sched(64), sched(64)}, {});
+    for (int i = 0; i < 6; ++i) {
+      auto s = request(i, 4, 40);
+      s.text_stream = std::make_unique<LetterStream>();
+      s.stop_strings = {"qqu", "wwo", "iim", "uuc"};
+      engine.submit(std::move(s));
+    }
+    std::map<std::string, std::string> text, reason;
+    for (int i = 0; i < 10000 && engine.has_unfinished(); ++i) {
+      if (fault && i == 6) {
+        t.error_replica_ = 1;
+        t.error_ = "gone";
+        t.silent_replicas_.insert(1);
+      }
+      for (auto& o : engine.poll(std::chrono::milliseconds(0))) {
+        text[o.request_id] += o.new_text;
+        if (o.finished) reason[o.request_id] = o.finish_reason_string() + "/" + o.finish_detail;
+      }
+    }
+    if (fault) EXPECT_GT(engine.requeued(), 0);
+    return std::make_pair(text, reason);
+  };
+  const auto clean = run(false);
+  const auto faulty = run(true);
+  EXPECT_EQ(faulty.first, clean.first);
+  EXPECT_EQ(faulty.second, clean.second);
+  EXPECT_EQ(clean.second.size(), 6u);
+  int stopped = 0;  // the stop strings matter in this workload
+  for (const auto& [id, r] : clean.second) stopped += r.rfind("stop/stop_string", 0) == 0;
+  EXPECT_GT(stopped, 0) << clean.first.begin()->second;
 }
 
 // The queue time's end (api: timings.queue_s): started() lists a request once, in the poll that

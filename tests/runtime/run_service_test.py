@@ -4,10 +4,12 @@
 Scenarios (one per CTest test):
   serve         R replicas x TP ranks serve a batch of greedy requests; every request completes
                 with the expected number of tokens and the tokens of the single-process reference.
-  kill          kill -9 of one worker rank mid-run: the job ends within 10 s, non-zero, with a
-                message naming the dead rank; no rank survives.
-  hang          SIGSTOP of one worker rank mid-run (alive but silent): the coordinator's step
-                timeout ends the job with a message naming the replica.
+  kill          without Open MPI's recovery options: kill -9 of one worker rank mid-run ends the
+                job within 10 s, non-zero, with a message naming the dead rank; no rank survives.
+  hang          without the recovery options: SIGSTOP of one worker rank mid-run (alive but
+                silent): the coordinator's step timeout gives the replica up (it kills the
+                replica's ranks, which makes mpirun end the job), naming the replica.
+(Failover with the recovery options: run_fault_test.py.)
   sigterm       SIGTERM to the coordinator mid-run: it drains (grace period, then cancels), tells
                 the workers to exit, and every rank exits 0; every request has a final record.
   config-error  an invalid setting: the coordinator names it and every rank exits promptly.
@@ -102,6 +104,9 @@ def alive(pid):
 
 
 def write_config(path, model, tp, **sections):
+    # Batch jobs need no metrics endpoint: the default port may be taken by another job on the
+    # machine (a scenario that scrapes passes its own free ports).
+    sections.setdefault("ports", {"metrics": 0})
     lines = [f'model = "{model}"', f"tp = {tp}"]
     for table, values in sections.items():
         lines.append(f"[{table}]")

@@ -440,6 +440,51 @@ TEST(Scheduler, HeldBackTextIsReleasedWhenTheStreamEndsOtherwise) {
   EXPECT_EQ(h.text["eos"], "axy") << "EOS flushes 'xy' and emits no text of its own";
 }
 
+// Failover: a request taken from one scheduler mid-stream (a possible stop string held back)
+// continues on another from where it was: recomputed from token 0, its outputs counted on, the
+// held-back text decided by the tokens that follow.
+TEST(Scheduler, ATakenRequestContinuesOnAnotherSchedulerWithItsState) {
+  Harness a(small_config()), b(small_config());
+  a.add(with_stop("s", "xyz", 10));
+  a.add(spec("w", iota(20), 5));  // waits: max_num_batched_tokens 8 leaves it for later
+  for (int32_t t : {0, 23}) a.step(t);
+  EXPECT_EQ(a.text["s"], "a") << "'x' may start the stop string: held back";
+  auto taken = a.sched.take_all();
+  ASSERT_EQ(taken.size(), 2u);
+  EXPECT_EQ(taken[0]->request_id, "s");  // queue order
+  EXPECT_EQ(taken[1]->request_id, "w");
+  EXPECT_FALSE(a.sched.has_unfinished_requests());
+  EXPECT_EQ(a.sched.stats().kv_blocks_used, 0);
+  EXPECT_TRUE(a.sched.schedule().released.empty()) << "the failed replica's workers are gone";
+  const auto tokens = taken[0]->tokens;  // prompt + the 2 outputs
+  ASSERT_EQ(tokens.size(), 5u);
+  auto added = b.sched.adopt(std::move(taken[0]));
+  ASSERT_FALSE(added.rejection);
+  b.truth[added.seq_id] = tokens;
+  b.step(24);
+  ASSERT_NE(b.work(added.seq_id), nullptr);
+  EXPECT_EQ(b.work(added.seq_id)->start_pos, 0) << "recomputed from the first token";
+  EXPECT_EQ(b.work(added.seq_id)->prompt_len, 3);
+  EXPECT_EQ(b.plan.token_ids, tokens) << "prompt and the streamed outputs, nothing else";
+  b.step(25);
+  ASSERT_TRUE(b.finished.count("s"));
+  EXPECT_EQ(a.text["s"] + b.text["s"], "a") << "the held-back 'xy' never reaches the client";
+  EXPECT_EQ(b.finished.at("s").stop_string, "xyz");
+  EXPECT_EQ(b.finished.at("s").num_output_tokens, 4);
+  EXPECT_EQ(b.finished.at("s").num_prompt_tokens, 3);
+  // One whose tokens no longer fit the adopter's context is refused with the reason.
+  SchedulerConfig tight = small_config();
+  tight.max_model_len = 20;
+  Harness c(tight);
+  auto refused = c.sched.adopt(std::move(taken[1]));
+  ASSERT_TRUE(refused.rejection);
+  EXPECT_EQ(refused.rejection->request_id, "w");
+  EXPECT_NE(refused.rejection->finish_detail.find("its 20 tokens leave no room to generate within "
+                                                  "the context length of 20"),
+            std::string::npos)
+      << refused.rejection->finish_detail;
+}
+
 TEST(Scheduler, RejectsWithAReason) {
   Scheduler s(small_config());
   auto reason = [&](RequestSpec sp) {
