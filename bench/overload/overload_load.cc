@@ -6,10 +6,11 @@
 // ms), the generator's own CPU time (so a reader can see it did not use the cores it measures),
 // and, with --records, every request as [status, start_ms, latency_ms].
 //
-// Why C++ and threads: the Python generator this replaces ran 80 threads under one interpreter
-// lock on the same 2 cores as the server; its measured rejection latency was mostly its own.
-// Here a client thread spends a few microseconds of CPU per request and otherwise sleeps in
-// recv(), so 80 clients cost a few percent of one core.
+// Why C++: the Python generator this replaces ran 80 threads under one interpreter lock on the
+// same 2 cores as the server, so nothing it measured could be told apart from its own delays.
+// Here a client thread sleeps in recv() between requests; the JSON reports the CPU it used
+// (about 120 us per request, mostly the kernel's: at thousands of 429s a second that is still
+// a large share of a 2-core machine, which the result files show per phase).
 #include <httplib.h>
 #include <sys/resource.h>
 
