@@ -328,7 +328,8 @@ namespace {
 // Step capacities of a GPU runner: every plan the scheduler can make (its token budget; at most
 // one logit row per token), plus for the draft the catch-up tokens of pass 1 (up to K + 1 per
 // sequence).
-GpuRunnerOptions gpu_options(const config::ServiceConfig& cfg, int device, bool draft) {
+[[maybe_unused]] GpuRunnerOptions gpu_options(const config::ServiceConfig& cfg, int device,
+                                              bool draft) {
   GpuRunnerOptions o;
   o.device = device;
   o.block_size = cfg.kv.block_size;
