@@ -52,6 +52,11 @@ def main():
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
     args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    # On a GPU host device = "cuda" is served, not refused: nothing to test there (77 = skipped).
+    gpu = [d for d in ("/dev/nvidiactl", "/dev/nvidia0") if os.path.exists(d)]
+    if gpu:
+        print(f"skipped: this host has a GPU ({gpu[0]})")
+        sys.exit(77)
     os.makedirs(args.workdir, exist_ok=True)
     tp = 2
     config = os.path.join(args.workdir, "cuda.toml")
