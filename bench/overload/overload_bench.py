@@ -23,8 +23,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "api"))
-from e2e_support import Proc  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "support"))
+from service_testing import Proc  # noqa: E402
 
 MODEL = "kjv-llama"
 TICKS = os.sysconf("SC_CLK_TCK")

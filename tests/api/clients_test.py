@@ -14,8 +14,8 @@ import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_support import Proc, check, fail, load_json, run, wait_until  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_testing import Proc, check, fail, load_json, run, wait_until  # noqa: E402
 
 
 def python_client(args, endpoint, ref):

@@ -37,7 +37,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,67 +46,13 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import promql  # noqa: E402
+from service_testing import Proc, fail, free_port_range, http_get, wait_until  # noqa: E402
 
 TP, REPLICAS = 2, 2
 WORLD = 1 + TP * REPLICAS
 MAX_TOKENS = 200
-PROCS = []
-LOGS = []
-
-
-def fail(msg):
-    print("FAIL:", msg, flush=True)
-    for log in LOGS:
-        if os.path.exists(log):
-            print(f"----- {log} -----")
-            print(open(log, errors="replace").read()[-12000:])
-    cleanup()
-    sys.exit(1)
-
-
-def cleanup():
-    for p in PROCS:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
-
-
-def start(cmd, log, env=None):
-    LOGS.append(log)
-    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
-                         start_new_session=True)
-    PROCS.append(p)
-    return p
-
-
-def free_port_range(n):
-    """A base port such that base .. base + n - 1 are all free on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randint(20000, 60000 - n)
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    fail("no free port range")
-
-
-def http_get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
-
-
 class Prom:
     def __init__(self, port):
         self.base = f"http://127.0.0.1:{port}"
@@ -137,15 +82,16 @@ class Prom:
         return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step="1")["result"]
 
 
-def wait_until(what, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        ok, last = predicate()
-        if ok:
-            return last
-        time.sleep(0.25)
-    fail(f"{what}: not within {timeout} s; last: {last}")
+def wait_state(what, predicate, timeout):
+    """Waits for predicate() -> (ok, detail) to be ok; returns its detail; a failure shows the
+    last try's detail."""
+    seen = {}
+
+    def attempt():
+        ok, seen["last"] = predicate()
+        return ok
+    wait_until(attempt, timeout, what, interval=0.25, last=lambda: seen.get("last"))
+    return seen["last"]
 
 
 def write_requests(args, workdir):
@@ -180,7 +126,7 @@ def file_expectations(output, expect, t_serving):
         if not os.path.exists(output):
             return []
         return [json.loads(line) for line in open(output) if line.strip()]
-    wait_until("every request finished", lambda: (len(records()) == expect["received"],
+    wait_state("every request finished", lambda: (len(records()) == expect["received"],
                                                   f"{len(records())} of {expect['received']} records"), 60)
     recs = records()
     reasons = {}
@@ -394,9 +340,9 @@ def main():
     rc = subprocess.run([args.promtool, "check", "config", yml], capture_output=True, text=True)
     if rc.returncode != 0:
         fail(f"promtool check config on the test's copy: {rc.stdout}{rc.stderr}")
-    start([args.prometheus, f"--config.file={yml}", f"--storage.tsdb.path={workdir}/tsdb",
-           f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=1h"],
-          os.path.join(workdir, "prometheus.log"))
+    Proc("prometheus", [args.prometheus, f"--config.file={yml}", f"--storage.tsdb.path={workdir}/tsdb",
+                        f"--web.listen-address=127.0.0.1:{prom_port}", "--storage.tsdb.retention.time=1h"],
+         workdir)
     prom = Prom(prom_port)
 
     def ready():
@@ -404,7 +350,7 @@ def main():
             return "Ready" in http_get(f"{prom.base}/-/ready", timeout=1), "not ready"
         except OSError as e:
             return False, str(e)
-    wait_until("Prometheus ready", ready, 20)
+    wait_state("Prometheus ready", ready, 20)
 
     # File-based discovery reaches the scrape loops within ~5 s (Prometheus throttles discovery
     # updates): start the job only once every target has been tried, so no step goes unseen.
@@ -412,30 +358,27 @@ def main():
         active = prom.api("targets", state="active")["activeTargets"]
         tried = [t for t in active if not t["lastScrape"].startswith("0001-")]
         return len(tried) == WORLD, f"{len(tried)} of {WORLD} targets scraped at least once"
-    wait_until("Prometheus trying every target", targets_tried, 20)
+    wait_state("Prometheus trying every target", targets_tried, 20)
 
     # ----- the cluster -----------------------------------------------------------------------------
     output = os.path.join(workdir, "outputs.jsonl")
-    job_log = os.path.join(workdir, "job.log")
     if args.front == "file":
         front = ["--requests", requests, "--output", output, "--keep-running"]
     else:
         front = ["--listen", "tcp://127.0.0.1:*"]
-    job = start([args.mpiexec] + flags + ["-np", "1", args.coordinator, "--config", service] + front +
-                [":", "-np", str(WORLD - 1), args.worker],
-                job_log, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    job = Proc("job", [args.mpiexec] + flags + ["-np", "1", args.coordinator, "--config", service] + front +
+               [":", "-np", str(WORLD - 1), args.worker], workdir)
     t_job = time.time()
 
-    def job_text():
-        return open(job_log, errors="replace").read()
+    job_text = job.text
     if args.front == "file":
-        wait_until("the coordinator serving", lambda: ("serving: " in job_text(), "no 'serving:' line"), 40)
+        wait_state("the coordinator serving", lambda: ("serving: " in job_text(), "no 'serving:' line"), 40)
         client = None
     else:
         def listening():
             m = re.search(r"^listening on (\S+)", job_text(), re.M)
             return bool(m), m.group(1) if m else "no 'listening on' line"
-        endpoint = wait_until("the coordinator listening", listening, 40)
+        endpoint = wait_state("the coordinator listening", listening, 40)
     t_serving = time.monotonic()
 
     # Every endpoint, scraped directly (mid-run; with ZeroMQ just before the client submits, so
@@ -487,7 +430,7 @@ def main():
         got = {q: prom.scalar(q) for q in want}
         bad = {q: (got[q], v) for q, v in want.items() if got[q] is None or abs(got[q] - v) > 1e-9}
         return not bad, bad
-    wait_until("Prometheus's counters equal the workload (query: (got, want))", counters, 15)
+    wait_state("Prometheus's counters equal the workload (query: (got, want))", counters, 15)
     print(f"ok: through Prometheus, {summary}, as sent and received; KV use back to 0 "
           f"(workload {time.monotonic() - t_serving:.1f} s)")
 
@@ -503,7 +446,7 @@ def main():
                if v != step_of.get(dict(k)["replica"])}
         return len(forwards) == WORLD - 1 and len(step_of) == REPLICAS and not bad and \
             all(v > 0 for v in step_of.values()), {"steps": step_of, "rank: (forwards, steps)": bad}
-    step_of = wait_until("every rank's forward passes equal its replica's steps", forwards_match_steps, 10)["steps"]
+    step_of = wait_state("every rank's forward passes equal its replica's steps", forwards_match_steps, 10)["steps"]
     ages = prom.query("shardserve_worker_heartbeat_age_seconds")
     if len(ages) != WORLD - 1 or max(ages.values()) > 5:
         fail(f"heartbeat ages {ages}")
@@ -518,7 +461,7 @@ def main():
         # rate() and the recording rules need two scrapes of a series; a fast run can end within one,
         # so wait (bounded) until the slowest kind, a rate1m recording rule over a histogram, has data.
         for rule in ("shardserve:generation_tokens:rate1m", "shardserve:time_per_output_token_seconds:p50_1m"):
-            wait_until(f"{rule} evaluated", lambda: (bool(prom.query_range(rule, t_job, time.time())),
+            wait_state(f"{rule} evaluated", lambda: (bool(prom.query_range(rule, t_job, time.time())),
                                                      "no data yet"), 30)
         end = time.time()
         n = 0
@@ -555,23 +498,18 @@ def main():
         print(f"ok: all {n} dashboard queries and {rules} recording rules return data")
 
     # ----- shutdown ---------------------------------------------------------------------------------
-    coord_pid = int(re.search(r"coordinator \(pid (\d+)\)", open(job_log).read()).group(1))
+    coord_pid = int(re.search(r"coordinator \(pid (\d+)\)", job.text()).group(1))
     os.kill(coord_pid, signal.SIGTERM)
-    try:
-        rc = job.wait(timeout=20)
-    except subprocess.TimeoutExpired:
+    rc = job.wait(timeout=20)
+    if rc is None:
         fail("the job did not end within 20 s of SIGTERM")
     if rc != 0:
         fail(f"mpirun exited {rc} after SIGTERM")
     for needle in ("received SIGTERM: draining", "drained:", "coordinator exits 0"):
         if needle not in job_text():
             fail(f"the coordinator's log lacks '{needle}'")
-    cleanup()
     print(f"ok: SIGTERM drained the job, every rank exited 0; test took {time.monotonic() - t_begin:.1f} s")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        cleanup()
+    main()

@@ -24,8 +24,8 @@ import time
 
 import zmq
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
-from e2e_support import Proc, check, fail, run, wait_until  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_testing import Proc, check, fail, run, wait_until  # noqa: E402
 
 MODEL = "kjv-llama"
 

@@ -26,8 +26,8 @@ from collections import Counter
 
 import zmq
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "api"))
-from e2e_support import Proc, check, fail, wait_until  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_testing import Proc, check, fail, wait_until  # noqa: E402
 
 BAD = [
     (b"{oops", "malformed"),

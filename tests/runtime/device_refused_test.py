@@ -13,12 +13,13 @@ The job helpers (own session, bounded waits, killed on failure) are run_service_
 import argparse
 import os
 import re
-import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from run_service_test import Job, fail, write_config  # noqa: E402
+from service_testing import free_port_range  # noqa: E402
 
 
 def session_members(sid):
@@ -34,12 +35,6 @@ def session_members(sid):
         if int(fields[3]) == sid and fields[0] != "Z":
             out.append(f"{pid} {head.partition('(')[2]}")
     return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
@@ -60,11 +55,10 @@ def main():
     os.makedirs(args.workdir, exist_ok=True)
     tp = 2
     config = os.path.join(args.workdir, "cuda.toml")
-    # Metrics on ephemeral-free ports: the coordinator takes the base, worker w base + w.
-    base = free_port()
-    while base + tp >= 65535:
-        base = free_port()
-    write_config(config, args.model, tp, ports={"metrics": base, "zmq": free_port(), "http": free_port()})
+    # One free range: metrics (coordinator base, worker w base + w), then ZeroMQ and HTTP.
+    base = free_port_range(tp + 3)
+    write_config(config, args.model, tp,
+                 ports={"metrics": base, "zmq": base + tp + 1, "http": base + tp + 2})
     with open(config) as f:
         text = f.read()
     with open(config, "w") as f:

@@ -19,13 +19,13 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_service_test import Job, fail, read_jsonl, write_config  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from run_service_test import Job, fail, write_config  # noqa: E402
+from service_testing import free_port_range, read_jsonl, scrape_metrics  # noqa: E402
 
 PROMPTS = [
     "In the beginning God created",
@@ -38,27 +38,6 @@ PROMPTS = [
 MAX_TOKENS = 40
 
 
-def free_ports(count):
-    """A base port b with b .. b + count - 1 free now (the coordinator takes b, worker w b + w)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    fail("no free port range found")
-
-
 def write_requests(path, sampled):
     with open(path, "w") as f:
         for i, p in enumerate(PROMPTS):
@@ -67,17 +46,6 @@ def write_requests(path, sampled):
             if sampled:
                 r.update(temperature=0.8, top_p=0.95, seed=1000 + i)
             f.write(json.dumps(r) + "\n")
-
-
-def scrape(port):
-    """The coordinator's /metrics as {series: value}."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def spec_counts(metrics):
@@ -91,7 +59,7 @@ def spec_counts(metrics):
 
 def run_job(args, workdir, name, tp, speculative, requests, device="cpu"):
     """Serves `requests` with --keep-running; returns (records by id, /metrics, job log text)."""
-    base = free_ports(tp + 4)
+    base = free_port_range(tp + 4)
     config = os.path.join(workdir, name + ".toml")
     sections = {"kv": {"num_blocks": 96, "block_size": 16},
                 "scheduler": {"max_num_seqs": 4, "max_num_batched_tokens": 128,
@@ -120,7 +88,7 @@ def run_job(args, workdir, name, tp, speculative, requests, device="cpu"):
             time.sleep(0.05)
         # The metrics mirror the scheduler once per poll: give it a poll after the last output.
         time.sleep(0.2)
-        metrics = scrape(base)
+        metrics = scrape_metrics(base)
         pids = job.rank_pids()
         os.kill(pids[0], signal.SIGTERM)
         rc = job.wait(20)
@@ -200,7 +168,7 @@ def scenario_sampled(args, workdir):
 
 def scenario_cuda_refused(args, workdir):
     config = os.path.join(workdir, "cuda.toml")
-    base = free_ports(4)
+    base = free_port_range(4)
     write_config(config, args.model, 1, ports={"metrics": base, "zmq": base + 2, "http": base + 3})
     with open(config) as f:
         text = f.read()

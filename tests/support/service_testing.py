@@ -1,14 +1,16 @@
-"""Helpers of the API end-to-end drivers (CTest runs them with Debian's python3, which has
+"""What the end-to-end drivers share (CTest runs them with Debian's python3, which has
 python3-zmq): processes in their own session with their output in a log, killed by process group
-at exit; bounded waits; loud failures that show the logs."""
+at exit; bounded waits; loud failures that show the logs; free ports; /metrics scraping."""
 import atexit
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 _procs = []
 
@@ -84,6 +86,9 @@ class Proc:
             pass
         self.out.close()
 
+    def running(self):
+        return self.proc.poll() is None
+
     def dump(self):
         print(f"----- {self.name}: {' '.join(self.cmd)} -----")
         print(self.text()[-12000:])
@@ -108,16 +113,88 @@ def run(cmd, timeout=60, check_rc=None, input=None):
     return r.returncode, r.stdout, r.stderr
 
 
-def wait_until(predicate, timeout, what):
+def wait_until(predicate, timeout, what, interval=0.02, last=None):
+    """predicate()'s first truthy value within `timeout` s; else fails, adding `last()` (what the
+    awaited state was at the end) to the message when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = predicate()
         if v:
             return v
-        time.sleep(0.02)
-    fail(f"{what}: not within {timeout} s")
+        time.sleep(interval)
+    fail(f"{what}: not within {timeout} s" + (f"; last: {last()}" if last else ""))
 
 
 def load_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def free_port_range(count):
+    """A base port b with b .. b + count - 1 free on 127.0.0.1 now (the coordinator's metrics take
+    b, worker w's b + w). The kernel picks b, so concurrent test runs rarely even try the same."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    fail(f"no range of {count} free ports found")
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def scrape_metrics(port, host="127.0.0.1"):
+    """http://host:port/metrics as {series (name + labels): value}."""
+    out = {}
+    for line in http_get(f"http://{host}:{port}/metrics").splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out
+
+
+def alive(pid):
+    """Whether a process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def rank_pids(coordinator_log):
+    """World rank -> pid, from the coordinator's start-up lines."""
+    pids = {0: int(re.search(r"coordinator \(pid (\d+)\)", coordinator_log).group(1))}
+    for m in re.finditer(r"world rank (\d+) \(replica \d+, tp rank \d+ of \d+\) on \S+ \(pid (\d+)\)",
+                         coordinator_log):
+        pids[int(m.group(1))] = int(m.group(2))
+    return pids
