@@ -550,6 +550,10 @@ int main(int argc, char** argv) {
     svr.set_read_timeout(30s);
     svr.set_write_timeout(30s);
     svr.set_keep_alive_max_count(1000);
+    // httplib writes a response's headers and body in two send()s. With Nagle's algorithm on, the
+    // body waits for the client's ACK of the headers, which a kept-alive client delays ~40 ms:
+    // every non-streamed answer (a 429 above all) took 40+ ms (bench/overload, docs/RELIABILITY.md).
+    svr.set_tcp_nodelay(true);
     gateway.install(svr);
     if (!api_key_file.empty())
       require_api_key(svr, ApiKeys::load(api_key_file));

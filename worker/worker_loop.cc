@@ -15,15 +15,7 @@
 #include "model/safetensors.h"
 #include "monitoring/process_metrics.h"
 
-#if SHARDSERVE_HAVE_CUDA
-#include <cuda_runtime_api.h>
-
-#include "kernels/cuda/cuda_check.h"
-#include "worker/cuda/cuda_model_runner.h"
-#if SHARDSERVE_HAVE_NCCL
-#include "comm/nccl_collective.h"
-#endif
-#endif
+#include "worker/gpu_backend.h"
 
 namespace shardserve::worker {
 namespace {
@@ -388,14 +380,14 @@ void WorkerLoop::build_cpu_runners(int64_t num_blocks) {
   kv_bytes_ += cpu_draft_->kv_cache().bytes();
 }
 
-#if SHARDSERVE_HAVE_CUDA
 namespace {
 
-// Step capacities of a CUDA runner: every plan the scheduler can make (its token budget; at most
+// Step capacities of a GPU runner: every plan the scheduler can make (its token budget; at most
 // one logit row per token), plus for the draft the catch-up tokens of pass 1 (up to K + 1 per
 // sequence).
-cuda::CudaRunnerOptions cuda_options(const config::ServiceConfig& cfg, int device, bool draft) {
-  cuda::CudaRunnerOptions o;
+[[maybe_unused]] GpuRunnerOptions gpu_options(const config::ServiceConfig& cfg, int device,
+                                              bool draft) {
+  GpuRunnerOptions o;
   o.device = device;
   o.block_size = cfg.kv.block_size;
   o.max_tokens_per_step = cfg.scheduler.max_num_batched_tokens;
@@ -409,30 +401,32 @@ cuda::CudaRunnerOptions cuda_options(const config::ServiceConfig& cfg, int devic
 
 }  // namespace
 
+// The GPU runner comes from the module worker/gpu_backend.h describes, loaded here and only here:
+// a device = "cpu" worker never loads a CUDA library.
 void WorkerLoop::load_cuda_target(messages::WorkerHello& hello) {
-  require(kernels::cuda::cuda_device_available(),
-          "device = \"cuda\": no CUDA device is visible to world rank {} on {}",
-          env_.world_rank(), env_.host());
-  int count = 0;
-  SHARDSERVE_CUDA_CHECK(cudaGetDeviceCount(&count));
-  cuda_device_ = env_.local_rank() % count;
+#if !SHARDSERVE_HAVE_CUDA
+  (void)hello;
+  fail("device = \"cuda\": this worker was built without CUDA (configure with "
+       "-DSHARDSERVE_ENABLE_CUDA=ON where nvcc is installed); use device = \"cpu\"");
+#else
+  gpu_ = GpuModule::load();
+  GpuBackend& gpu = gpu_->backend();
+  const GpuDevices devices = gpu.devices();
+  require(devices.count > 0,
+          "device = \"cuda\": no GPU found on host {} (world rank {}; {}): use device = \"cpu\" "
+          "on this host",
+          env_.host(), env_.world_rank(), devices.why_none);
+  cuda_device_ = env_.local_rank() % devices.count;
   comm::Collective* group = timed_group_.get();  // never called with one rank
   if (tp_ > 1) {
-#if SHARDSERVE_HAVE_NCCL
-    device_group_ = std::make_unique<comm::NcclCollective>(group_->communicator(), cuda_device_);
+    device_group_ = gpu.device_collective(group_->communicator(), cuda_device_);
     timed_device_group_ = std::make_unique<monitoring::TimedCollective>(*device_group_);
     group = timed_device_group_.get();
-#else
-    fail("device = \"cuda\" with tp = {}: this worker was built without NCCL (the GPU path's "
-         "collective); use tp = 1 or device = \"cpu\"", tp_);
-#endif
   }
-  cuda::CudaRunnerOptions o = cuda_options(cfg_, cuda_device_, false);
-  const std::size_t target_block = cuda::CudaModelRunner::kv_bytes_per_block(
-      model_, *shard_, cfg_.kv.block_size);
-  const std::size_t draft_block = draft_model_ ? cuda::CudaModelRunner::kv_bytes_per_block(
-                                                     *draft_model_, *draft_shard_, cfg_.kv.block_size)
-                                               : 0;
+  GpuRunnerOptions o = gpu_options(cfg_, cuda_device_, false);
+  const std::size_t target_block = gpu.kv_bytes_per_block(model_, *shard_, cfg_.kv.block_size);
+  const std::size_t draft_block =
+      draft_model_ ? gpu.kv_bytes_per_block(*draft_model_, *draft_shard_, cfg_.kv.block_size) : 0;
   const std::size_t per_block = target_block + draft_block;
   std::string source;
   if (cfg_.kv.num_blocks > 0) {
@@ -452,44 +446,35 @@ void WorkerLoop::load_cuda_target(messages::WorkerHello& hello) {
   }
   {
     const auto checkpoint = model::Checkpoint::open(cfg_.model);
-    auto runner = std::make_unique<cuda::CudaModelRunner>(model_, *shard_, checkpoint, o, *group);
-    const auto& mem = runner->memory();
-    weight_bytes_ = static_cast<int64_t>(mem.weights_bytes);
-    kv_bytes_ = static_cast<int64_t>(mem.kv_bytes);
-    hello.num_kv_blocks = mem.num_kv_blocks;
+    GpuRunner r = gpu.make_runner(model_, *shard_, checkpoint, o, *group);
+    weight_bytes_ = static_cast<int64_t>(r.weights_bytes);
+    kv_bytes_ = static_cast<int64_t>(r.kv_bytes);
+    hello.num_kv_blocks = r.num_kv_blocks;
     hello.kv_bytes_per_block = static_cast<int64_t>(per_block);
-    target_ = std::move(runner);
+    target_ = std::move(r.runner);
   }
   hello.kv_source = fmt::format("{} on GPU {}", source, cuda_device_);
+#endif
 }
 
 void WorkerLoop::build_cuda_draft() {
   if (!holds_draft()) return;
+  require(gpu_ != nullptr, "device = \"cuda\": the draft runner needs the GPU module loaded "
+          "with the target's");
   comm::Collective* group = timed_device_group_ ? static_cast<comm::Collective*>(timed_device_group_.get())
                                                 : timed_group_.get();
   if (draft_shard_->size == 1 && tp_ > 1) {
     draft_group_ = std::make_unique<comm::SingleRankCollective>();
     group = draft_group_.get();
   }
-  cuda::CudaRunnerOptions o = cuda_options(cfg_, cuda_device_, true);
+  GpuRunnerOptions o = gpu_options(cfg_, cuda_device_, true);
   o.num_kv_blocks = target_->num_kv_blocks();  // the coordinator's block ids address both
-  auto runner = std::make_unique<cuda::CudaModelRunner>(
+  GpuRunner r = gpu_->backend().make_runner(
       *draft_model_, *draft_shard_, model::Checkpoint::open(cfg_.speculative.draft_model), o,
       *group);
-  weight_bytes_ += static_cast<int64_t>(runner->memory().weights_bytes);
-  kv_bytes_ += static_cast<int64_t>(runner->memory().kv_bytes);
-  draft_ = std::move(runner);
+  weight_bytes_ += static_cast<int64_t>(r.weights_bytes);
+  kv_bytes_ += static_cast<int64_t>(r.kv_bytes);
+  draft_ = std::move(r.runner);
 }
-#else
-void WorkerLoop::load_cuda_target(messages::WorkerHello&) {
-  fail("device = \"cuda\": this worker was built without CUDA (configure with "
-       "-DSHARDSERVE_ENABLE_CUDA=ON -DSHARDSERVE_WORKER_CUDA=ON where nvcc is installed); use "
-       "device = \"cpu\"");
-}
-
-void WorkerLoop::build_cuda_draft() {
-  fail("device = \"cuda\": this worker was built without CUDA");
-}
-#endif
 
 }  // namespace shardserve::worker

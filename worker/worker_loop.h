@@ -19,10 +19,11 @@
 // rank stuck in a collective whose peer died (on another host, where the coordinator cannot kill
 // it) can read no Abort.
 //
-// Backend (`device`): "cpu" runs worker::ModelRunner, "cuda" worker::cuda::CudaModelRunner (only in
-// a SHARDSERVE_HAVE_CUDA build; refused with the reason otherwise), both behind StepRunner. On
-// CUDA the rank takes GPU (local rank % visible devices) and, with tp > 1, an NCCL collective over
-// its replica's group.
+// Backend (`device`): "cpu" runs worker::ModelRunner, "cuda" worker::cuda::CudaModelRunner from
+// the GPU module the worker loads for it (worker/gpu_backend.h; only in a SHARDSERVE_HAVE_CUDA
+// build, refused with the reason otherwise; on a host without a GPU refused naming the host), both
+// behind StepRunner. On CUDA the rank takes GPU (local rank % visible devices) and, with tp > 1,
+// an NCCL collective over its replica's group.
 //
 // Speculative decoding (speculative.method = "draft"): the draft model is loaded next to the
 // target with its own paged KV pool of the target's number of blocks (the KV budget per block is
@@ -56,6 +57,8 @@
 #include "worker/speculative_executor.h"
 
 namespace shardserve::worker {
+
+class GpuModule;  // worker/gpu_backend.h
 
 struct KvPoolPlan {
   int64_t num_blocks = 0;
@@ -121,6 +124,9 @@ class WorkerLoop {
   std::optional<TensorParallelShard> draft_shard_;
   std::optional<LlamaWeights> draft_weights_;
   std::unique_ptr<comm::Collective> draft_group_;  // rank_zero: the draft alone, TP = 1
+  // device = "cuda": the GPU runner module (worker/gpu_backend.h). Declared before everything it
+  // makes (collective, runners), so that it is unloaded after them.
+  std::unique_ptr<GpuModule> gpu_;
   // device = "cuda" with tp > 1: NCCL over the replica's group (device buffers).
   std::unique_ptr<comm::Collective> device_group_;
   std::unique_ptr<monitoring::TimedCollective> timed_device_group_;
