@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <memory>
+#include <vector>
+
 #include "comm/mpi_collective.h"
 #include "tests/comm/device_collective_checks.h"
 #include "worker/cuda/host_staged_collective.h"
@@ -22,8 +25,8 @@ TEST(HostStagedCollective, RanksSharingOneGpuSumGatherAndBroadcast) {
   MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (!all) GTEST_SKIP() << "no CUDA device on some rank";
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
-  comm::MpiCollective host(MPI_COMM_WORLD, /*group=*/0, rank);
-  HostStagedCollective staged(host, /*device=*/0);
+  HostStagedCollective staged(std::make_unique<comm::MpiCollective>(MPI_COMM_WORLD, /*color=*/0, rank),
+                              /*device=*/0);
   comm::testing::expect_device_collectives(staged, rank, size);
   // A larger operation than the first grows the staging buffer; the results stay right.
   comm::testing::DeviceFloats big(1 << 20);

@@ -411,7 +411,9 @@ TEST(EngineCore, StopStringStateAndTextContinueAcrossAFailover) {
         if (o.finished) reason[o.request_id] = o.finish_reason_string() + "/" + o.finish_detail;
       }
     }
-    if (fault) EXPECT_GT(engine.requeued(), 0);
+    if (fault) {
+      EXPECT_GT(engine.requeued(), 0);
+    }
     return std::make_pair(text, reason);
   };
   const auto clean = run(false);

@@ -12,6 +12,8 @@ accepted draft tokens. Scenarios (one per CTest test):
                       process: tests/worker/speculative_test)
   cuda-refused        device = "cuda" on a worker built without CUDA: start-up fails naming the
                       setting and the reason; every rank exits
+  cuda-tp             device = "cuda", tp 2 with both ranks on one GPU gives tp 1's greedy tokens
+                      (skipped, 77, without a GPU)
 The jobs reuse run_service_test.py's Job (own session, bounded waits, killed on failure).
 """
 import argparse
@@ -189,9 +191,31 @@ def scenario_cuda_refused(args, workdir):
         job.kill()
 
 
+def scenario_cuda_tp(args, workdir):
+    """tp 2 on the GPU with both ranks on the one GPU (collectives staged over MPI) gives tp 1's
+    greedy tokens on the GPU: the sharded GPU path, on a one-GPU machine."""
+    if not any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/nvidia0")):
+        print("SKIP: no GPU on this host")
+        sys.exit(77)
+    requests = os.path.join(workdir, "cuda_tp.jsonl")
+    write_requests(requests, sampled=False)
+    one, _, _ = run_job(args, workdir, "cuda_tp1", 1, None, requests, device="cuda")
+    check_complete("cuda tp 1", one, "")
+    two, _, log = run_job(args, workdir, "cuda_tp2", 2, None, requests, device="cuda")
+    check_complete("cuda tp 2", two, log)
+    if "tp group shares a GPU" not in log:
+        fail("tp 2 on one GPU: no rank logged the host-staged collective", os.path.join(workdir, "cuda_tp2.log"))
+    for rid, want in one.items():
+        if two[rid]["output_ids"] != want["output_ids"]:
+            fail(f"cuda tp 2: {rid} gives {two[rid]['output_ids']}, tp 1 {want['output_ids']}",
+                 os.path.join(workdir, "cuda_tp2.log"))
+    print(f"ok: device = cuda: tp 2 on one GPU (host-staged collectives) gives tp 1's greedy tokens "
+          f"for {len(PROMPTS)} requests x {MAX_TOKENS}")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["greedy", "sampled", "cuda-refused"])
+    p.add_argument("scenario", choices=["greedy", "sampled", "cuda-refused", "cuda-tp"])
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--mpiexec-flags", default="")
     p.add_argument("--coordinator", required=True)
@@ -204,7 +228,7 @@ def main():
     args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
     os.makedirs(args.workdir, exist_ok=True)
     {"greedy": scenario_greedy, "sampled": scenario_sampled,
-     "cuda-refused": scenario_cuda_refused}[args.scenario](args, args.workdir)
+     "cuda-refused": scenario_cuda_refused, "cuda-tp": scenario_cuda_tp}[args.scenario](args, args.workdir)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,19 @@
 // it for device = "cuda", so that the CUDA libraries (and cuBLASLt's 92 KiB thread-local block)
 // are never part of the worker's start-up libraries.
 #include <cuda_runtime_api.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "comm/mpi_collective.h"
+#include "comm/mpi_util.h"
 #include "common/error.h"
+#include "kernels/cuda/cuda_check.h"
 #include "worker/cuda/cuda_model_runner.h"
+#include "worker/cuda/host_staged_collective.h"
 #include "worker/gpu_backend.h"
 #if SHARDSERVE_HAVE_NCCL
 #include "comm/nccl_collective.h"
@@ -12,6 +22,24 @@
 
 namespace shardserve::worker::cuda {
 namespace {
+
+// Whether two ranks of `group` use the same GPU (by the device's UUID, so across hosts too).
+bool group_shares_a_gpu(MPI_Comm group, int device) {
+  cudaDeviceProp prop{};
+  SHARDSERVE_CUDA_CHECK_CTX(cudaGetDeviceProperties(&prop, device),
+                            fmt::format("device {}", device));
+  int size = 0;
+  comm::check_mpi(MPI_Comm_size(group, &size), "MPI_Comm_size (tp group)");
+  using Uuid = std::array<char, sizeof(prop.uuid.bytes)>;
+  Uuid mine{};
+  std::memcpy(mine.data(), prop.uuid.bytes, mine.size());
+  std::vector<Uuid> all(static_cast<std::size_t>(size));
+  comm::check_mpi(MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, all.data(),
+                                static_cast<int>(mine.size()), MPI_BYTE, group),
+                  "MPI_Allgather (GPU UUIDs of the tp group)");
+  std::sort(all.begin(), all.end());
+  return std::adjacent_find(all.begin(), all.end()) != all.end();
+}
 
 class CudaBackend final : public GpuBackend {
  public:
@@ -35,6 +63,16 @@ class CudaBackend final : public GpuBackend {
   }
 
   std::unique_ptr<comm::Collective> device_collective(MPI_Comm group, int device) override {
+    // NCCL refuses a communicator two of whose ranks share a GPU (the one-GPU machines running
+    // tp > 1): those groups stage their collectives through host memory over MPI.
+    if (group_shares_a_gpu(group, device)) {
+      int rank = 0;
+      comm::check_mpi(MPI_Comm_rank(group, &rank), "MPI_Comm_rank (tp group)");
+      spdlog::info("tp group shares a GPU: collectives over MPI through pinned host memory (NCCL "
+                   "needs a GPU per rank)");
+      return std::make_unique<HostStagedCollective>(
+          std::make_unique<comm::MpiCollective>(group, /*color=*/0, rank), device);
+    }
 #if SHARDSERVE_HAVE_NCCL
     return std::make_unique<comm::NcclCollective>(group, device);
 #else

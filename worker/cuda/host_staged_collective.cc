@@ -2,13 +2,17 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "common/error.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace shardserve::worker::cuda {
 
-HostStagedCollective::HostStagedCollective(comm::Collective& host, int device)
-    : host_(host), device_(device) {}
+HostStagedCollective::HostStagedCollective(std::unique_ptr<comm::Collective> host, int device)
+    : host_(std::move(host)), device_(device) {
+  require(host_ != nullptr, "host-staged collective: no host collective");
+}
 
 float* HostStagedCollective::staging(int64_t count) {
   require(count >= 0, "host-staged collective: negative count {}", count);
@@ -32,7 +36,7 @@ void HostStagedCollective::copy(void* dst, const void* src, int64_t count, bool 
 void HostStagedCollective::all_reduce_sum(float* data, int64_t count) {
   float* host = staging(count);
   copy(host, data, count, false, "all_reduce_sum");
-  host_.all_reduce_sum(host, count);
+  host_->all_reduce_sum(host, count);
   copy(data, host, count, true, "all_reduce_sum");
 }
 
@@ -40,14 +44,14 @@ void HostStagedCollective::all_gather(const float* send, float* recv, int64_t co
   // [count] this rank's part, then [size() * count] everyone's.
   float* host = staging(count * (size() + 1));
   copy(host, send, count, false, "all_gather");
-  host_.all_gather(host, host + count, count);
+  host_->all_gather(host, host + count, count);
   copy(recv, host + count, count * size(), true, "all_gather");
 }
 
 void HostStagedCollective::broadcast(float* data, int64_t count, int root) {
   float* host = staging(count);
   if (rank() == root) copy(host, data, count, false, "broadcast");
-  host_.broadcast(host, count, root);
+  host_->broadcast(host, count, root);
   if (rank() != root) copy(data, host, count, true, "broadcast");
 }
 

@@ -14,6 +14,7 @@
 // the runner has already synchronised its own stream before it calls a collective
 // (worker/cuda/cuda_model_runner.h), and the host collective needs the data at once anyway.
 #include <cstdint>
+#include <memory>
 
 #include "comm/collective.h"
 #include "kernels/cuda/device.h"
@@ -22,18 +23,18 @@ namespace shardserve::worker::cuda {
 
 class HostStagedCollective final : public comm::Collective {
  public:
-  // `host` must outlive this object; `device` is the GPU the buffers live on.
-  HostStagedCollective(comm::Collective& host, int device);
+  // `host`: the group's collective on host buffers; `device`: the GPU the buffers live on.
+  HostStagedCollective(std::unique_ptr<comm::Collective> host, int device);
 
-  int rank() const override { return host_.rank(); }
-  int size() const override { return host_.size(); }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
   // data: [count] device floats.
   void all_reduce_sum(float* data, int64_t count) override;
   // send: [count] device floats; recv: [size() * count] device floats.
   void all_gather(const float* send, float* recv, int64_t count) override;
   // data: [count] device floats.
   void broadcast(float* data, int64_t count, int root) override;
-  void barrier() override { host_.barrier(); }
+  void barrier() override { host_->barrier(); }
 
  private:
   // Pinned host memory for at least `count` floats (grown, never shrunk: the largest operation
@@ -42,7 +43,7 @@ class HostStagedCollective final : public comm::Collective {
   // count floats between the device and pinned host memory, synchronously.
   void copy(void* dst, const void* src, int64_t count, bool to_device, const char* op);
 
-  comm::Collective& host_;
+  std::unique_ptr<comm::Collective> host_;
   int device_;
   kernels::cuda::PinnedBuffer buffer_;
 };
