@@ -22,6 +22,7 @@ namespace fs = std::filesystem;
 using testing_support::engine_logits;
 using testing_support::max_abs_diff;
 using testing_support::random_ids;
+using testing_support::temp_path;
 using testing_support::tiny_model_dir;
 using ::testing::HasSubstr;
 
@@ -71,7 +72,7 @@ Written make_variant(const Variant& v, bool tied = false) {
   wo.gptq_v1 = v.v1;
   wo.sym = v.sym;
   wo.desc_act = v.desc_act;
-  const fs::path base = fs::path(testing::TempDir()) / v.name;
+  const fs::path base = temp_path(v.name);
   w.quantized = base / "quantized";
   w.twin = base / "twin";
   w.twin_bf16 = base / "twin_bf16";
@@ -212,7 +213,7 @@ TEST(QuantizedCheckpoint, RefusesMissingQzeros) {
 TEST(QuantizedCheckpoint, RefusesWrongShapesDtypesAndGroups) {
   const Written w = make_variant(kVariants[0]);
   {
-    const fs::path dir = fs::path(testing::TempDir()) / "bad_dtype";
+    const fs::path dir = temp_path("bad_dtype");
     fs::remove_all(dir);
     fs::copy(w.quantized, dir);
     rewrite(dir, [](auto& t) {
@@ -223,7 +224,7 @@ TEST(QuantizedCheckpoint, RefusesWrongShapesDtypesAndGroups) {
                                            "dtype F32; gptq packs it in I32"));
   }
   {
-    const fs::path dir = fs::path(testing::TempDir()) / "bad_gidx";
+    const fs::path dir = temp_path("bad_gidx");
     fs::remove_all(dir);
     fs::copy(w.quantized, dir);
     rewrite(dir, [](auto& t) {
@@ -236,7 +237,7 @@ TEST(QuantizedCheckpoint, RefusesWrongShapesDtypesAndGroups) {
   }
   {
     // The same tensors declared as group size 64: qzeros/scales then have the wrong shape.
-    const fs::path dir = fs::path(testing::TempDir()) / "bad_group";
+    const fs::path dir = temp_path("bad_group");
     fs::remove_all(dir);
     fs::copy(w.quantized, dir);
     std::ifstream in(dir / "config.json");
@@ -252,7 +253,7 @@ TEST(QuantizedCheckpoint, RefusesWrongShapesDtypesAndGroups) {
 TEST(QuantizedCheckpoint, AwqModulesToNotConvertStayFloat) {
   // An AWQ checkpoint whose down_proj was left in fp16 (modules_to_not_convert).
   const Written a = make_variant(kVariants[5]);
-  const fs::path dir = fs::path(testing::TempDir()) / "awq_skip_down";
+  const fs::path dir = temp_path("awq_skip_down");
   fs::remove_all(dir);
   fs::copy(a.quantized, dir);
   const auto twin = model::Checkpoint::open(a.twin);

@@ -17,6 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing_support::engine_logits;
 using testing_support::random_ids;
+using testing_support::temp_path;
 using testing_support::tiny_model_dir;
 using ::testing::HasSubstr;
 
@@ -90,9 +91,8 @@ TEST(RoundTrip, RtnWeightsComeBackWithinHalfAStep) {
     o.sym = c.sym;
     o.gptq_v1 = c.v1;
     const Result r = quantize_model(src, {}, o);
-    const fs::path out = fs::path(testing::TempDir()) /
-                         ("rt_" + std::to_string(c.bits) + (c.sym ? "s" : "a") +
-                          std::to_string(static_cast<int>(c.format)));
+    const fs::path out = temp_path(("rt_" + std::to_string(c.bits) + (c.sym ? "s" : "a") +
+                          std::to_string(static_cast<int>(c.format))));
     quant::write_quantized_model(src, out, r.linears, r.overrides, write_options(o));
     const auto config = model::load_model_config(out);
     const auto ckpt = model::Checkpoint::open(out);
@@ -127,8 +127,7 @@ TEST(RoundTrip, GptqAndAwqCheckpointsHoldTheQuantizersResult) {
       const Result r = quantize_model(src, calib, o);
       ASSERT_EQ(r.linears.size(), 14u);
       EXPECT_EQ(r.report["layers"].size(), 2u);
-      const fs::path out = fs::path(testing::TempDir()) /
-                           (std::string("rt2_") + method_name(m) + (desc ? "_desc" : ""));
+      const fs::path out = temp_path((std::string("rt2_") + method_name(m) + (desc ? "_desc" : "")));
       quant::write_quantized_model(src, out, r.linears, r.overrides, write_options(o));
       const auto config = model::load_model_config(out);
       const auto ckpt = model::Checkpoint::open(out);
@@ -165,8 +164,7 @@ TEST(RoundTrip, QuantizedModelStaysCloseToTheOriginal) {
                                                     : quant::WriteOptions::Format::kGptq);
       o.bits = bits;
       const Result r = quantize_model(src, calib, o);
-      const fs::path out = fs::path(testing::TempDir()) /
-                           (std::string("rt3_") + method_name(m) + std::to_string(bits));
+      const fs::path out = temp_path((std::string("rt3_") + method_name(m) + std::to_string(bits)));
       quant::write_quantized_model(src, out, r.linears, r.overrides, write_options(o));
       const double err = testing_support::max_abs_diff(engine_logits(out, tokens), ref);
       std::printf("%s %d-bit: max |logit error| %.4f (max |logit| %.3f)\n", method_name(m), bits,

@@ -2,6 +2,8 @@
 // Shared by the quantization tests: a tiny random LLaMA on disk (tests/worker/tiny_llama.h, with
 // an FFN width that the group sizes divide), the CPU engine's logits for a model directory, and
 // calibration windows of random tokens.
+#include <unistd.h>
+
 #include <filesystem>
 #include <random>
 #include <string>
@@ -17,6 +19,13 @@
 
 namespace shardserve::testing_support {
 
+// A path under the test temp directory, one per process: CTest runs a binary's tests in parallel
+// processes (and two suites may share a machine), which would otherwise rewrite each other's files
+// of the same name (a config.json read half-written).
+inline std::filesystem::path temp_path(const std::string& name) {
+  return std::filesystem::path(testing::TempDir()) / (name + "-" + std::to_string(::getpid()));
+}
+
 // `linear_scale` multiplies the projections' weights (TinyLlama draws them with sd 0.3, which
 // makes a chaotic network in which tiny weight changes move logits a lot; 0.3 tames it).
 inline std::filesystem::path tiny_model_dir(const std::string& name, uint32_t seed,
@@ -29,7 +38,7 @@ inline std::filesystem::path tiny_model_dir(const std::string& name, uint32_t se
     if (name_.find("_proj") == std::string::npos) continue;
     for (double& v : values) v = bf16_to_float(float_to_bf16(static_cast<float>(v * linear_scale)));
   }
-  const auto dir = std::filesystem::path(testing::TempDir()) / name;
+  const auto dir = temp_path(name);
   m.write(dir);
   return dir;
 }

@@ -30,7 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_service_test import Job, alive, fail, make_requests, make_tiny_model, read_jsonl, write_config  # noqa: E402
-from run_speculative_test import free_ports, scrape  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_testing import free_port_range, scrape_metrics  # noqa: E402
 
 RECOVERY = ["--enable-recovery", "--mca", "orte_abort_on_non_zero_status", "0"]
 # Within this long after the fault every request must have its end (the bound).
@@ -109,7 +110,7 @@ def scenario_failover(args, workdir, sig):
     # machine: 96 x 200 tokens, 8 running per replica.
     n, max_tokens = 96, 200
     _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model)
-    base = free_ports(6)
+    base = free_port_range(6)
     config = os.path.join(workdir, "service.toml")
     write_config(config, model, 2,
                  kv={"num_blocks": 160, "block_size": 16},
@@ -177,7 +178,7 @@ def scenario_failover(args, workdir, sig):
         if not end or end["type"] != "final" or client.tokens["after-fault"] != expected[first["id"]]:
             fail(f"the request after the fault ended {end}", job.log)
         time.sleep(0.2)  # the metrics mirror the engine once per poll
-        metrics = scrape(base)
+        metrics = scrape_metrics(base)
         want = [("shardserve_replica_failures_total", 1, 1), ("shardserve_replica_up", 1, 0),
                 ("shardserve_replica_up", 0, 1), ("shardserve_requests_requeued_total", 0, moved)]
         for name, replica, value in want:
