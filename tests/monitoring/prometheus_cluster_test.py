@@ -459,8 +459,11 @@ def main():
     if args.front == "file":
         # ----- every dashboard query and recording rule returns data ------------------------------------
         # rate() and the recording rules need two scrapes of a series; a fast run can end within one,
-        # so wait (bounded) until the slowest kind, a rate1m recording rule over a histogram, has data.
-        for rule in ("shardserve:generation_tokens:rate1m", "shardserve:time_per_output_token_seconds:p50_1m"):
+        # so wait (bounded) until every recording rule has data (a ratio of two rates needs both;
+        # under load one of them once had none when only two rules were awaited).
+        recording = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"]
+                     if r["type"] == "recording"]
+        for rule in recording:
             wait_state(f"{rule} evaluated", lambda: (bool(prom.query_range(rule, t_job, time.time())),
                                                      "no data yet"), 30)
         end = time.time()

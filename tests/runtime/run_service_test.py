@@ -26,6 +26,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from service_testing import Proc, alive, rank_pids, read_jsonl  # noqa: E402,F401 (re-exported)
+
 
 def fail(msg, log=None):
     print("FAIL:", msg)
@@ -35,72 +38,19 @@ def fail(msg, log=None):
     sys.exit(1)
 
 
-class Job:
-    """mpirun in its own session, output to a log file, killed (by its process group) on exit."""
+class Job(Proc):
+    """`mpirun -np 1 coordinator ... : -np N worker` as a Proc (own session, output in a log,
+    killed with its process group at exit)."""
 
     def __init__(self, args, workdir, name, coordinator_args, np_workers):
-        self.log = os.path.join(workdir, name + ".log")
         cmd = [args.mpiexec] + args.mpiexec_flags + ["-np", "1", args.coordinator] + coordinator_args
         cmd += [":", "-np", str(np_workers), args.worker]
-        self.cmd = cmd
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.out = open(self.log, "w")
+        super().__init__(name, cmd, workdir)
         self.start = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-
-    def text(self):
-        self.out.flush()
-        return open(self.log, errors="replace").read()
-
-    def wait_for(self, pattern, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.text())
-            if m:
-                return m
-            if self.proc.poll() is not None:
-                fail(f"job exited ({self.proc.returncode}) before printing /{pattern}/", self.log)
-            time.sleep(0.05)
-        fail(f"no /{pattern}/ within {timeout} s", self.log)
-
-    def wait(self, timeout):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        self.out.close()
 
     def rank_pids(self):
         """World rank -> pid, from the coordinator's start-up log."""
-        text = self.text()
-        pids = {0: int(re.search(r"coordinator \(pid (\d+)\)", text).group(1))}
-        for m in re.finditer(r"world rank (\d+) \(replica \d+, tp rank \d+ of \d+\) on \S+ \(pid (\d+)\)", text):
-            pids[int(m.group(1))] = int(m.group(2))
-        return pids
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+        return rank_pids(self.text())
 
 
 def write_config(path, model, tp, **sections):
@@ -125,12 +75,6 @@ def make_tiny_model(args, workdir):
 def make_requests(args, path, n, max_tokens, seed=1):
     subprocess.run([args.fixture_tool, "make-requests", path, str(n), str(max_tokens), "61", str(seed)],
                    check=True, timeout=60)
-
-
-def read_jsonl(path):
-    if not os.path.exists(path):
-        return []
-    return [json.loads(line) for line in open(path) if line.strip()]
 
 
 def scenario_serve(args, workdir):

@@ -44,7 +44,8 @@ class Proc:
         _procs.append(self)
 
     def text(self):
-        self.out.flush()
+        if not self.out.closed:
+            self.out.flush()
         with open(self.log, errors="replace") as f:
             return f.read()
 
