@@ -35,7 +35,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import Proc, check, fail, free_port_range, run, scrape_metrics, wait_until  # noqa: E402
+from service_testing import Proc, check, cmake_list, fail, free_port_range, run, scrape_metrics, wait_until  # noqa: E402
 
 
 def main():
@@ -55,7 +55,7 @@ def main():
     import zmq
     from shardserve_client import Client, ServiceError
 
-    flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    flags = cmake_list(args.mpiexec_flags)
     for mode_flags, needle in (
             (["--output", os.path.join(args.workdir, "x.jsonl")], "--output applies to a batch"),
             (["--prompt-ids", "1,2", "--listen", "tcp://127.0.0.1:*"], "--listen is a ZeroMQ serving option"),

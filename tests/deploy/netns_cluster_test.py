@@ -39,7 +39,7 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import Proc, check, fail, free_port_range, wait_until  # noqa: E402
+from service_testing import Proc, check, fail, free_port_range, wait_for_state  # noqa: E402
 
 BUDGET_S = 240  # CTest's TIMEOUT is 300: the cleanup always gets to run
 PREFIX = f"ssd{os.getpid()}"
@@ -240,17 +240,6 @@ def start(name, cmd, workdir, env=None, ns=None):
     return p
 
 
-def wait_for(what, predicate, timeout):
-    """Waits for predicate() -> (ok, detail); returns the detail; a failure shows the last one."""
-    seen = {}
-
-    def attempt():
-        ok, seen["last"] = predicate()
-        return ok
-    wait_until(attempt, timeout, what, interval=0.25, last=lambda: seen.get("last"))
-    return seen["last"]
-
-
 def in_ns(ns, cmd, timeout=60, env=None):
     return subprocess.run(["ip", "netns", "exec", NS[ns]] + cmd, capture_output=True, text=True,
                           timeout=timeout, env=env)
@@ -364,7 +353,7 @@ def main():
             fail(f"the job exited {job.proc.returncode} during start-up")
         t = job.text()
         return f"listening on {endpoint}" in t, "no 'listening on' line yet"
-    wait_for("the coordinator listening on h0's address", serving, 150)
+    wait_for_state("the coordinator listening on h0's address", serving, 150)
     check("CURVE on" in job.text(), "the front end has CURVE on")
 
     # ----- clients on their own host --------------------------------------------------------------
@@ -415,7 +404,7 @@ def main():
                                    "--port", str(gw_port), "--api-key-file", api_keys,
                                    "--curve-server-key", f"{keys}/server.pub",
                                    "--curve-client-key", f"{keys}/gateway.key"], workdir, ns="cl")
-    wait_for("the gateway listening", lambda: ("listening on" in gw.text(), "not yet"), 60)
+    wait_for_state("the gateway listening", lambda: ("listening on" in gw.text(), "not yet"), 60)
     base = f"http://{addr['cl']}:{gw_port}"
     body = json.dumps({"model": "kjv-llama", "prompt": PROMPT, "max_tokens": MAX_TOKENS,
                        "temperature": 0}).encode()
@@ -463,14 +452,14 @@ def main():
         ok = set(up) == want_workers and all(v == 1 for v in up.values()) and \
             set(tokens) == want_workers and all(v > 0 for v in tokens.values())
         return ok, {"up": up, "tokens": tokens}
-    last = wait_for("Prometheus scraping every worker rank with tokens computed", scraped, 40)
+    last = wait_for_state("Prometheus scraping every worker rank with tokens computed", scraped, 40)
     check(True, f"Prometheus scraped all 4 worker ranks across both hosts: {last['tokens']}")
     s, b = http(f"{prom}/targets", timeout=10)
     active = json.loads(b)["data"]["activeTargets"]
     coord = [t for t in active if t["labels"].get("job") == "shardserve-coordinator"]
     check(len(coord) == 1 and coord[0]["labels"]["instance"] == f"{addr['h0']}:{metrics}",
           "the coordinator's target discovered on h0's address")
-    wait_for("the coordinator scraped", lambda: (query('up{job="shardserve-coordinator"}').get(
+    wait_for_state("the coordinator scraped", lambda: (query('up{job="shardserve-coordinator"}').get(
         f"{addr['h0']}:{metrics}") == 1, "down"), 30)
     log("ok: the coordinator's /metrics scraped")
 

@@ -48,7 +48,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 import promql  # noqa: E402
-from service_testing import Proc, fail, free_port_range, http_get, wait_until  # noqa: E402
+from service_testing import Proc, cmake_list, fail, free_port_range, http_get, wait_for_state  # noqa: E402
 
 TP, REPLICAS = 2, 2
 WORLD = 1 + TP * REPLICAS
@@ -80,18 +80,6 @@ class Prom:
 
     def query_range(self, expr, start, end):
         return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step="1")["result"]
-
-
-def wait_state(what, predicate, timeout):
-    """Waits for predicate() -> (ok, detail) to be ok; returns its detail; a failure shows the
-    last try's detail."""
-    seen = {}
-
-    def attempt():
-        ok, seen["last"] = predicate()
-        return ok
-    wait_until(attempt, timeout, what, interval=0.25, last=lambda: seen.get("last"))
-    return seen["last"]
 
 
 def write_requests(args, workdir):
@@ -126,7 +114,7 @@ def file_expectations(output, expect, t_serving):
         if not os.path.exists(output):
             return []
         return [json.loads(line) for line in open(output) if line.strip()]
-    wait_state("every request finished", lambda: (len(records()) == expect["received"],
+    wait_for_state("every request finished", lambda: (len(records()) == expect["received"],
                                                   f"{len(records())} of {expect['received']} records"), 60)
     recs = records()
     reasons = {}
@@ -316,7 +304,7 @@ def main():
     args = p.parse_args()
     if args.front == "zmq" and not args.python_client:
         p.error("--front zmq needs --python-client")
-    flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    flags = cmake_list(args.mpiexec_flags)
     workdir = args.workdir
     shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(workdir)
@@ -350,7 +338,7 @@ def main():
             return "Ready" in http_get(f"{prom.base}/-/ready", timeout=1), "not ready"
         except OSError as e:
             return False, str(e)
-    wait_state("Prometheus ready", ready, 20)
+    wait_for_state("Prometheus ready", ready, 20)
 
     # File-based discovery reaches the scrape loops within ~5 s (Prometheus throttles discovery
     # updates): start the job only once every target has been tried, so no step goes unseen.
@@ -358,7 +346,7 @@ def main():
         active = prom.api("targets", state="active")["activeTargets"]
         tried = [t for t in active if not t["lastScrape"].startswith("0001-")]
         return len(tried) == WORLD, f"{len(tried)} of {WORLD} targets scraped at least once"
-    wait_state("Prometheus trying every target", targets_tried, 20)
+    wait_for_state("Prometheus trying every target", targets_tried, 20)
 
     # ----- the cluster -----------------------------------------------------------------------------
     output = os.path.join(workdir, "outputs.jsonl")
@@ -372,13 +360,13 @@ def main():
 
     job_text = job.text
     if args.front == "file":
-        wait_state("the coordinator serving", lambda: ("serving: " in job_text(), "no 'serving:' line"), 40)
+        wait_for_state("the coordinator serving", lambda: ("serving: " in job_text(), "no 'serving:' line"), 40)
         client = None
     else:
         def listening():
             m = re.search(r"^listening on (\S+)", job_text(), re.M)
             return bool(m), m.group(1) if m else "no 'listening on' line"
-        endpoint = wait_state("the coordinator listening", listening, 40)
+        endpoint = wait_for_state("the coordinator listening", listening, 40)
     t_serving = time.monotonic()
 
     # Every endpoint, scraped directly (mid-run; with ZeroMQ just before the client submits, so
@@ -430,7 +418,7 @@ def main():
         got = {q: prom.scalar(q) for q in want}
         bad = {q: (got[q], v) for q, v in want.items() if got[q] is None or abs(got[q] - v) > 1e-9}
         return not bad, bad
-    wait_state("Prometheus's counters equal the workload (query: (got, want))", counters, 15)
+    wait_for_state("Prometheus's counters equal the workload (query: (got, want))", counters, 15)
     print(f"ok: through Prometheus, {summary}, as sent and received; KV use back to 0 "
           f"(workload {time.monotonic() - t_serving:.1f} s)")
 
@@ -446,7 +434,7 @@ def main():
                if v != step_of.get(dict(k)["replica"])}
         return len(forwards) == WORLD - 1 and len(step_of) == REPLICAS and not bad and \
             all(v > 0 for v in step_of.values()), {"steps": step_of, "rank: (forwards, steps)": bad}
-    step_of = wait_state("every rank's forward passes equal its replica's steps", forwards_match_steps, 10)["steps"]
+    step_of = wait_for_state("every rank's forward passes equal its replica's steps", forwards_match_steps, 10)["steps"]
     ages = prom.query("shardserve_worker_heartbeat_age_seconds")
     if len(ages) != WORLD - 1 or max(ages.values()) > 5:
         fail(f"heartbeat ages {ages}")
@@ -464,7 +452,7 @@ def main():
         recording = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"]
                      if r["type"] == "recording"]
         for rule in recording:
-            wait_state(f"{rule} evaluated", lambda: (bool(prom.query_range(rule, t_job, time.time())),
+            wait_for_state(f"{rule} evaluated", lambda: (bool(prom.query_range(rule, t_job, time.time())),
                                                      "no data yet"), 30)
         end = time.time()
         n = 0

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from run_service_test import Job, fail, write_config  # noqa: E402
-from service_testing import free_port_range  # noqa: E402
+from service_testing import cmake_list, free_port_range  # noqa: E402
 
 
 def session_members(sid):
@@ -46,7 +46,7 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
-    args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    args.mpiexec_flags = cmake_list(args.mpiexec_flags)
     # On a GPU host device = "cuda" is served, not refused: nothing to test there (77 = skipped).
     gpu = [d for d in ("/dev/nvidiactl", "/dev/nvidia0") if os.path.exists(d)]
     if gpu:

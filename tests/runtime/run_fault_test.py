@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_service_test import Job, alive, fail, make_requests, make_tiny_model, read_jsonl, write_config  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import free_port_range, scrape_metrics  # noqa: E402
+from service_testing import cmake_list, free_port_range, scrape_metrics  # noqa: E402
 
 RECOVERY = ["--enable-recovery", "--mca", "orte_abort_on_non_zero_status", "0"]
 # Within this long after the fault every request must have its end (the bound).
@@ -301,7 +301,7 @@ def main():
     p.add_argument("--fixture-tool", required=True)
     p.add_argument("--workdir", required=True)
     args = p.parse_args()
-    args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f] + RECOVERY
+    args.mpiexec_flags = cmake_list(args.mpiexec_flags) + RECOVERY
     os.makedirs(args.workdir, exist_ok=True)
     {"failover-kill": lambda: scenario_failover(args, args.workdir, signal.SIGKILL),
      "failover-stop": lambda: scenario_failover(args, args.workdir, signal.SIGSTOP),

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import Proc, alive, rank_pids, read_jsonl  # noqa: E402,F401 (re-exported)
+from service_testing import Proc, alive, cmake_list, rank_pids, read_jsonl  # noqa: E402,F401 (re-exported)
 
 
 def fail(msg, log=None):
@@ -320,7 +320,7 @@ def main():
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--fixture", default="")
     args = p.parse_args()
-    args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    args.mpiexec_flags = cmake_list(args.mpiexec_flags)
     os.makedirs(args.workdir, exist_ok=True)
     {"serve": scenario_serve, "kill": scenario_kill, "hang": scenario_hang,
      "sigterm": scenario_sigterm, "config-error": scenario_config_error,

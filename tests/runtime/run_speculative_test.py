@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
 from run_service_test import Job, fail, write_config  # noqa: E402
-from service_testing import free_port_range, read_jsonl, scrape_metrics  # noqa: E402
+from service_testing import cmake_list, free_port_range, read_jsonl, scrape_metrics  # noqa: E402
 
 PROMPTS = [
     "In the beginning God created",
@@ -225,7 +225,7 @@ def main():
     p.add_argument("--workdir", required=True)
     p.add_argument("--tp", type=int, default=1)
     args = p.parse_args()
-    args.mpiexec_flags = [f for f in args.mpiexec_flags.replace(";", " ").split() if f]
+    args.mpiexec_flags = cmake_list(args.mpiexec_flags)
     os.makedirs(args.workdir, exist_ok=True)
     {"greedy": scenario_greedy, "sampled": scenario_sampled,
      "cuda-refused": scenario_cuda_refused, "cuda-tp": scenario_cuda_tp}[args.scenario](args, args.workdir)

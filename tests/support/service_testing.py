@@ -131,6 +131,23 @@ def load_json(path):
         return json.load(f)
 
 
+def wait_for_state(what, predicate, timeout, interval=0.25):
+    """Waits for predicate() -> (ok, detail) to be ok; returns its detail; a failure shows the
+    last try's detail."""
+    seen = {}
+
+    def attempt():
+        ok, seen["last"] = predicate()
+        return ok
+    wait_until(attempt, timeout, what, interval=interval, last=lambda: seen.get("last"))
+    return seen["last"]
+
+
+def cmake_list(value):
+    """A CMake list passed as one argument ("--oversubscribe;--allow-run-as-root") as a list."""
+    return [f for f in value.replace(";", " ").split() if f]
+
+
 def read_jsonl(path):
     if not os.path.exists(path):
         return []
