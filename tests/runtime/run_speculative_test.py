@@ -12,12 +12,14 @@ accepted draft tokens. Scenarios (one per CTest test):
                       process: tests/worker/speculative_test)
   cuda-refused        device = "cuda" on a worker built without CUDA: start-up fails naming the
                       setting and the reason; every rank exits
-  cuda-tp             device = "cuda", tp 2 with both ranks on one GPU gives tp 1's greedy tokens
+  cuda-tp             device = "cuda", tp 2 with both ranks on one GPU gives tp 1's greedy tokens up
+                      to a near tie; tp 1 on the GPU against the CPU reference is reported
                       (skipped, 77, without a GPU)
 The jobs reuse run_service_test.py's Job (own session, bounded waits, killed on failure).
 """
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -40,11 +42,13 @@ PROMPTS = [
 MAX_TOKENS = 40
 
 
-def write_requests(path, sampled):
+def write_requests(path, sampled, logprobs=0):
     with open(path, "w") as f:
         for i, p in enumerate(PROMPTS):
             r = {"id": f"req-{i}", "prompt": p, "max_tokens": MAX_TOKENS, "ignore_eos": True,
                  "temperature": 0.0}
+            if logprobs:
+                r["logprobs"] = logprobs
             if sampled:
                 r.update(temperature=0.8, top_p=0.95, seed=1000 + i)
             f.write(json.dumps(r) + "\n")
@@ -191,26 +195,59 @@ def scenario_cuda_refused(args, workdir):
         job.kill()
 
 
+def first_divergence(a, b):
+    """(position, near_tie) of the first token where greedy records a and b differ, or None.
+    near_tie: at that position each run's chosen token had probability below 0.6 in its own
+    run and the two probabilities are within 10 % (logprob within 0.1) of each other: two
+    candidates nearly equally likely, where bf16 rounding or a changed summation order (the
+    tp 2 all-reduce) may pick either. A broken shard would pick a confident wrong token."""
+    ta, tb = a["output_ids"], b["output_ids"]
+    at = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), None)
+    if at is None:
+        return None
+    la, lb = a["logprobs"][at], b["logprobs"][at]
+    return at, math.exp(la) < 0.6 and math.exp(lb) < 0.6 and abs(la - lb) < 0.1
+
+
 def scenario_cuda_tp(args, workdir):
     """tp 2 on the GPU with both ranks on the one GPU (collectives staged over MPI) gives tp 1's
-    greedy tokens on the GPU: the sharded GPU path, on a one-GPU machine."""
+    greedy tokens on the GPU, up to a near tie (first_divergence): the sharded GPU path, on a
+    one-GPU machine. tp 1 on the GPU against the CPU reference is reported, not failed."""
     if not any(os.path.exists(d) for d in ("/dev/nvidiactl", "/dev/nvidia0")):
         print("SKIP: no GPU on this host")
         sys.exit(77)
     requests = os.path.join(workdir, "cuda_tp.jsonl")
-    write_requests(requests, sampled=False)
+    write_requests(requests, sampled=False, logprobs=1)
     one, _, _ = run_job(args, workdir, "cuda_tp1", 1, None, requests, device="cuda")
     check_complete("cuda tp 1", one, "")
+    cpu, _, _ = run_job(args, workdir, "cpu_tp1", 1, None, requests)
+    check_complete("cpu tp 1", cpu, "")
     two, _, log = run_job(args, workdir, "cuda_tp2", 2, None, requests, device="cuda")
     check_complete("cuda tp 2", two, log)
     if "tp group shares a GPU" not in log:
         fail("tp 2 on one GPU: no rank logged the host-staged collective", os.path.join(workdir, "cuda_tp2.log"))
-    for rid, want in one.items():
-        if two[rid]["output_ids"] != want["output_ids"]:
-            fail(f"cuda tp 2: {rid} gives {two[rid]['output_ids']}, tp 1 {want['output_ids']}",
-                 os.path.join(workdir, "cuda_tp2.log"))
+    equal = 0
+    for rid in sorted(one):
+        for name, other in (("cpu", cpu), ("cuda tp 2", two)):
+            d = first_divergence(one[rid], other[rid])
+            if d is None:
+                print(f"{rid}: cuda tp 1 vs {name}: all {MAX_TOKENS} tokens equal")
+                equal += name == "cuda tp 2"
+                continue
+            at, near_tie = d
+            a, b = one[rid], other[rid]
+            print(f"{rid}: cuda tp 1 vs {name}: first divergence at generated token {at} "
+                  f"(tp 1 {a['output_ids'][at]} p={math.exp(a['logprobs'][at]):.3f}, {name} "
+                  f"{b['output_ids'][at]} p={math.exp(b['logprobs'][at]):.3f}): "
+                  + ("a near tie" if near_tie else "NOT a near tie"))
+            if name == "cuda tp 2" and not near_tie:
+                fail(f"cuda tp 2: {rid} diverges from tp 1 at token {at} where tp 1 was not at a "
+                     f"near tie: {b['output_ids']} vs {a['output_ids']}",
+                     os.path.join(workdir, "cuda_tp2.log"))
+    if equal < len(PROMPTS) // 2:
+        fail(f"cuda tp 2: only {equal} of {len(PROMPTS)} requests equal tp 1 throughout")
     print(f"ok: device = cuda: tp 2 on one GPU (host-staged collectives) gives tp 1's greedy tokens "
-          f"for {len(PROMPTS)} requests x {MAX_TOKENS}")
+          f"({equal} of {len(PROMPTS)} requests x {MAX_TOKENS} equal throughout, the rest up to a near tie)")
 
 
 def main():

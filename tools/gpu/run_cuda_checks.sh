@@ -23,6 +23,20 @@ cat "$sum"
 # Inner limits add up to under 7 minutes (the device tool allows 10 per command; a session's
 # device time is often shorter): most important first.
 timeout 60 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
+# The served binaries under mpirun: the collectives on device buffers (NCCL at one rank; two
+# ranks sharing the GPU over host-staged MPI), then device = "cuda" through the whole service
+# (tp 1 against the CPU reference, tp 2 on one GPU against tp 1).
+mpi=(mpirun --oversubscribe --allow-run-as-root -x OMP_NUM_THREADS=1 -x LD_LIBRARY_PATH
+     -x NCCL_NVLS_ENABLE=0 --mca btl_vader_single_copy_mechanism none)
+export OMP_NUM_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+{ timeout 40 "${mpi[@]}" -np 1 "$bin/nccl_collective_test"; echo "nccl_collective_np1 exit $?"
+  timeout 40 "${mpi[@]}" -np 2 "$bin/host_staged_collective_test"; echo "host_staged_collective_np2 exit $?"
+  timeout 150 python3 tests/runtime/run_speculative_test.py cuda-tp --mpiexec mpirun \
+    "--mpiexec-flags=--oversubscribe;--allow-run-as-root" --coordinator "$bin/coordinator" \
+    --worker "$bin/worker" --model models/kjv-llama --draft models/kjv-llama-draft \
+    --workdir /tmp/cuda_tp; echo "cuda_tp2_one_gpu exit $?"
+  for f in /tmp/cuda_tp/*.log; do echo "---- $f"; tail -25 "$f"; done; } > "$out/service.log" 2>&1
+status service "$(grep -c ' exit 0$' "$out/service.log") of 3 passed"
 { timeout 90 "$bin/cuda_quant_runner_test"; echo "quant_runner_test exit $?";
   timeout 60 "$bin/cuda_runner_test"; echo "runner_test exit $?"; } > "$out/runner_test.log" 2>&1
 status runner_tests "$(grep -c 'test exit 0' "$out/runner_test.log") of 2 binaries passed"
@@ -39,14 +53,15 @@ if [ "${1:-}" = kernel_bench ]; then
   timeout 90 "$bin/kernel_bench" "$out/kernel_bench.tsv" >> "$out/bench.log" 2>&1; status kernel_bench $?
 fi
 timeout 45 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  --gtest_filter='*QuantGemm*' > "$out/memcheck.log" 2>&1; status memcheck $?
+  --gtest_filter="${MEMCHECK_FILTER:-*QuantGemm*}" > "$out/memcheck.log" 2>&1; status memcheck $?
 timeout 35 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  --gtest_filter='*QuantGemm.Decode*' > "$out/racecheck.log" 2>&1; status racecheck $?
+  --gtest_filter="${RACECHECK_FILTER:-*QuantGemm.Decode*}" > "$out/racecheck.log" 2>&1; status racecheck $?
 
 echo "==== summary"; cat "$sum"
 for f in kernels_test runner_test; do
   echo "==== $f"; grep -E "^\[  (PASSED|FAILED|SKIPPED) |tests ran|Failure|error|divergence|greedy|worst|fallback|exit" "$out/$f.log" | head -50
 done
+echo "==== service"; grep -E "exit|ok:|FAIL|Failure|divergence|equal|error|shares a GPU" "$out/service.log" | head -40
 for f in memcheck racecheck; do echo "==== $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$out/$f.log" | tail -4; done
 echo "==== bench"; grep -vE "^\s*$" "$out/bench.log" | tail -80
 if [ -f "$out/ncu.log" ]; then

@@ -17,15 +17,23 @@ build=${1:-$root/build-cuda}
 carry_root=${2:-$root}
 cd "$root"
 exclude="$(git rev-parse --git-common-dir)/info/exclude"
+mkdir -p "$(dirname "$exclude")"
 grep -qx '/.carry-cuda/' "$exclude" || echo '/.carry-cuda/' >> "$exclude"
 cmake -S "$root" -B "$build" -G Ninja >/dev/null
-bins=(cuda_kernels_test cuda_runner_test cuda_quant_runner_test kernel_bench llama70b_bench)
+# The served binaries (coordinator, worker and the GPU module the worker loads from its own
+# directory) and the two-rank collective tests travel too: the service runs there under mpirun.
+bins=(cuda_kernels_test cuda_runner_test cuda_quant_runner_test kernel_bench llama70b_bench
+      coordinator worker shardserve_worker_gpu host_staged_collective_test nccl_collective_test)
 cmake --build "$build" --target "${bins[@]}" -j"$(nproc)"
 dest=$carry_root/.carry-cuda
 rm -rf "$dest" && mkdir -p "$dest/bin" "$dest/lib"
 for b in tests/cuda/cuda_kernels_test tests/cuda/cuda_runner_test tests/cuda/cuda_quant_runner_test \
-         bench/kernels/kernel_bench bench/kernels/llama70b_bench; do
-  strip -o "$dest/bin/$(basename "$b")" "$build/$b"
+         bench/kernels/kernel_bench bench/kernels/llama70b_bench coordinator/runtime/coordinator \
+         worker/worker worker/libshardserve_worker_gpu.so \
+         tests/comm/host_staged_collective_test tests/comm/nccl_collective_test; do
+  # --strip-unneeded keeps .dynsym: the module resolves its shardserve symbols against the
+  # worker's exported ones.
+  strip --strip-unneeded -o "$dest/bin/$(basename "$b")" "$build/$b"
 done
 /work/shared/device/pack-runtime.sh "$dest/lib" "$dest"/bin/* >/dev/null
 cp tools/gpu/run_cuda_checks.sh "$dest/"
