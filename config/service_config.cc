@@ -47,6 +47,9 @@ const std::vector<Setting>& settings() {
        [](C& c) { return Setting::Ref(&c.log_level); }},
       {"device", "--device", "the workers' forward pass: cpu or cuda",
        [](C& c) { return Setting::Ref(&c.device); }},
+      {"weights", "--weights",
+       "checkpoint, or random-w4g128 / random-bf16 (device = cuda; benchmarks)",
+       [](C& c) { return Setting::Ref(&c.weights); }},
       {"kv.block_size", "--kv-block-size", "tokens per KV block",
        [](C& c) { return Setting::Ref(&c.kv.block_size); }},
       {"kv.num_blocks", "--kv-num-blocks", "KV blocks per rank (0: from memory_bytes / fraction)",
@@ -451,6 +454,14 @@ void validate(const ServiceConfig& c) {
           c.log_level);
   require(c.device == "cpu" || c.device == "cuda", "device = '{}' is not one of cpu, cuda",
           c.device);
+  require(c.weights == "checkpoint" || c.weights == "random-w4g128" || c.weights == "random-bf16",
+          "weights = '{}' is not one of checkpoint, random-w4g128, random-bf16", c.weights);
+  require(c.weights == "checkpoint" || c.device == "cuda",
+          "weights = '{}' needs device = \"cuda\" (random weights are made on the GPU; the CPU "
+          "path serves checkpoints)", c.weights);
+  require(c.weights == "checkpoint" || c.speculative.method != "draft",
+          "weights = '{}' with speculative.method = \"draft\": a random target accepts no draft "
+          "model's tokens; benchmark speculation with a checkpoint", c.weights);
   require(c.kv.block_size >= 1 && c.kv.block_size <= 1024,
           "kv.block_size = {} must be in [1, 1024]", c.kv.block_size);
   require(c.kv.num_blocks >= 0, "kv.num_blocks = {} must be at least 0 (0: from the memory budget)",

@@ -8,6 +8,8 @@
 //   model = "/models/llama-3-8b"      served_model_name = "llama-3-8b"
 //   tp = 2                            replicas = 0        # 0: (world size - 1) / tp
 //   log_level = "info"                device = "cpu"      # or "cuda" (a CUDA build, a GPU)
+//   weights = "checkpoint"            # or "random-w4g128" / "random-bf16" (device = "cuda"):
+//                                     # random weights of config.json's shape, for benchmarks
 //   [kv]         block_size, num_blocks, memory_bytes ("4GiB" or an integer), memory_fraction
 //   [scheduler]  max_num_seqs, max_num_batched_tokens, max_model_len, enable_prefix_caching,
 //                enable_chunked_prefill, watermark
@@ -132,6 +134,10 @@ struct ServiceConfig {
   int32_t replicas = 0;           // 0: (world size - 1) / tp
   std::string log_level = "info";
   std::string device = "cpu";     // the workers' forward pass: "cpu" or "cuda"
+  // "checkpoint": the model directory's safetensors. "random-w4g128" / "random-bf16": random
+  // weights of config.json's shape made on the GPU (4-bit g128 as the GPTQ/AWQ loader lays them
+  // out, or bf16), so that a serving benchmark of a 70B shape needs no 40 GB checkpoint.
+  std::string weights = "checkpoint";
   KvSettings kv;
   SchedulerSettings scheduler;
   PortSettings ports;

@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "comm/collective.h"
@@ -47,6 +48,11 @@ struct GpuRunnerOptions {
   double kv_memory_fraction = 0.9;
   int64_t max_tokens_per_step = 8192;
   int64_t max_logits_per_step = 1024;
+  // Decode steps replayed from CUDA graphs (the runner captures them at tp = 1 only).
+  bool cuda_graphs = true;
+  // Random weights of the config's shape instead of a checkpoint (config `weights`): 4-bit with
+  // this group size, or bf16 when 0. Unset: the checkpoint.
+  std::optional<int64_t> random_group_size;
 };
 
 struct GpuRunner {
@@ -64,8 +70,9 @@ class GpuBackend {
                                          const TensorParallelShard& shard, int64_t block_size) = 0;
   // NCCL over `group` (device buffers) for tp > 1; throws Error when the module has no NCCL.
   virtual std::unique_ptr<comm::Collective> device_collective(MPI_Comm group, int device) = 0;
+  // checkpoint: null exactly when options.random_group_size is set.
   virtual GpuRunner make_runner(const model::ModelConfig& config, const TensorParallelShard& shard,
-                                const model::Checkpoint& checkpoint,
+                                const model::Checkpoint* checkpoint,
                                 const GpuRunnerOptions& options, comm::Collective& group) = 0;
 };
 

@@ -95,6 +95,42 @@ messages::StepResult Sampler::sample(const messages::StepPlan& plan, const StepL
   return result;
 }
 
+bool Sampler::plain_greedy(const messages::StepPlan& plan) {
+  for (const auto& s : plan.seqs) {
+    if (s.num_logits == 0) continue;
+    if (s.num_draft != 0 || s.sampling_index < 0 ||
+        s.sampling_index >= int32_t(plan.sampling.size()))
+      return false;
+    const auto& p = plan.sampling[s.sampling_index];
+    if (!p.greedy() || uses_penalties(p) || p.logprobs > 0) return false;
+  }
+  return true;
+}
+
+messages::StepResult Sampler::from_greedy_rows(const messages::StepPlan& plan,
+                                               const std::vector<GreedyRow>& rows) const {
+  require(plain_greedy(plan), "step {}: from_greedy_rows on a plan that is not plain greedy",
+          plan.step_id);
+  messages::StepResult result;
+  result.step_id = plan.step_id;
+  std::size_t row = 0;
+  for (const auto& s : plan.seqs) {
+    if (s.num_logits == 0) continue;
+    require(row + s.num_logits <= rows.size(), "step {}: sequence {} needs greedy rows {}..{} of {}",
+            plan.step_id, s.seq_id, row, row + s.num_logits, rows.size());
+    result.seq_ids.push_back(s.seq_id);
+    result.sample_offsets.push_back(static_cast<int32_t>(result.tokens.size()));
+    for (int32_t j = 0; j < s.num_logits; ++j, ++row) {
+      messages::SampledToken t;
+      t.token_id = rows[row].token;
+      t.logprob = rows[row].logprob;
+      result.tokens.push_back(std::move(t));
+    }
+  }
+  result.sample_offsets.push_back(static_cast<int32_t>(result.tokens.size()));
+  return result;
+}
+
 void Sampler::verify(const messages::StepPlan& plan, const messages::SequenceWork& s,
                      const StepLogits& logits, int64_t first_row, const DraftDistributions* drafts,
                      messages::StepResult& result, VerifyCounts* counts) {

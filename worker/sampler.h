@@ -23,6 +23,7 @@
 
 #include "kernels/cpu/sampling.h"
 #include "messages/step_plan.h"
+#include "worker/cuda/step_runner.h"
 #include "worker/model_runner.h"
 
 namespace shardserve::worker {
@@ -57,6 +58,14 @@ class Sampler {
   messages::StepResult sample(const messages::StepPlan& plan, const StepLogits& logits,
                               const DraftDistributions* drafts = nullptr,
                               VerifyCounts* counts = nullptr);
+
+  // Whether every sampled row of the plan is plain greedy: temperature 0, no penalties, no top
+  // logprobs, no drafts to verify. Such a step can be sampled where the logits are
+  // (StepRunner::forward_greedy); the result is the one sample() would give.
+  static bool plain_greedy(const messages::StepPlan& plan);
+  // The StepResult of a plain-greedy plan from its rows' argmax and logprob (plan order).
+  messages::StepResult from_greedy_rows(const messages::StepPlan& plan,
+                                        const std::vector<GreedyRow>& rows) const;
 
   // The penalty state of a sequence as the next sampled position sees it (empty if unknown).
   kernels::cpu::PenaltyHistory penalty_history(uint64_t seq_id) const;

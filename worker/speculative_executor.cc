@@ -81,6 +81,17 @@ messages::StepResult StepExecutor::execute(const messages::StepPlan& plan) {
   const messages::StepPlan& target_plan = proposal ? proposal->target_plan : plan;
 
   const auto t0 = std::chrono::steady_clock::now();
+  // A plain-greedy step on a runner whose logits live on the GPU is sampled there.
+  if (samples() && !proposal && target_.samples_greedy_on_device() &&
+      Sampler::plain_greedy(target_plan)) {
+    const auto rows = target_.forward_greedy(target_plan);
+    counters_.target_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++counters_.target_passes;
+    messages::StepResult result = sampler_.from_greedy_rows(target_plan, rows);
+    if (proposer_) proposer_->on_result(target_plan, result);
+    return result;
+  }
   const StepLogits logits = target_.forward(target_plan);
   counters_.target_seconds +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "comm/world_layout.h"
@@ -396,6 +397,8 @@ namespace {
                              (cfg.speculative.num_speculative_tokens + 1);
   o.max_logits_per_step = o.max_tokens_per_step;
   o.kv_memory_fraction = cfg.kv.memory_fraction;
+  if (!draft && cfg.weights == "random-w4g128") o.random_group_size = 128;
+  if (!draft && cfg.weights == "random-bf16") o.random_group_size = 0;
   return o;
 }
 
@@ -445,8 +448,9 @@ void WorkerLoop::load_cuda_target(messages::WorkerHello& hello) {
                          cfg_.kv.memory_fraction, draft_block ? " (target + draft)" : "");
   }
   {
-    const auto checkpoint = model::Checkpoint::open(cfg_.model);
-    GpuRunner r = gpu.make_runner(model_, *shard_, checkpoint, o, *group);
+    std::optional<model::Checkpoint> checkpoint;
+    if (!o.random_group_size) checkpoint = model::Checkpoint::open(cfg_.model);
+    GpuRunner r = gpu.make_runner(model_, *shard_, checkpoint ? &*checkpoint : nullptr, o, *group);
     weight_bytes_ = static_cast<int64_t>(r.weights_bytes);
     kv_bytes_ = static_cast<int64_t>(r.kv_bytes);
     hello.num_kv_blocks = r.num_kv_blocks;
@@ -469,9 +473,8 @@ void WorkerLoop::build_cuda_draft() {
   }
   GpuRunnerOptions o = gpu_options(cfg_, cuda_device_, true);
   o.num_kv_blocks = target_->num_kv_blocks();  // the coordinator's block ids address both
-  GpuRunner r = gpu_->backend().make_runner(
-      *draft_model_, *draft_shard_, model::Checkpoint::open(cfg_.speculative.draft_model), o,
-      *group);
+  const auto checkpoint = model::Checkpoint::open(cfg_.speculative.draft_model);
+  GpuRunner r = gpu_->backend().make_runner(*draft_model_, *draft_shard_, &checkpoint, o, *group);
   weight_bytes_ += static_cast<int64_t>(r.weights_bytes);
   kv_bytes_ += static_cast<int64_t>(r.kv_bytes);
   draft_ = std::move(r.runner);

@@ -165,14 +165,18 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& w
   return ids;
 }
 
-void OutputCollector::expect(const std::string& request_id, int replica, bool logprobs) {
+void OutputCollector::expect(const std::string& request_id, int replica, bool logprobs,
+                             Clock::time_point submitted) {
   Partial& p = partial_[request_id];
   p.replica = replica;
   p.logprobs = logprobs;
+  p.submitted = submitted;
 }
 
-std::optional<nlohmann::json> OutputCollector::add(const coordinator::RequestOutput& out) {
+std::optional<nlohmann::json> OutputCollector::add(const coordinator::RequestOutput& out,
+                                                   Clock::time_point now) {
   Partial& p = partial_[out.request_id];
+  if (!p.first_token && !out.new_tokens.empty()) p.first_token = now;
   for (const auto& t : out.new_tokens) {
     p.ids.push_back(t.token_id);
     p.logprob_values.push_back(t.logprob);
@@ -188,6 +192,12 @@ std::optional<nlohmann::json> OutputCollector::add(const coordinator::RequestOut
                       {"finish_detail", out.finish_detail},
                       {"text", p.text}};
   if (p.logprobs) j["logprobs"] = p.logprob_values;
+  const auto seconds = [&](Clock::time_point t) {
+    return std::chrono::duration<double>(t - p.submitted).count();
+  };
+  j["ttft_s"] = p.first_token ? nlohmann::json(seconds(*p.first_token))
+                               : nlohmann::json(nullptr);  // null: no token came
+  j["latency_s"] = seconds(now);
   partial_.erase(out.request_id);
   ++finished_;
   return j;

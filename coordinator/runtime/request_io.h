@@ -14,7 +14,10 @@
 // A result line (one per request, when it finishes):
 //   {"id": "r1", "replica": 0, "prompt_tokens": 3, "output_ids": [...], "output_tokens": 16,
 //    "finish_reason": "length", "finish_detail": "max_tokens", "text": "..." (with a tokenizer),
-//    "logprobs": [...]   (only when the request asked for logprobs)}
+//    "logprobs": [...]   (only when the request asked for logprobs),
+//    "ttft_s": 0.12, "latency_s": 1.5}   (from submission to the first token / the last, as the
+//                                        coordinator's poll saw them: serving benchmarks)
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -41,14 +44,20 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& w
 // Accumulates a request's outputs; the finished record is returned by the output finishing it.
 class OutputCollector {
  public:
-  void expect(const std::string& request_id, int replica, bool logprobs);
-  std::optional<nlohmann::json> add(const coordinator::RequestOutput& out);
+  using Clock = std::chrono::steady_clock;
+  // `submitted`: when the request went to the engine; `now`: when its output was polled.
+  void expect(const std::string& request_id, int replica, bool logprobs,
+              Clock::time_point submitted = Clock::now());
+  std::optional<nlohmann::json> add(const coordinator::RequestOutput& out,
+                                    Clock::time_point now = Clock::now());
   std::size_t finished() const { return finished_; }
 
  private:
   struct Partial {
     int replica = -1;
     bool logprobs = false;
+    Clock::time_point submitted;
+    std::optional<Clock::time_point> first_token;
     std::vector<int32_t> ids;
     std::vector<float> logprob_values;
     std::string text;

@@ -37,6 +37,8 @@ cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width
 
 cudaError_t argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
                         int32_t* tokens, float* max_logits, cudaStream_t stream);
+cudaError_t logsumexp_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                           float* lse, cudaStream_t stream);
 
 // W4A16 (quant_gemm.cu). workspace: w4_gemv_workspace_bytes(m, n, k) bytes, 16-byte aligned.
 std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);

@@ -220,6 +220,15 @@ void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_s
                "argmax_rows", fmt::format("rows={} vocab={}", rows, vocab));
 }
 
+void logsumexp_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                    float* lse, cudaStream_t stream) {
+  require(rows >= 0 && vocab > 0 && row_stride >= vocab,
+          "logsumexp_rows: bad sizes rows={} vocab={} row_stride={}", rows, vocab, row_stride);
+  require(rows == 0 || (logits && lse), "logsumexp_rows: null pointer");
+  check_launch(launch::logsumexp_rows(logits, rows, vocab, row_stride, lse, stream),
+               "logsumexp_rows", fmt::format("rows={} vocab={}", rows, vocab));
+}
+
 void fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream) {
   require(bytes % 8 == 0 && reinterpret_cast<std::uintptr_t>(out) % 8 == 0,
           "fill_random_bytes: {} bytes at a pointer not 8-byte aligned or not a multiple of 8",

@@ -124,6 +124,12 @@ void silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width, cudaS
 void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
                  int32_t* tokens, float* max_logits, cudaStream_t stream);
 
+// lse[r] = log(sum_v exp(logits[r, v])) over the first `vocab` columns (NaN skipped): a token's
+// log-probability is logits[r, token] - lse[r] (kernels/cuda/log_softmax.cu).
+// logits: float [rows, row_stride]; lse: float [rows].
+void logsumexp_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                    float* lse, cudaStream_t stream);
+
 // ---- conversions (kernels/cuda/embedding.cu) -----------------------------------------------
 // dst = bf16(src), round to nearest even. src: float [count]; dst: bf16 [count].
 void convert_to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t stream);

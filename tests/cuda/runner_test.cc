@@ -203,6 +203,43 @@ TEST_P(CudaRunnerTiny, GreedyTokensMatchCpu) {
   compare_greedy(want, got, model_.tied ? "tiny tied" : "tiny");
 }
 
+// forward_greedy (argmax and log-softmax on the GPU) gives what the host Sampler draws from the
+// same GPU logits: the same tokens and their logprobs, for a batch of a prefill with several
+// logit rows and a decode (the same plan twice writes the same K/V).
+TEST_P(CudaRunnerTiny, ForwardGreedyEqualsHostSamplingOfTheGpuLogits) {
+  messages::SamplingParams greedy;
+  greedy.temperature = 0;
+  const auto a = random_tokens(17, 3, int(model_.vocab));
+  const auto plan = make_plan({{.id = 1, .tokens = a, .num_logits = 5, .blocks = {4, 9, 2},
+                                .prompt_len = 17, .sampling = greedy},
+                               {.id = 2, .tokens = {a[3]}, .start_pos = 20, .num_logits = 1,
+                                .blocks = {7, 8}, .prompt_len = 10, .sampling = greedy}});
+  ASSERT_TRUE(Sampler::plain_greedy(plan));
+  ASSERT_TRUE(pair_->gpu->samples_greedy_on_device());
+  Sampler host;
+  host.observe(plan);
+  const auto want = host.sample(plan, pair_->gpu->forward(plan));
+  const auto rows = pair_->gpu->forward_greedy(plan);
+  ASSERT_EQ(rows.size(), 6u);
+  const auto got = Sampler().from_greedy_rows(plan, rows);
+  EXPECT_EQ(got.seq_ids, want.seq_ids);
+  EXPECT_EQ(got.sample_offsets, want.sample_offsets);
+  ASSERT_EQ(got.tokens.size(), want.tokens.size());
+  for (std::size_t i = 0; i < got.tokens.size(); ++i) {
+    EXPECT_EQ(got.tokens[i].token_id, want.tokens[i].token_id) << "row " << i;
+    EXPECT_NEAR(got.tokens[i].logprob, want.tokens[i].logprob, 1e-4) << "row " << i;
+  }
+  // Anything but plain greedy goes through forward() and the host Sampler.
+  messages::SamplingParams sampled;
+  sampled.temperature = 0.7f;
+  EXPECT_FALSE(Sampler::plain_greedy(make_plan({{.id = 3, .tokens = {1}, .num_logits = 1,
+                                                 .blocks = {0}, .sampling = sampled}})));
+  messages::SamplingParams penalised = greedy;
+  penalised.repetition_penalty = 1.2f;
+  EXPECT_FALSE(Sampler::plain_greedy(make_plan({{.id = 3, .tokens = {1}, .num_logits = 1,
+                                                 .blocks = {0}, .sampling = penalised}})));
+}
+
 TEST_P(CudaRunnerTiny, RejectsPlansLikeTheCpu) {
   auto error_of = [&](const messages::StepPlan& plan) -> std::string {
     try {

@@ -182,6 +182,22 @@ TEST(ServiceConfig, ValidateNamesTheSpeculativeSetting) {
     return error_of([&] { validate(c); });
   };
   EXPECT_THAT(with([](auto& c) { c.device = "tpu"; }), HasSubstr("device = 'tpu' is not one of cpu, cuda"));
+  EXPECT_THAT(with([](auto& c) { c.weights = "random"; }),
+              HasSubstr("weights = 'random' is not one of checkpoint, random-w4g128, random-bf16"));
+  EXPECT_THAT(with([](auto& c) { c.weights = "random-w4g128"; }),
+              HasSubstr("weights = 'random-w4g128' needs device = \"cuda\""));
+  EXPECT_THAT(with([](auto& c) {
+                c.device = "cuda";
+                c.weights = "random-bf16";
+                c.speculative.method = "draft";
+                c.speculative.draft_model = demo_model("kjv-llama-draft").string();
+              }),
+              HasSubstr("weights = 'random-bf16' with speculative.method = \"draft\""));
+  EXPECT_EQ(with([](auto& c) {
+              c.device = "cuda";
+              c.weights = "random-w4g128";
+            }),
+            "no error");
   EXPECT_THAT(with([](auto& c) { c.speculative.method = "eagle"; }),
               HasSubstr("speculative.method = 'eagle' is not one of none, draft, ngram"));
   EXPECT_THAT(with([](auto& c) { c.speculative.method = "draft"; }),

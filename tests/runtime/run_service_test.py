@@ -129,6 +129,9 @@ def scenario_serve(args, workdir):
                 fail(f"{rid}: {r['finish_reason']} after {r['output_tokens']} tokens, want length after {len(want)}", job.log)
             if r["output_ids"] != want:
                 fail(f"{rid}: tokens {r['output_ids']} differ from the reference {want}", job.log)
+            if not 0 < r["ttft_s"] <= r["latency_s"] < elapsed:
+                fail(f"{rid}: ttft_s {r['ttft_s']} and latency_s {r['latency_s']} are not "
+                     f"0 < ttft <= latency < the job's {elapsed:.1f} s", job.log)
             if rid in expected_text and r["text"] != expected_text[rid]:
                 fail(f"{rid}: text {r['text']!r} differs from decode() {expected_text[rid]!r}", job.log)
             used.add(r["replica"])

@@ -122,6 +122,8 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
   inputs_ = DeviceBuffer(input_ints * 4, "step inputs");
   inputs_host_ = kc::PinnedBuffer(input_ints * 4, "step inputs");
   logits_host_ = kc::PinnedBuffer(std::size_t(group_.size()) * R * V * 4, "logits");
+  greedy_ = DeviceBuffer(R * 12, "greedy samples");
+  greedy_host_ = kc::PinnedBuffer(R * 12, "greedy samples");
   memory_.activation_bytes = after_weights - kc::device_memory_info().free_bytes;
 
   // 3. The KV pool from what is left.
@@ -205,6 +207,69 @@ int64_t CudaModelRunner::graph_bucket(const messages::StepPlan& plan) const {
 }
 
 StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
+  const int64_t R = run_to_logits(plan);
+  StepLogits out;
+  out.rows = R;
+  out.vocab = config_.vocab_size;
+  if (R == 0) {
+    stream_.synchronize();  // the KV writes are done when forward returns, as on the CPU
+    return out;
+  }
+  const cudaStream_t st = stream_.get();
+  const int64_t stride = shard_.vocab_per_rank;
+  const float* full = logits_.as<float>();
+  const int64_t ranks = group_.size();
+  if (ranks > 1) {
+    stream_.synchronize();
+    group_.all_gather(logits_.as<float>(), gathered_.as<float>(), R * stride);
+    full = gathered_.as<float>();
+  }
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), full,
+                                        std::size_t(ranks * R * stride) * 4,
+                                        cudaMemcpyDeviceToHost, st));
+  stream_.synchronize();
+  out.data.resize(R * out.vocab);
+  const float* host = logits_host_.as<float>();
+  for (int64_t g = 0; g < ranks; ++g) {
+    const int64_t begin = g * stride;
+    const int64_t count = std::min<int64_t>(stride, out.vocab - begin);
+    for (int64_t row = 0; row < R && count > 0; ++row) {
+      std::memcpy(out.data.data() + row * out.vocab + begin, host + (g * R + row) * stride,
+                  count * 4);
+    }
+  }
+  return out;
+}
+
+std::vector<GreedyRow> CudaModelRunner::forward_greedy(const messages::StepPlan& plan) {
+  require(samples_greedy_on_device(), "forward_greedy: a tp group of {} ranks (the logits are "
+          "sharded over the vocabulary; use forward())", group_.size());
+  const int64_t R = run_to_logits(plan);
+  std::vector<GreedyRow> out(R);
+  if (R == 0) {
+    stream_.synchronize();
+    return out;
+  }
+  const cudaStream_t st = stream_.get();
+  const int64_t V = config_.vocab_size, stride = shard_.vocab_per_rank;
+  // greedy_ = int32 tokens [R], float max logits [R], float lse [R]: one copy back.
+  int32_t* d_tokens = greedy_.as<int32_t>();
+  float* d_max = reinterpret_cast<float*>(d_tokens + options_.max_logits_per_step);
+  float* d_lse = d_max + options_.max_logits_per_step;
+  kc::argmax_rows(logits_.as<float>(), R, V, stride, d_tokens, d_max, st);
+  kc::logsumexp_rows(logits_.as<float>(), R, V, stride, d_lse, st);
+  const std::size_t n = std::size_t(options_.max_logits_per_step) * 4;
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(greedy_host_.data(), greedy_.data(), 3 * n,
+                                        cudaMemcpyDeviceToHost, st));
+  stream_.synchronize();
+  const auto* tokens = greedy_host_.as<int32_t>();
+  const auto* maxes = reinterpret_cast<const float*>(tokens + options_.max_logits_per_step);
+  const float* lse = maxes + options_.max_logits_per_step;
+  for (int64_t r = 0; r < R; ++r) out[r] = {tokens[r], maxes[r] - lse[r]};
+  return out;
+}
+
+int64_t CudaModelRunner::run_to_logits(const messages::StepPlan& plan) {
   validate(plan);
   const cudaStream_t st = stream_.get();
   const int64_t bs = options_.block_size;
@@ -266,38 +331,7 @@ StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
       graphs_.emplace(key, kc::CudaGraph::capture(st, [&] { enqueue_step(T, R, split); }));
     }
   }
-  R = real_rows;
-
-  StepLogits out;
-  out.rows = R;
-  out.vocab = config_.vocab_size;
-  if (R == 0) {
-    stream_.synchronize();  // the KV writes are done when forward returns, as on the CPU
-    return out;
-  }
-  const int64_t stride = shard_.vocab_per_rank;
-  const float* full = logits_.as<float>();
-  const int64_t ranks = group_.size();
-  if (ranks > 1) {
-    stream_.synchronize();
-    group_.all_gather(logits_.as<float>(), gathered_.as<float>(), R * stride);
-    full = gathered_.as<float>();
-  }
-  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(logits_host_.data(), full,
-                                        std::size_t(ranks * R * stride) * 4,
-                                        cudaMemcpyDeviceToHost, st));
-  stream_.synchronize();
-  out.data.resize(R * out.vocab);
-  const float* host = logits_host_.as<float>();
-  for (int64_t g = 0; g < ranks; ++g) {
-    const int64_t begin = g * stride;
-    const int64_t count = std::min<int64_t>(stride, out.vocab - begin);
-    for (int64_t row = 0; row < R && count > 0; ++row) {
-      std::memcpy(out.data.data() + row * out.vocab + begin, host + (g * R + row) * stride,
-                  count * 4);
-    }
-  }
-  return out;
+  return real_rows;
 }
 
 void CudaModelRunner::enqueue_step(int64_t T, int64_t R, const kc::AttentionSplit& split) {

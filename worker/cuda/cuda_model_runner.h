@@ -93,6 +93,9 @@ class CudaModelRunner final : public StepRunner {
   ~CudaModelRunner() override;
 
   StepLogits forward(const messages::StepPlan& plan) override;
+  // At tp = 1 the logits stay on the GPU: argmax and log-softmax there, R x 12 bytes back.
+  bool samples_greedy_on_device() const override { return group_.size() == 1; }
+  std::vector<GreedyRow> forward_greedy(const messages::StepPlan& plan) override;
   int64_t num_kv_blocks() const override { return memory_.num_kv_blocks; }
   int64_t block_size() const override { return options_.block_size; }
 
@@ -112,6 +115,9 @@ class CudaModelRunner final : public StepRunner {
   CudaModelRunner(model::ModelConfig config, TensorParallelShard shard, const WeightsFactory& load,
                   CudaRunnerOptions options, comm::Collective& group);
   void validate(const messages::StepPlan& plan) const;
+  // The forward pass up to this rank's logits in logits_ (rows in plan order); returns the
+  // number of logit rows. The stream is not synchronised.
+  int64_t run_to_logits(const messages::StepPlan& plan);
   // The graph bucket of a decode step (0: run eagerly).
   int64_t graph_bucket(const messages::StepPlan& plan) const;
   // Embedding to LM head for T packed tokens and R logit rows (inputs_ already holds them).
@@ -155,6 +161,9 @@ class CudaModelRunner final : public StepRunner {
   kernels::cuda::DeviceBuffer inputs_;
   kernels::cuda::PinnedBuffer inputs_host_;
   kernels::cuda::PinnedBuffer logits_host_;  // float [group, R, vocab_per_rank]
+  // forward_greedy's results: int32 tokens [R], float max logits [R], float lse [R].
+  kernels::cuda::DeviceBuffer greedy_;
+  kernels::cuda::PinnedBuffer greedy_host_;
   kernels::cuda::DeviceBuffer kv_;           // [layers, 2, blocks, block_size, kv_heads, head_dim]
   // Decode graphs by (bucket, attention partition length, splits).
   using GraphKey = std::tuple<int64_t, int32_t, int32_t>;

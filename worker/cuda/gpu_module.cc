@@ -84,7 +84,7 @@ class CudaBackend final : public GpuBackend {
   }
 
   GpuRunner make_runner(const model::ModelConfig& config, const TensorParallelShard& shard,
-                        const model::Checkpoint& checkpoint, const GpuRunnerOptions& options,
+                        const model::Checkpoint* checkpoint, const GpuRunnerOptions& options,
                         comm::Collective& group) override {
     CudaRunnerOptions o;
     o.device = options.device;
@@ -93,7 +93,16 @@ class CudaBackend final : public GpuBackend {
     o.kv_memory_fraction = options.kv_memory_fraction;
     o.max_tokens_per_step = options.max_tokens_per_step;
     o.max_logits_per_step = options.max_logits_per_step;
-    auto runner = std::make_unique<CudaModelRunner>(config, shard, checkpoint, o, group);
+    o.cuda_graphs = options.cuda_graphs;
+    std::unique_ptr<CudaModelRunner> runner;
+    if (options.random_group_size) {
+      RandomWeightsSpec random;
+      random.group_size = *options.random_group_size;
+      runner = std::make_unique<CudaModelRunner>(config, shard, random, o, group);
+    } else {
+      require(checkpoint != nullptr, "GPU runner: no checkpoint and no random weights asked for");
+      runner = std::make_unique<CudaModelRunner>(config, shard, *checkpoint, o, group);
+    }
     GpuRunner out;
     out.weights_bytes = runner->memory().weights_bytes;
     out.kv_bytes = runner->memory().kv_bytes;
