@@ -164,8 +164,9 @@ struct SamplingHistory {
 // The row settings of a request (validated: the ranges of messages/sampling_params.h).
 SamplingRowParams sampling_row_params(const messages::SamplingParams& params);
 
-// Workspace of sample_rows for `rows` rows of `vocab` tokens: about 16 * rows * vocab bytes
-// plus the segmented sort's temporary storage (no device allocation; a host-side query).
+// Workspace of sample_rows for `rows` rows of `vocab` tokens: about 24 * rows * vocab bytes
+// (16 for its own arrays, ~8 for the segmented sort's temporary storage). No allocation, but
+// the CUB query reads the current device's attributes (so it needs a device).
 std::size_t sampling_workspace_bytes(int64_t rows, int64_t vocab);
 
 // logits: float [rows, row_stride] (first `vocab` columns used, not modified);

@@ -4,7 +4,8 @@
 // together, penalties with histories), with ties in the logits and outputs poisoned before the
 // run. The token must equal the CPU's with the same uniform, except where the uniform lies
 // within 1e-9 (relative) of a cumulative boundary of the CPU's distribution (counted and
-// printed: the GPU sums in another order); the logprob within 1e-5.
+// printed: the GPU sums in another order); the logprob within 1e-5. Also: a CUDA graph capture
+// of the op replays equal to eager calls, and the host-side refusals (no GPU needed).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -210,6 +212,8 @@ TEST_F(CudaSampling, SampleRowsMatchesCpuSampleToken) {
     poison(d_tokens);
     poison(d_logprobs);
     poison(d_ws);
+    // The memsets run on the legacy stream, which a non-blocking stream does not wait for.
+    SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
     sample_rows(d_logits.as<float>(), c.rows, c.vocab, stride, d_params.as<SamplingRowParams>(),
                 history, d_uniforms.as<double>(), d_tokens.as<int32_t>(),
                 d_logprobs.as<float>(), d_ws.data(), ws_bytes, s());
@@ -297,6 +301,7 @@ TEST_F(CudaSampling, SampleRowsMatchesCpuAlongTheCdf) {
     DeviceBuffer d_tokens(rows * 4, "tokens"), d_logprobs(rows * 4, "logprobs");
     poison(d_tokens);
     poison(d_logprobs);
+    SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets before the op's stream
     sample_rows(d_logits.as<float>(), rows, vocab, vocab, d_params.as<SamplingRowParams>(), {},
                 d_uniforms.as<double>(), d_tokens.as<int32_t>(), d_logprobs.as<float>(),
                 d_ws.data(), ws_bytes, s());
@@ -318,6 +323,54 @@ TEST_F(CudaSampling, SampleRowsMatchesCpuAlongTheCdf) {
     std::printf("vocab %lld: %lld draws at a boundary differed\n", static_cast<long long>(vocab),
                 static_cast<long long>(at_boundary));
   }
+}
+
+// sample_rows allocates nothing and never synchronises: captured into a CUDA graph, a replay
+// with new uniforms in the same buffer gives what an eager call with those uniforms gives.
+TEST_F(CudaSampling, SampleRowsCapturesIntoAGraph) {
+  const int64_t rows = 16, vocab = 32000;
+  auto logits = random_floats(rows * vocab, rng_, 3.0f);
+  std::vector<SamplingRowParams> row_params(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    messages::SamplingParams p;
+    p.temperature = r % 4 == 0 ? 0.0f : 0.9f;
+    p.top_k = r % 3 == 0 ? 50 : 0;
+    p.top_p = 0.9f;
+    p.min_p = r % 2 == 0 ? 0.05f : 0.0f;
+    row_params[r] = sampling_row_params(p);
+  }
+  std::vector<double> first(rows), second(rows);
+  for (auto& u : first) u = uniform01();
+  for (auto& u : second) u = uniform01();
+  auto d_logits = upload(logits);
+  auto d_params = upload(row_params);
+  auto d_uniforms = upload(first);
+  const std::size_t ws_bytes = sampling_workspace_bytes(rows, vocab);
+  DeviceBuffer d_ws(ws_bytes, "sampling workspace");
+  DeviceBuffer d_tokens(rows * 4, "tokens"), d_logprobs(rows * 4, "logprobs");
+  auto enqueue = [&] {
+    sample_rows(d_logits.as<float>(), rows, vocab, vocab, d_params.as<SamplingRowParams>(), {},
+                d_uniforms.as<double>(), d_tokens.as<int32_t>(), d_logprobs.as<float>(),
+                d_ws.data(), ws_bytes, s());
+  };
+  auto run = [&](bool graph, const std::vector<double>& u, const CudaGraph* g) {
+    copy_to_device(d_uniforms.data(), u.data(), u.size() * sizeof(double));
+    poison(d_tokens);
+    poison(d_logprobs);
+    SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets before the op's stream
+    if (graph) {
+      g->launch(s());
+    } else {
+      enqueue();
+    }
+    SHARDSERVE_CUDA_CHECK(cudaStreamSynchronize(s()));
+    return std::make_pair(download<int32_t>(d_tokens, rows), download<float>(d_logprobs, rows));
+  };
+  const auto eager_first = run(false, first, nullptr);
+  const auto eager_second = run(false, second, nullptr);
+  const CudaGraph graph = CudaGraph::capture(s(), enqueue);
+  EXPECT_EQ(run(true, second, &graph), eager_second);
+  EXPECT_EQ(run(true, first, &graph), eager_first);
 }
 
 // The host-side checks run before anything touches the device: no GPU needed.
