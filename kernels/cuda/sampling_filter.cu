@@ -36,6 +36,7 @@
 // Differences from the CPU are only rounding: the GPU's double exp (1 ulp) and the order of its
 // sums. A token can differ only when the uniform lies within ~1e-12 of a cumulative boundary.
 // Not fast yet: a full sort per row and several passes over the sorted row (docs/cuda.md).
+// The build's ptxas spill warning (24 bytes) is CUB's own segmented-sort kernel, not these.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
@@ -166,7 +167,7 @@ struct SelectShared {
     BlockReduceI::TempStorage reduce_i;
     BlockReduceArg::TempStorage reduce_arg;
     BlockScanD::TempStorage scan;
-  } cub;
+  } temp;  // one CUB primitive at a time
   double d;
   float f;
   int i;
@@ -175,7 +176,7 @@ struct SelectShared {
 // Block-wide reductions whose result every thread gets. Each ends with a barrier, so the next
 // one may reuse the shared storage.
 __device__ double block_sum(SelectShared& sh, double v) {
-  const double total = BlockReduceD(sh.cub.reduce_d).Sum(v);
+  const double total = BlockReduceD(sh.temp.reduce_d).Sum(v);
   if (threadIdx.x == 0) sh.d = total;
   __syncthreads();
   const double out = sh.d;
@@ -201,7 +202,7 @@ struct BetterScore {
 };
 
 __device__ float block_max(SelectShared& sh, float v) {
-  const float m = BlockReduceF(sh.cub.reduce_f).Reduce(v, MaxF{});
+  const float m = BlockReduceF(sh.temp.reduce_f).Reduce(v, MaxF{});
   if (threadIdx.x == 0) sh.f = m;
   __syncthreads();
   const float out = sh.f;
@@ -211,7 +212,7 @@ __device__ float block_max(SelectShared& sh, float v) {
 
 template <typename Op>
 __device__ int block_reduce_int(SelectShared& sh, int v, Op op) {
-  const int m = BlockReduceI(sh.cub.reduce_i).Reduce(v, op);
+  const int m = BlockReduceI(sh.temp.reduce_i).Reduce(v, op);
   if (threadIdx.x == 0) sh.i = m;
   __syncthreads();
   const int out = sh.i;
@@ -223,7 +224,7 @@ __device__ int block_reduce_int(SelectShared& sh, int v, Op op) {
 // Ends with a barrier.
 __device__ double tile_scan(SelectShared& sh, double (&v)[kItems], double (&cum)[kItems]) {
   double aggregate;
-  BlockScanD(sh.cub.scan).InclusiveSum(v, cum, aggregate);
+  BlockScanD(sh.temp.scan).InclusiveSum(v, cum, aggregate);
   __syncthreads();
   return aggregate;
 }
@@ -263,7 +264,7 @@ __global__ void __launch_bounds__(kThreads)
   if (p.greedy != 0 || p.temperature == 0.0f) {
     ScoreId best{-INFINITY, INT_MAX};
     for (int c = threadIdx.x; c < vocab; c += kThreads) best = BetterScore{}(best, {scores[c], c});
-    best = BlockReduceArg(sh.cub.reduce_arg).Reduce(best, BetterScore{});
+    best = BlockReduceArg(sh.temp.reduce_arg).Reduce(best, BetterScore{});
     if (threadIdx.x == 0) sh.i = best.id == INT_MAX ? 0 : best.id;  // all NaN: token 0
     __syncthreads();
     token = sh.i;
