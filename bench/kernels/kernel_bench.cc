@@ -175,6 +175,27 @@ int main(int argc, char** argv) {
         kc::argmax_rows(logits.as<float>(), rows, V, V, tokens.as<int32_t>(), nullptr, s);
       });
     }
+    {  // full sampling (T 0.8, top_p 0.9): the roofline counts reading the logits once
+      const int64_t rows = 256;
+      auto logits = random_f32(rows * V, 3.0f);
+      kc::SamplingRowParams p;
+      p.temperature = 0.8f;
+      p.top_p = 0.9f;
+      auto params = upload(std::vector<kc::SamplingRowParams>(rows, p));
+      std::vector<double> u(rows);
+      for (int64_t r = 0; r < rows; ++r) u[r] = (r + 0.5) / rows;
+      auto uniforms = upload(u);
+      DeviceBuffer tokens(rows * 4, "tokens"), logprobs(rows * 4, "logprobs");
+      const std::size_t ws_bytes = kc::sampling_workspace_bytes(rows, V);
+      DeviceBuffer ws(ws_bytes, "sampling workspace");
+      bench.add("sample_rows top_p 0.9", "256 x 128256", double(rows) * V * 4, 0,
+                [&](cudaStream_t s) {
+                  kc::sample_rows(logits.as<float>(), rows, V, V,
+                                  params.as<kc::SamplingRowParams>(), {}, uniforms.as<double>(),
+                                  tokens.as<int32_t>(), logprobs.as<float>(), ws.data(), ws_bytes,
+                                  s);
+                });
+    }
     {  // paged KV: write + decode attention (flash-decoding) + a prefill chunk
       const int64_t bs = 16;
       auto run_attention = [&](const char* name, int64_t seqs, int64_t context, int64_t q_tokens) {

@@ -40,6 +40,13 @@ cudaError_t argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_
 cudaError_t logsumexp_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
                            float* lse, cudaStream_t stream);
 
+// Full sampling (sampling_filter.cu). bytes: the workspace size (a host-side CUB query).
+cudaError_t sampling_workspace_bytes(int64_t rows, int64_t vocab, std::size_t& bytes);
+cudaError_t sample_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                        const SamplingRowParams* params, const SamplingHistory& history,
+                        const double* uniforms, int32_t* tokens, float* logprobs,
+                        void* workspace, cudaStream_t stream);
+
 // W4A16 (quant_gemm.cu). workspace: w4_gemv_workspace_bytes(m, n, k) bytes, 16-byte aligned.
 std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
 cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,

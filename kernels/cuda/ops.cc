@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "common/error.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launchers.h"
+#include "messages/sampling_params.h"
 
 namespace shardserve::kernels::cuda {
 namespace {
@@ -227,6 +229,75 @@ void logsumexp_rows(const float* logits, int64_t rows, int64_t vocab, int64_t ro
   require(rows == 0 || (logits && lse), "logsumexp_rows: null pointer");
   check_launch(launch::logsumexp_rows(logits, rows, vocab, row_stride, lse, stream),
                "logsumexp_rows", fmt::format("rows={} vocab={}", rows, vocab));
+}
+
+SamplingRowParams sampling_row_params(const messages::SamplingParams& p) {
+  require(std::isfinite(p.temperature) && p.temperature >= 0,
+          "sampling_row_params: temperature {} (want 0 for greedy or > 0)", p.temperature);
+  require(p.top_p > 0 && p.top_p <= 1, "sampling_row_params: top_p {} not in (0, 1]", p.top_p);
+  require(p.top_k >= 0, "sampling_row_params: top_k {} (want 0 = off or > 0)", p.top_k);
+  require(p.min_p >= 0 && p.min_p < 1, "sampling_row_params: min_p {} not in [0, 1)", p.min_p);
+  require(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0,
+          "sampling_row_params: repetition_penalty {} (want > 0)", p.repetition_penalty);
+  require(std::isfinite(p.frequency_penalty) && std::isfinite(p.presence_penalty),
+          "sampling_row_params: frequency_penalty {} / presence_penalty {} not finite",
+          p.frequency_penalty, p.presence_penalty);
+  SamplingRowParams r;
+  r.temperature = p.temperature;
+  r.top_p = p.top_p;
+  r.min_p = p.min_p;
+  r.repetition_penalty = p.repetition_penalty;
+  r.frequency_penalty = p.frequency_penalty;
+  r.presence_penalty = p.presence_penalty;
+  r.top_k = p.top_k;
+  r.greedy = p.greedy() ? 1 : 0;
+  return r;
+}
+
+namespace {
+void check_sampling_sizes(const char* op, int64_t rows, int64_t vocab) {
+  require(rows >= 0 && vocab > 0 && vocab <= INT32_MAX && rows <= INT32_MAX,
+          "{}: bad sizes rows={} vocab={}", op, rows, vocab);
+  require(rows * vocab <= INT32_MAX,
+          "{}: rows={} x vocab={} = {} values exceed the sort's int32 item count", op, rows, vocab,
+          rows * vocab);
+}
+}  // namespace
+
+std::size_t sampling_workspace_bytes(int64_t rows, int64_t vocab) {
+  check_sampling_sizes("sampling_workspace_bytes", rows, vocab);
+  std::size_t bytes = 0;
+  check_launch(launch::sampling_workspace_bytes(rows, vocab, bytes), "sampling_workspace_bytes",
+               fmt::format("rows={} vocab={}", rows, vocab));
+  return bytes;
+}
+
+void sample_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                 const SamplingRowParams* params, const SamplingHistory& history,
+                 const double* uniforms, int32_t* tokens, float* logprobs, void* workspace,
+                 std::size_t workspace_bytes, cudaStream_t stream) {
+  check_sampling_sizes("sample_rows", rows, vocab);
+  require(row_stride >= vocab, "sample_rows: row_stride {} < vocab {}", row_stride, vocab);
+  require((history.seen_offsets == nullptr) == (history.seen_tokens == nullptr),
+          "sample_rows: seen_offsets and seen_tokens must both be set or both null");
+  require((history.count_offsets == nullptr) == (history.count_tokens == nullptr) &&
+              (history.count_offsets == nullptr) == (history.counts == nullptr),
+          "sample_rows: count_offsets, count_tokens and counts must all be set or all null");
+  if (rows == 0) return;
+  require(logits && params && uniforms && tokens && logprobs,
+          "sample_rows: null pointer (logits {} params {} uniforms {} tokens {} logprobs {})",
+          fmt::ptr(logits), fmt::ptr(params), fmt::ptr(uniforms), fmt::ptr(tokens),
+          fmt::ptr(logprobs));
+  require(workspace != nullptr && reinterpret_cast<std::uintptr_t>(workspace) % 256 == 0,
+          "sample_rows: workspace {} must be non-null and 256-byte aligned", fmt::ptr(workspace));
+  const std::size_t needed = sampling_workspace_bytes(rows, vocab);
+  require(workspace_bytes >= needed,
+          "sample_rows: rows={} vocab={} need {} bytes of workspace, given {}", rows, vocab,
+          needed, workspace_bytes);
+  check_launch(launch::sample_rows(logits, rows, vocab, row_stride, params, history, uniforms,
+                                   tokens, logprobs, workspace, stream),
+               "sample_rows", fmt::format("rows={} vocab={} row_stride={}", rows, vocab,
+                                          row_stride));
 }
 
 void fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream) {

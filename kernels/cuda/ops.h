@@ -20,6 +20,10 @@
 #include <cstddef>
 #include <cstdint>
 
+namespace shardserve::messages {
+struct SamplingParams;
+}
+
 namespace shardserve::kernels::cuda {
 
 using bf16 = __nv_bfloat16;
@@ -129,6 +133,57 @@ void argmax_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_s
 // logits: float [rows, row_stride]; lse: float [rows].
 void logsumexp_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
                     float* lse, cudaStream_t stream);
+// ---- full sampling (kernels/cuda/sampling_filter.cu) ----------------------------------------
+// Exactly kernels/cpu/sampling.cc's sample_token for each row: penalties (CTRL rule over the seen
+// tokens, then frequency / presence over the output counts), then greedy argmax (lowest id on
+// ties) or temperature / top-k / top-p / min-p and the inverse-CDF draw in id order with the
+// row's uniform. The token may differ from the CPU's only where the uniform lies within rounding
+// (~1e-12) of a cumulative boundary of the distribution (the GPU sums in another order).
+
+// One row's settings (device array [rows]); sampling_row_params builds it from the request's.
+struct SamplingRowParams {
+  float temperature = 1.0f;  // > 0 unless greedy
+  float top_p = 1.0f;        // (0, 1]; 1 = off
+  float min_p = 0.0f;        // [0, 1); 0 = off
+  float repetition_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int32_t top_k = 0;   // 0 = off
+  int32_t greedy = 0;  // nonzero (or temperature 0): argmax of the penalised logits
+};
+
+// Penalty histories of the rows in CSR form (all device arrays; a pair of nulls = no history).
+// Row r's seen tokens (prompt and output, each at most once) are
+// seen_tokens[seen_offsets[r] .. seen_offsets[r + 1]); its output counts are the pairs
+// (count_tokens[i], counts[i]) for i in [count_offsets[r], count_offsets[r + 1]), each token at
+// most once (cpu::PenaltyHistory, as worker::Sampler builds it). Tokens outside [0, vocab) are
+// ignored. seen_offsets, count_offsets: int32 [rows + 1]; the others int32 [total].
+struct SamplingHistory {
+  const int32_t* seen_offsets = nullptr;
+  const int32_t* seen_tokens = nullptr;
+  const int32_t* count_offsets = nullptr;
+  const int32_t* count_tokens = nullptr;
+  const int32_t* counts = nullptr;
+};
+
+// The row settings of a request (validated: the ranges of messages/sampling_params.h).
+SamplingRowParams sampling_row_params(const messages::SamplingParams& params);
+
+// Workspace of sample_rows for `rows` rows of `vocab` tokens: about 24 * rows * vocab bytes
+// (16 for its own arrays, ~8 for the segmented sort's temporary storage). No allocation, but
+// the CUB query reads the current device's attributes (so it needs a device).
+std::size_t sampling_workspace_bytes(int64_t rows, int64_t vocab);
+
+// logits: float [rows, row_stride] (first `vocab` columns used, not modified);
+// params: SamplingRowParams [rows]; history: as above (per row); uniforms: double [rows], each
+// in [0, 1) (worker::Sampler's counter_uniform; unused by greedy rows); tokens: int32 [rows];
+// logprobs: float [rows], the chosen token's log_softmax of the raw logits (cpu::describe_token);
+// workspace: sampling_workspace_bytes(rows, vocab) bytes, 256-byte aligned.
+// rows * vocab must fit in int32 (the sort's item count).
+void sample_rows(const float* logits, int64_t rows, int64_t vocab, int64_t row_stride,
+                 const SamplingRowParams* params, const SamplingHistory& history,
+                 const double* uniforms, int32_t* tokens, float* logprobs, void* workspace,
+                 std::size_t workspace_bytes, cudaStream_t stream);
 
 // ---- conversions (kernels/cuda/embedding.cu) -----------------------------------------------
 // dst = bf16(src), round to nearest even. src: float [count]; dst: bf16 [count].

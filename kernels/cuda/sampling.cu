@@ -7,8 +7,9 @@
 // then a warp-shuffle and shared-memory reduction; ties go to the lowest id, as torch.argmax
 // and the CPU sampler do. NaN logits are never chosen.
 //
-// Full sampling (temperature, top-k/p, min-p, penalties, seeded draws) still runs on the host
-// over a copy of the logits (kernels/cpu/sampling.h, through worker::Sampler): docs/cuda.md.
+// Full sampling (penalties, temperature, top-k/p, min-p, the seeded draw) is sample_rows in
+// sampling_filter.cu, equal to kernels/cpu/sampling.cc. The served worker still samples on the
+// host over a copy of the logits (worker::Sampler): docs/cuda.md.
 #include <cfloat>
 
 #include "kernels/cuda/launchers.h"
