@@ -210,10 +210,11 @@ TEST_P(CudaRunnerTiny, ForwardGreedyEqualsHostSamplingOfTheGpuLogits) {
   messages::SamplingParams greedy;
   greedy.temperature = 0;
   const auto a = random_tokens(17, 3, int(model_.vocab));
-  const auto plan = make_plan({{.id = 1, .tokens = a, .num_logits = 5, .blocks = {4, 9, 2},
-                                .prompt_len = 17, .sampling = greedy},
-                               {.id = 2, .tokens = {a[3]}, .start_pos = 20, .num_logits = 1,
-                                .blocks = {7, 8}, .prompt_len = 10, .sampling = greedy}});
+  // Blocks of kBlockSize tokens: 17 positions need 5 (of the tiny pool's), 6 positions 2.
+  const auto plan = make_plan({{.id = 1, .tokens = a, .num_logits = 5,
+                                .blocks = {4, 9, 2, 11, 13}, .prompt_len = 17, .sampling = greedy},
+                               {.id = 2, .tokens = {a[3]}, .start_pos = 5, .num_logits = 1,
+                                .blocks = {7, 8}, .prompt_len = 4, .sampling = greedy}});
   ASSERT_TRUE(Sampler::plain_greedy(plan));
   ASSERT_TRUE(pair_->gpu->samples_greedy_on_device());
   Sampler host;
