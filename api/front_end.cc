@@ -78,8 +78,8 @@ struct FrontEnd::Io {
   // bound: output only moves a request's idle limit later, so it may fire early (and finds
   // nothing), never late.
   Clock::time_point next_limit = Clock::time_point::max();
-  std::atomic<int64_t> submitted{0}, finished{0}, cancelled{0}, rejected{0}, overloaded{0},
-      invalid{0}, disconnect_cancels{0}, deadline_timeouts{0}, idle_timeouts{0};
+  std::atomic<int64_t> submitted{0}, finished{0}, cancelled{0}, rejected{0}, unavailable{0},
+      overloaded{0}, invalid{0}, disconnect_cancels{0}, deadline_timeouts{0}, idle_timeouts{0};
   std::atomic<int32_t> clients_with_requests{0};
   std::unique_ptr<ZapHandler> zap;  // after the socket: destroyed before it
 };
@@ -153,6 +153,7 @@ StatusReply FrontEnd::counters() const {
   s.finished = io_->finished.load();
   s.cancelled = io_->cancelled.load();
   s.rejected = io_->rejected.load();
+  s.unavailable = io_->unavailable.load();
   s.overloaded = io_->overloaded.load();
   s.invalid = io_->invalid.load();
   s.disconnect_cancels = io_->disconnect_cancels.load();
@@ -557,8 +558,13 @@ void FrontEnd::run() {
       r.last_token = at;
       r.output_tokens += static_cast<int32_t>(out.new_tokens.size());
     }
+    // An engine refusal, or the service failing under it (a replica failed and the request could
+    // not be moved): an error, not a final. Unavailable is the service's fault, so the gateway
+    // answers 503 (retry later) for it where a refusal is 400.
     const bool rejected = out.finished && out.finish_reason == coordinator::FinishReason::kRejected;
-    if (!rejected && (!out.new_tokens.empty() || !out.new_text.empty())) {
+    const bool unavailable =
+        out.finished && out.finish_reason == coordinator::FinishReason::kUnavailable;
+    if (!rejected && !unavailable && (!out.new_tokens.empty() || !out.new_text.empty())) {
       if (r.stream) {
         Delta d;
         d.id = r.id;
@@ -582,6 +588,17 @@ void FrontEnd::run() {
       ++io.rejected;
       ErrorReply e{f.id, ErrorCode::kRejected, "", fmt::format("rejected: {}", out.finish_detail),
                    std::nullopt};
+      answer(f, e);
+      finish(it);
+      return;
+    }
+    if (unavailable) {
+      ++io.unavailable;
+      ErrorReply e{f.id, ErrorCode::kUnavailable, "",
+                   fmt::format("unavailable: {}; the request was ended after {} token(s)",
+                               out.finish_detail, f.output_tokens),
+                   std::nullopt};
+      spdlog::warn("front end: request {} of client {}: {}", f.id, f.client_hex, e.message);
       answer(f, e);
       finish(it);
       return;
