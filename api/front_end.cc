@@ -14,6 +14,10 @@
 namespace shardserve::api {
 namespace {
 
+// How long closing the socket may wait for connected clients to take the answers already queued
+// (~FrontEnd). Bounded: a client that stopped reading cannot hold a shutdown for longer.
+constexpr std::chrono::milliseconds kCloseLinger{2000};
+
 std::string hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -143,6 +147,15 @@ FrontEnd::~FrontEnd() {
   if (wake_fd_ >= 0) (void)!write(wake_fd_, &one, sizeof one);
   commands_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // The socket lingers 0 while serving (a vanished client must not hold anything), but the last
+  // answers the thread queued — the errors of a replica's failure, sent just before the
+  // coordinator exits, or a drain's finals — would then be dropped unsent. Closing, give
+  // connected clients kCloseLinger to take them (the thread is gone: the socket is ours now).
+  try {
+    io_->socket.set(zmq::sockopt::linger, static_cast<int>(kCloseLinger.count()));
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("front end: cannot set the closing linger: {}", e.what());
+  }
   io_.reset();
   if (wake_fd_ >= 0) close(wake_fd_);
 }

@@ -314,7 +314,7 @@ def scenario_abort(args, workdir):
                  runtime={"step_timeout_s": 30.0, "on_replica_failure": "abort"},
                  ports={"metrics": base, "zmq": base + 5, "http": base + 6})
     job = Job(args, workdir, "abort", ["--config", config, "--listen", "tcp://127.0.0.1:*"], 4)
-    client = gateway = None
+    client = gateway = admin = None
     http = {}
     try:
         endpoint = job.wait_for(r"listening on (\S+)", 60).group(1)
@@ -322,13 +322,11 @@ def scenario_abort(args, workdir):
         if args.gateway:
             gateway = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--port", "0"], workdir)
             gw_base = gateway.listening(60)
-            first = specs[0]
-            for stream in (False, True):
-                body = {"model": os.path.basename(model), "prompt": first["prompt_ids"],
-                        "max_tokens": first["max_tokens"], "temperature": 0, "ignore_eos": True,
-                        "stream": stream}
-                name = "http_stream" if stream else "http_whole"
-                http[name] = curl_start(args, workdir, name, gw_base, body)
+        # The ZeroMQ load first: the Python and HTTP requests below queue behind its 32 x 200
+        # tokens, so none of them can finish before the fault.
+        client = Client(endpoint)
+        for s in specs:
+            client.submit(s["id"], s["prompt_ids"], s["max_tokens"])
         py = {"tokens": 0}
 
         def python_client_stream():  # its own thread, its own socket
@@ -343,21 +341,30 @@ def scenario_abort(args, workdir):
                 py["end"] = e
         py_thread = threading.Thread(target=python_client_stream, daemon=True)
         py_thread.start()
-        client = Client(endpoint)
-        for s in specs:
-            client.submit(s["id"], s["prompt_ids"], s["max_tokens"])
+        if gateway:
+            first = specs[0]
+            for stream in (False, True):
+                body = {"model": os.path.basename(model), "prompt": first["prompt_ids"],
+                        "max_tokens": first["max_tokens"], "temperature": 0, "ignore_eos": True,
+                        "stream": stream}
+                name = "http_stream" if stream else "http_whole"
+                http[name] = curl_start(args, workdir, name, gw_base, body)
+        # Mid-load, with the Python client's and the gateway's requests live in the service.
+        from shardserve_client import Client as PyClient
+        admin = PyClient(endpoint)
+        others = 1 + len(http)
         deadline = time.monotonic() + 30
-        while (client.deltas < 2 * n or py["tokens"] == 0) and time.monotonic() < deadline:
+        live, seen = [], set()
+        while time.monotonic() < deadline:
             client.pump(0.05)
-        if py["tokens"] == 0:
-            fail("the Python client's stream got no token before the fault", job.log)
-        if http:  # the streamed HTTP request is live: it has sent a chunk
-            stream_body = http["http_stream"][2]
-            while time.monotonic() < deadline and not (
-                    os.path.exists(stream_body) and "data: {" in open(stream_body, errors="replace").read()):
-                client.pump(0.05)
-            if "data: {" not in open(stream_body, errors="replace").read():
-                fail("the streamed HTTP request got no chunk before the fault", job.log)
+            live = [r for r in admin.status(requests=True)["requests"] if not r["id"].startswith("req-")]
+            seen |= {r["id"] for r in live}
+            if client.deltas >= 2 * n and len(live) == others:
+                break
+        if len(live) != others:
+            fail(f"{len(live)} of the {others} Python-client / gateway requests live before the fault: {live} "
+                 f"(seen live: {sorted(seen)}; {client.deltas} deltas, {len(client.ends)} ends; Python client: "
+                 f"{py}; curl: {[(k, v[0].poll()) for k, v in http.items()]})", job.log)
         if len(client.ends) == n:
             fail("every request ended before the fault; the test needs a longer workload", job.log)
         before = len(client.ends)
@@ -401,7 +408,8 @@ def scenario_abort(args, workdir):
         e = py.get("end")
         if not (isinstance(e, UnavailableError) and e.code == "unavailable"
                 and re.match(r"unavailable: " + failure, e.message)):
-            fail(f"the Python client's stream ended {e!r}; want UnavailableError naming the failure", job.log)
+            fail(f"the Python client's stream ended {e!r} after {py['tokens']} token(s); want UnavailableError "
+                 f"naming the failure", job.log)
         checked_http = ""
         if http:
             status, hdrs, body = curl_result(*http["http_whole"], job.log)
@@ -414,7 +422,7 @@ def scenario_abort(args, workdir):
             events = [x for x in body.split("\n\n") if x.strip()]
             last = json.loads(events[-2][6:]) if len(events) >= 2 and events[-2].startswith("data: {") else {}
             e = last.get("error", {})
-            if not (status == 200 and events[-1] == "data: [DONE]" and len(events) >= 3
+            if not (status == 200 and events[-1] == "data: [DONE]"
                     and e.get("type") == "service_unavailable" and e.get("code") == "unavailable"
                     and re.match(r"unavailable: " + failure, e.get("message", ""))):
                 fail(f"gateway, streamed: HTTP {status}, events {events[-3:]!r}; want chunks, an unavailable "
@@ -435,6 +443,8 @@ def scenario_abort(args, workdir):
     finally:
         if client:
             client.close()
+        if admin:
+            admin.close()
         for proc, _, _ in http.values():
             if proc.poll() is None:
                 proc.kill()
