@@ -14,6 +14,10 @@
 namespace shardserve::api {
 namespace {
 
+// How long closing the socket may wait for connected clients to take the answers already queued
+// (~FrontEnd). Bounded: a client that stopped reading cannot hold a shutdown for longer.
+constexpr std::chrono::milliseconds kCloseLinger{2000};
+
 std::string hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -78,8 +82,8 @@ struct FrontEnd::Io {
   // bound: output only moves a request's idle limit later, so it may fire early (and finds
   // nothing), never late.
   Clock::time_point next_limit = Clock::time_point::max();
-  std::atomic<int64_t> submitted{0}, finished{0}, cancelled{0}, rejected{0}, overloaded{0},
-      invalid{0}, disconnect_cancels{0}, deadline_timeouts{0}, idle_timeouts{0};
+  std::atomic<int64_t> submitted{0}, finished{0}, cancelled{0}, rejected{0}, unavailable{0},
+      overloaded{0}, invalid{0}, disconnect_cancels{0}, deadline_timeouts{0}, idle_timeouts{0};
   std::atomic<int32_t> clients_with_requests{0};
   std::unique_ptr<ZapHandler> zap;  // after the socket: destroyed before it
 };
@@ -143,6 +147,15 @@ FrontEnd::~FrontEnd() {
   if (wake_fd_ >= 0) (void)!write(wake_fd_, &one, sizeof one);
   commands_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // The socket lingers 0 while serving (a vanished client must not hold anything), but the last
+  // answers the thread queued — the errors of a replica's failure, sent just before the
+  // coordinator exits, or a drain's finals — would then be dropped unsent. Closing, give
+  // connected clients kCloseLinger to take them (the thread is gone: the socket is ours now).
+  try {
+    io_->socket.set(zmq::sockopt::linger, static_cast<int>(kCloseLinger.count()));
+  } catch (const zmq::error_t& e) {
+    spdlog::warn("front end: cannot set the closing linger: {}", e.what());
+  }
   io_.reset();
   if (wake_fd_ >= 0) close(wake_fd_);
 }
@@ -153,6 +166,7 @@ StatusReply FrontEnd::counters() const {
   s.finished = io_->finished.load();
   s.cancelled = io_->cancelled.load();
   s.rejected = io_->rejected.load();
+  s.unavailable = io_->unavailable.load();
   s.overloaded = io_->overloaded.load();
   s.invalid = io_->invalid.load();
   s.disconnect_cancels = io_->disconnect_cancels.load();
@@ -557,8 +571,13 @@ void FrontEnd::run() {
       r.last_token = at;
       r.output_tokens += static_cast<int32_t>(out.new_tokens.size());
     }
+    // An engine refusal, or the service failing under it (a replica failed and the request could
+    // not be moved): an error, not a final. Unavailable is the service's fault, so the gateway
+    // answers 503 (retry later) for it where a refusal is 400.
     const bool rejected = out.finished && out.finish_reason == coordinator::FinishReason::kRejected;
-    if (!rejected && (!out.new_tokens.empty() || !out.new_text.empty())) {
+    const bool unavailable =
+        out.finished && out.finish_reason == coordinator::FinishReason::kUnavailable;
+    if (!rejected && !unavailable && (!out.new_tokens.empty() || !out.new_text.empty())) {
       if (r.stream) {
         Delta d;
         d.id = r.id;
@@ -582,6 +601,17 @@ void FrontEnd::run() {
       ++io.rejected;
       ErrorReply e{f.id, ErrorCode::kRejected, "", fmt::format("rejected: {}", out.finish_detail),
                    std::nullopt};
+      answer(f, e);
+      finish(it);
+      return;
+    }
+    if (unavailable) {
+      ++io.unavailable;
+      ErrorReply e{f.id, ErrorCode::kUnavailable, "",
+                   fmt::format("unavailable: {}; the request was ended after {} token(s)",
+                               out.finish_detail, f.output_tokens),
+                   std::nullopt};
+      spdlog::warn("front end: request {} of client {}: {}", f.id, f.client_hex, e.message);
       answer(f, e);
       finish(it);
       return;

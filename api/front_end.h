@@ -70,7 +70,9 @@ class FrontEnd {
   // the front end's thread. `tokenizer` may be null (token-id prompts only); it must outlive
   // the front end. model.text / chat_format / chat_format_error are filled in here.
   FrontEnd(FrontEndOptions options, ModelInfo model, const model::Tokenizer* tokenizer);
-  ~FrontEnd();  // stops the thread; live requests are dropped without messages
+  // Stops the thread; live requests are dropped without messages. Answers already sent reach
+  // connected clients (the socket lingers up to 2 s on close).
+  ~FrontEnd();
   FrontEnd(const FrontEnd&) = delete;
   FrontEnd& operator=(const FrontEnd&) = delete;
 

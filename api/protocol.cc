@@ -513,6 +513,7 @@ std::string encode(const ServerMessage& message) {
                            {"finished", m.finished},
                            {"cancelled", m.cancelled},
                            {"rejected", m.rejected},
+                           {"unavailable", m.unavailable},
                            {"overloaded", m.overloaded},
                            {"invalid", m.invalid},
                            {"disconnect_cancels", m.disconnect_cancels},
@@ -625,6 +626,7 @@ ServerMessage decode_server_message(std::string_view frame) {
       s.finished = get_or<int64_t>(*it, "finished", 0);
       s.cancelled = get_or<int64_t>(*it, "cancelled", 0);
       s.rejected = get_or<int64_t>(*it, "rejected", 0);
+      s.unavailable = get_or<int64_t>(*it, "unavailable", 0);
       s.overloaded = get_or<int64_t>(*it, "overloaded", 0);
       s.invalid = get_or<int64_t>(*it, "invalid", 0);
       s.disconnect_cancels = get_or<int64_t>(*it, "disconnect_cancels", 0);

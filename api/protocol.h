@@ -29,7 +29,8 @@ enum class ErrorCode {
   kShuttingDown,        // the service is draining: no new requests
   kRejected,            // the engine refused the request (the message says why)
   kTimeout,             // the request produced no output for the service's stream idle timeout
-  kUnavailable,         // (client side) the service did not answer
+  kUnavailable,         // the service cannot serve it (a replica failed), or (client side) it
+                        // did not answer: retry later
   kInternal,            // a bug or an engine failure
 };
 std::string_view to_string(ErrorCode code);
@@ -214,6 +215,7 @@ struct StatusReply {
   // Counters since start.
   int64_t submitted = 0, finished = 0, cancelled = 0, rejected = 0, overloaded = 0, invalid = 0,
           disconnect_cancels = 0;
+  int64_t unavailable = 0;  // ended by a replica's failure (error code "unavailable")
   int64_t deadline_timeouts = 0, idle_timeouts = 0;  // ended by timeout_s / stream_idle_timeout_s
   std::optional<std::vector<LiveRequestInfo>> requests;
 };

@@ -7,7 +7,8 @@
 //   llmctl bench --num-requests 100 --concurrency 32 --request-rate 20
 //                --prompt-len uniform:16:64 --output-len 64 --json report.json [--check]
 // Exit status: 0 done; 1 the service answered with an error (or --check failed); 2 usage;
-// 3 no answer from the service.
+// 3 the service is unavailable: no answer, or error "unavailable" (a replica failed under the
+// request: retry later).
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -142,10 +143,14 @@ std::string summary(const api::Final& f) {
       ms(f.timings.queue_s), ms(f.timings.ttft_s), ms(f.timings.tpot_s), f.timings.total_s * 1e3);
 }
 
+// The exit status of a request the service ended with `e`: 3 when it was unavailable (the
+// service's fault, as when it does not answer), else 1.
+int error_status(const api::ErrorReply& e) { return e.code == api::ErrorCode::kUnavailable ? 3 : 1; }
+
 int report_error(const api::ErrorReply& e) {
   std::fprintf(stderr, "llmctl: %s%s: %s\n", std::string(api::to_string(e.code)).c_str(),
                e.field.empty() ? "" : (" (" + e.field + ")").c_str(), e.message.c_str());
-  return 1;
+  return error_status(e);
 }
 
 // submit / stream: one request, to its end.
@@ -200,7 +205,7 @@ int run_request(api::Client& c, const RequestFlags& flags, bool stream, double t
     } else if (auto* e = std::get_if<api::ErrorReply>(&*m)) {
       if (e->id && *e->id != s.id) continue;
       if (printed) std::fputs("\n", stdout);
-      return flags.json ? 1 : report_error(*e);
+      return flags.json ? error_status(*e) : report_error(*e);
     }
   }
 }
@@ -219,9 +224,9 @@ void print_status(const api::StatusReply& s) {
   }
   std::printf(
       "since start: %ld submitted, %ld finished, %ld cancelled (%ld on disconnect), %ld rejected, "
-      "%ld overloaded, %ld invalid\n",
+      "%ld unavailable, %ld overloaded, %ld invalid\n",
       long(s.submitted), long(s.finished), long(s.cancelled), long(s.disconnect_cancels),
-      long(s.rejected), long(s.overloaded), long(s.invalid));
+      long(s.rejected), long(s.unavailable), long(s.overloaded), long(s.invalid));
   if (s.requests) {
     std::printf("%-12s %-24s %-10s %8s %8s %9s\n", "client", "id", "state", "prompt", "output",
                 "age (s)");

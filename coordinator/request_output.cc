@@ -8,6 +8,7 @@ std::string_view to_string(FinishReason reason) {
     case FinishReason::kLength: return "length";
     case FinishReason::kCancelled: return "cancelled";
     case FinishReason::kRejected: return "rejected";
+    case FinishReason::kUnavailable: return "unavailable";
   }
   return "unknown";
 }
@@ -15,7 +16,8 @@ std::string_view to_string(FinishReason reason) {
 std::string RequestOutput::finish_reason_string() const {
   if (!finish_reason) return {};
   std::string s(to_string(*finish_reason));
-  if (*finish_reason == FinishReason::kRejected) s += ":" + finish_detail;
+  if (*finish_reason == FinishReason::kRejected || *finish_reason == FinishReason::kUnavailable)
+    s += ":" + finish_detail;
   return s;
 }
 

@@ -16,6 +16,11 @@ enum class FinishReason {
   kLength,     // max_tokens, or the context length
   kCancelled,  // cancel(): the client gave up or disconnected
   kRejected,   // never scheduled; finish_detail says why
+  // The service could not serve it: its replica failed and it was not moved to another
+  // (runtime.on_replica_failure = "abort", no replica left, or the survivor cannot continue it),
+  // or it arrived after such a failure. Not the request's fault: a retry may succeed once the
+  // service is back. finish_detail names the failure.
+  kUnavailable,
 };
 
 std::string_view to_string(FinishReason reason);
@@ -30,14 +35,15 @@ struct RequestOutput {
   std::string new_text;
   bool finished = false;
   std::optional<FinishReason> finish_reason;
-  std::string finish_detail;             // kRejected: why; otherwise "eos", "stop_token", ...
+  std::string finish_detail;  // kRejected / kUnavailable: why; otherwise "eos", "stop_token", ...
   std::optional<int32_t> stop_token_id;  // the EOS / stop id that ended it
   std::optional<std::string> stop_string;
   int32_t num_prompt_tokens = 0;
   int32_t num_output_tokens = 0;
   int32_t num_cached_tokens = 0;  // prompt tokens served by the prefix cache at first admission
 
-  // OpenAI's spelling: "stop", "length", "cancelled", "rejected:<reason>"; "" while running.
+  // OpenAI's spelling: "stop", "length", "cancelled", "rejected:<reason>",
+  // "unavailable:<reason>"; "" while running.
   std::string finish_reason_string() const;
 };
 

@@ -5,7 +5,8 @@
 // Endpoints: GET /health (the gateway is up), GET /ready (the coordinator answers and admits),
 // GET /v1/models, GET /v1/models/{id}, POST /v1/completions, POST /v1/chat/completions
 // (stream: server-sent events "data: {...}\n\n" ... "data: [DONE]\n\n"). Errors have OpenAI's
-// shape {"error": {"message", "type", "param", "code"}}; overload is 429 with Retry-After.
+// shape {"error": {"message", "type", "param", "code"}}; overload is 429 with Retry-After, an
+// unavailable service (a replica failed under the request, the coordinator gone) 503 with it.
 // See docs/protocol.md ("HTTP gateway").
 #include <httplib.h>
 #include <signal.h>
@@ -229,9 +230,8 @@ class Gateway {
   };
 
   OpenAIError unavailable() const {
-    return server_error(503,
-                        fmt::format("the coordinator at {} is not answering", options_.coordinator),
-                        "unavailable");
+    return unavailable_error(
+        fmt::format("the coordinator at {} is not answering", options_.coordinator));
   }
 
   void ready(httplib::Response& res) {
@@ -306,9 +306,8 @@ class Gateway {
     if (auto m = x.stream->next(wait)) return std::move(*m);
     const auto now = Clock::now();
     if (now - backend_.last_heard() > ms(options_.silence_timeout_s))
-      return server_error(
-          503, fmt::format("the coordinator at {} stopped answering", options_.coordinator),
-          "unavailable");
+      return unavailable_error(
+          fmt::format("the coordinator at {} stopped answering", options_.coordinator));
     if (now > x.deadline)
       return server_error(
           504,
@@ -369,11 +368,9 @@ class Gateway {
       if (!msg) {
         backend_.cancel(*x->stream);
         return send_error(
-            res, server_error(503,
-                              fmt::format("the coordinator at {} did not accept the request within "
-                                          "{:.0f} s",
-                                          options_.coordinator, options_.accept_timeout_s),
-                              "unavailable"));
+            res, unavailable_error(fmt::format(
+                     "the coordinator at {} did not accept the request within {:.0f} s",
+                     options_.coordinator, options_.accept_timeout_s)));
       }
       if (std::holds_alternative<api::Accepted>(*msg)) {
         ++accepted;

@@ -409,6 +409,16 @@ std::optional<OpenAIError> from_timeout_final(const api::Final& f, double timeou
   return o;
 }
 
+OpenAIError unavailable_error(std::string message, double retry_after_s) {
+  OpenAIError o;
+  o.status = 503;
+  o.type = "service_unavailable";
+  o.code = "unavailable";
+  o.message = std::move(message);
+  o.retry_after_s = retry_after_s;
+  return o;
+}
+
 OpenAIError from_protocol_error(const api::ErrorReply& e) {
   OpenAIError o;
   o.message = e.message;
@@ -432,9 +442,13 @@ OpenAIError from_protocol_error(const api::ErrorReply& e) {
       o.retry_after_s = e.retry_after_s.value_or(1.0);
       break;
     case api::ErrorCode::kShuttingDown:
-    case api::ErrorCode::kUnavailable:
       o.status = 503;
       o.type = "server_error";
+      break;
+    case api::ErrorCode::kUnavailable:
+      // The service failed under the request (a replica, and no other could take it over):
+      // nothing was wrong with it, so 503 with a retry hint, not 400.
+      o = unavailable_error(e.message, e.retry_after_s.value_or(kUnavailableRetryAfter_s));
       break;
     case api::ErrorCode::kTimeout:
       o.status = 504;

@@ -23,7 +23,7 @@ struct OpenAIError {
   std::string type = "invalid_request_error";
   std::optional<std::string> param;
   std::optional<std::string> code;
-  std::optional<double> retry_after_s;  // 429: the Retry-After header
+  std::optional<double> retry_after_s;  // 429 and 503 unavailable: the Retry-After header
   nlohmann::json body() const;
 };
 
@@ -72,8 +72,16 @@ ParsedRequest parse_request(Endpoint endpoint, const nlohmann::json& body,
                             const api::ModelInfo& model, uint64_t random_seed,
                             const RequestLimits& limits = {});
 
-// The protocol's error as OpenAI's (status: 400 invalid, 429 overloaded, 503 draining or
-// unavailable, 500 otherwise). Field names are mapped to OpenAI's parameters.
+// The Retry-After of a 503 "unavailable" (a replica failed, or the coordinator is not
+// answering): a supervisor restarts a failed service within seconds.
+inline constexpr double kUnavailableRetryAfter_s = 1.0;
+// 503, type "service_unavailable", code "unavailable", with Retry-After: the service could not
+// serve a request that was fine (a replica failed under it; the coordinator is gone or silent).
+OpenAIError unavailable_error(std::string message, double retry_after_s = kUnavailableRetryAfter_s);
+
+// The protocol's error as OpenAI's (status: 400 invalid or rejected, 429 overloaded, 503
+// draining, 503 + Retry-After unavailable (unavailable_error), 504 timeout, 500 otherwise).
+// Field names are mapped to OpenAI's parameters.
 OpenAIError from_protocol_error(const api::ErrorReply& e);
 // The coordinator's final with finish_reason "timeout" (the deadline the gateway passed as
 // timeout_s, `timeout_s` here, passed): 504, type server_error, code "timeout", naming the

@@ -111,7 +111,9 @@ const MetricDef requests_received_total{
 const MetricDef requests_finished_total{
     "shardserve_requests_finished_total", C, kCoord, "requests", {"reason"},
     "Requests that ended, by reason: stop (EOS, stop token or stop string), length (max_tokens "
-    "or the context length), cancelled (the client or a drain), rejected (never scheduled), timeout "
+    "or the context length), cancelled (the client or a drain), rejected (never scheduled), unavailable "
+    "(a replica failed and the request could not be moved: the service's fault, not the "
+    "request's), timeout "
     "(the request's deadline passed: timeout_s or limits.max_request_seconds), idle_timeout (no "
     "output for limits.stream_idle_timeout_s)."};
 const MetricDef requests_running{

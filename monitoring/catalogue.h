@@ -54,9 +54,10 @@ inline const std::vector<std::string>& worker_labels() {
 
 // Values of the `reason` label of shardserve_requests_finished_total: FinishReason's order, then
 // the cancellations the front end made for a time limit (CoordinatorMetrics::on_cancel_reason).
-inline constexpr std::string_view kFinishReasons[] = {"stop",     "length",  "cancelled",
-                                                      "rejected", "timeout", "idle_timeout"};
-inline constexpr std::size_t kFinishTimeout = 4, kFinishIdleTimeout = 5;
+inline constexpr std::string_view kFinishReasons[] = {"stop",        "length",  "cancelled",
+                                                      "rejected",    "unavailable", "timeout",
+                                                      "idle_timeout"};
+inline constexpr std::size_t kFinishTimeout = 5, kFinishIdleTimeout = 6;
 // Values of the `phase` label of shardserve_step_duration_seconds.
 inline constexpr std::string_view kStepPhases[] = {"prefill", "decode", "mixed"};
 

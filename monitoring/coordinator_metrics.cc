@@ -1,11 +1,19 @@
 #include "monitoring/coordinator_metrics.h"
 
+#include <iterator>
 #include <string>
 
 #include "common/error.h"
 #include "monitoring/catalogue.h"
 
 namespace shardserve::monitoring {
+
+// The label of an engine-ended request is its FinishReason's index in kFinishReasons.
+static_assert(std::size(kFinishReasons) == 7 && kFinishTimeout == 5 && kFinishIdleTimeout == 6);
+static_assert(kFinishReasons[static_cast<std::size_t>(coordinator::FinishReason::kRejected)] ==
+              "rejected");
+static_assert(kFinishReasons[static_cast<std::size_t>(coordinator::FinishReason::kUnavailable)] ==
+              "unavailable");
 
 StepPhase phase_of(const messages::StepPlan& plan) {
   bool prefill = false, decode = false;

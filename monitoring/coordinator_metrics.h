@@ -119,7 +119,7 @@ class CoordinatorMetrics {
   Replica& replica(int r);
 
   prometheus::Counter* received_;
-  std::array<prometheus::Counter*, 6> finished_;  // by kFinishReasons
+  std::array<prometheus::Counter*, 7> finished_;  // by kFinishReasons
   std::unordered_map<std::string, TimeLimit> timed_out_;  // request id -> why it is cancelled
   prometheus::Histogram* ttft_;
   prometheus::Histogram* tpot_;

@@ -63,7 +63,10 @@ int EngineCore::submit(coordinator::RequestSpec spec) {
     RequestOutput out;
     out.request_id = spec.request_id;
     out.finished = true;
-    out.finish_reason = coordinator::FinishReason::kRejected;
+    // After a failure the service cannot serve anyone (unavailable); a drain is refusal by
+    // design (rejected, as before).
+    out.finish_reason = failure_.empty() ? coordinator::FinishReason::kRejected
+                                         : coordinator::FinishReason::kUnavailable;
     out.finish_detail = failure_.empty() ? std::string("shutting down") : failure_;
     out.num_prompt_tokens = static_cast<int32_t>(spec.prompt_token_ids.size());
     if (metrics_) metrics_->on_output(-1, out, Clock::now());
@@ -204,7 +207,7 @@ void EngineCore::end_with_failure(int r, const coordinator::Request& req, const 
   out.request_id = req.request_id;
   out.seq_id = req.seq_id;
   out.finished = true;
-  out.finish_reason = coordinator::FinishReason::kRejected;
+  out.finish_reason = coordinator::FinishReason::kUnavailable;  // the service failed, not the request
   out.finish_detail = detail;
   out.num_prompt_tokens = req.prompt_len;
   out.num_output_tokens = req.num_output_tokens();
@@ -258,6 +261,8 @@ void EngineCore::fail_replica(int r, const std::string& cause) {
     if (added.rejection) {
       if (placed != placement_.end()) placement_.erase(placed);
       added.rejection->seq_id = old_seq;  // the metrics know it by its seq id on replica r
+      // It was admitted and ran; only the failure keeps it from finishing.
+      added.rejection->finish_reason = coordinator::FinishReason::kUnavailable;
       added.rejection->finish_detail =
           fmt::format("{}; replica {} cannot continue it: {}", cause, to, added.rejection->finish_detail);
       if (metrics_) metrics_->on_output(r, *added.rejection, Clock::now());

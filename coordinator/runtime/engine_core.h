@@ -21,8 +21,10 @@
 // exit). With FailurePolicy::kFailover each of its live requests moves, in queue order, to the
 // surviving replica with the least load (Scheduler::adopt: recomputed from prompt + the tokens
 // already streamed, same request id, so the client's stream just goes on). With no surviving
-// replica, or with kAbort, every live request ends as rejected with a detail naming the failure,
-// and failure() says why serving cannot go on (the caller then ends the job). poll() throws only
+// replica, or with kAbort, every live request ends as unavailable (FinishReason::kUnavailable: the
+// service failed, not the request) with a detail naming the failure, as does one the survivor
+// cannot adopt, and later submits; failure() says why serving cannot go on (the caller then ends
+// the job). poll() throws only
 // for a bug (an event from an unknown replica).
 #include <chrono>
 #include <cstdint>
@@ -78,7 +80,8 @@ class EngineCore {
   bool cancel(std::string_view request_id);
   // Cancels every live request (the end of a drain).
   void cancel_all();
-  // Later submits are rejected with reason "shutting down" (or the failure, once there is one).
+  // Later submits are rejected with reason "shutting down" (or, once there is a failure, end
+  // unavailable with it).
   void stop_admitting() { admitting_ = false; }
   bool admitting() const { return admitting_; }
 

@@ -6,13 +6,16 @@
 // cancelling in the engine.
 #include "api/front_end.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "api/client.h"
 #include "api/local/local_engine.h"
@@ -35,18 +38,50 @@ struct Outcome {
 };
 
 // The real in-process engine, with the cancellations the front end asked for recorded (which
-// request, which reason), so a test can see a time limit reach the engine.
+// request, which reason), so a test can see a time limit reach the engine; and a replica's
+// failure simulated (fail_live: every live request ends kUnavailable with the detail, as
+// EngineCore ends them under runtime.on_replica_failure = "abort").
 class RecordingEngine final : public Engine {
  public:
   explicit RecordingEngine(Engine& inner) : inner_(inner) {}
-  void submit(coordinator::RequestSpec spec) override { inner_.submit(std::move(spec)); }
+  void submit(coordinator::RequestSpec spec) override {
+    live_.insert(spec.request_id);
+    inner_.submit(std::move(spec));
+  }
   bool cancel(std::string_view id, CancelReason reason) override {
     const bool live = inner_.cancel(id, reason);
     std::lock_guard lock(mu_);
     cancels_.push_back({std::string(id), reason, live});
     return live;
   }
-  EnginePoll poll(std::chrono::milliseconds wait) override { return inner_.poll(wait); }
+  EnginePoll poll(std::chrono::milliseconds wait) override {
+    std::string failure;
+    {
+      std::lock_guard lock(mu_);
+      failure = std::exchange(fail_with_, "");
+    }
+    if (!failure.empty())
+      for (const auto& id : live_)
+        if (inner_.cancel(id, CancelReason::kClient)) failing_[id] = failure;
+    EnginePoll p = inner_.poll(wait);
+    for (auto& o : p.outputs) {
+      if (!o.finished) continue;
+      live_.erase(o.request_id);
+      auto it = failing_.find(o.request_id);
+      if (it == failing_.end()) continue;
+      if (o.finish_reason == coordinator::FinishReason::kCancelled) {
+        o.finish_reason = coordinator::FinishReason::kUnavailable;
+        o.finish_detail = it->second;
+      }
+      failing_.erase(it);
+    }
+    return p;
+  }
+  // From the test's thread: the engine's next poll ends every live request as unavailable.
+  void fail_live(std::string detail) {
+    std::lock_guard lock(mu_);
+    fail_with_ = std::move(detail);
+  }
   bool has_unfinished() const override { return inner_.has_unfinished(); }
   std::vector<ReplicaStatus> status() const override { return inner_.status(); }
 
@@ -64,6 +99,10 @@ class RecordingEngine final : public Engine {
   Engine& inner_;
   mutable std::mutex mu_;
   std::vector<Cancel> cancels_;
+  std::string fail_with_;  // guarded by mu_
+  // The engine thread's own.
+  std::set<std::string> live_;
+  std::map<std::string, std::string> failing_;  // id -> the failure it ends with
 };
 
 struct Reference {
@@ -770,6 +809,53 @@ TEST_F(FrontEndTest, IdleStreamTimeoutEndsARequestWithoutOutput) {
   // The answer went out first; the cancel reached the engine (it is idle now, so it has).
   EXPECT_EQ(cancels_of("starved", CancelReason::kStreamIdle), 1);
   EXPECT_EQ(cancels_of("runner", CancelReason::kStreamIdle), 0);
+}
+
+// A replica's failure under live requests (the engine ends them kUnavailable): each client gets
+// an error "unavailable" naming the failure and the tokens it had — not "rejected", which the
+// gateway answers 400 — the streamed one keeping its deltas; counted apart from rejections.
+TEST_F(FrontEndTest, AReplicaFailureEndsLiveRequestsUnavailable) {
+  start(/*max_num_seqs=*/4, 256, 1024, /*min_step_time=*/20000us);
+  auto c = client();
+  c->send(greedy("streamed", refs_[0].ids, 400));  // >= 8 s of 20 ms steps
+  SubmitRequest whole = greedy("whole", refs_[1].ids, 400);
+  whole.stream = false;
+  c->send(whole);
+  std::map<std::string, Outcome> seen;
+  while (seen["streamed"].ids.size() < 3) {
+    auto m = c->receive(10s);
+    ASSERT_TRUE(m) << "no output from the streamed request";
+    absorb(seen, *m);
+  }
+  const std::string failure =
+      "replica 1 (world ranks 3-4): world rank 3 failed: boom (runtime.on_replica_failure = "
+      "\"abort\")";
+  recorder_->fail_live(failure);
+  seen = collect(*c, {"streamed", "whole"}, seen);
+  for (const std::string id : {"streamed", "whole"}) {
+    const Outcome& o = seen[id];
+    ASSERT_TRUE(o.error) << id << " got a final";
+    EXPECT_EQ(o.error->code, ErrorCode::kUnavailable) << id;
+    EXPECT_EQ(o.error->message.rfind("unavailable: " + failure + "; the request was ended after ", 0),
+              0u)
+        << o.error->message;
+    EXPECT_FALSE(o.error->retry_after_s.has_value());
+  }
+  // The deltas already sent stay valid: the greedy reference's first tokens, and the error says
+  // how many the client had.
+  const auto& st = seen["streamed"];
+  const std::size_t n = std::min(st.ids.size(), refs_[0].greedy.size());
+  EXPECT_EQ(std::vector<int32_t>(st.ids.begin(), st.ids.begin() + n),
+            std::vector<int32_t>(refs_[0].greedy.begin(), refs_[0].greedy.begin() + n));
+  EXPECT_NE(st.error->message.find(fmt::format("after {} token(s)", st.ids.size())),
+            std::string::npos)
+      << st.error->message;
+  EXPECT_EQ(seen["whole"].deltas, 0);
+  const auto s = wait_idle(*c);
+  EXPECT_EQ(s.unavailable, 2);
+  EXPECT_EQ(s.rejected, 0);
+  EXPECT_EQ(s.cancelled, 0);
+  EXPECT_EQ(s.kv_blocks_used, 0);
 }
 
 }  // namespace

@@ -190,6 +190,30 @@ TEST(Protocol, ErrorCodesHaveStableNames) {
   EXPECT_FALSE(parse_error_code("nope").has_value());
   EXPECT_EQ(to_string(ErrorCode::kTimeout), "timeout");
   EXPECT_EQ(parse_error_code("timeout"), ErrorCode::kTimeout);
+  // A replica's failure ends a request "unavailable" (the gateway's 503), not "rejected" (400).
+  EXPECT_EQ(to_string(ErrorCode::kUnavailable), "unavailable");
+  EXPECT_EQ(parse_error_code("unavailable"), ErrorCode::kUnavailable);
+  EXPECT_EQ(to_string(ErrorCode::kRejected), "rejected");
+}
+
+TEST(Protocol, UnavailableErrorAndItsCounterRoundTrip) {
+  ErrorReply e{"r3", ErrorCode::kUnavailable, "",
+               "unavailable: replica 1 (world ranks 3-4): world rank 3 failed", std::nullopt};
+  const std::string text = encode(ServerMessage{e});
+  EXPECT_NE(text.find(R"("code":"unavailable")"), std::string::npos) << text;
+  const auto back = std::get<ErrorReply>(decode_server_message(text));
+  EXPECT_EQ(back.code, ErrorCode::kUnavailable);
+  EXPECT_EQ(back.message, e.message);
+  EXPECT_FALSE(back.retry_after_s.has_value());
+
+  StatusReply s;
+  s.rejected = 2;
+  s.unavailable = 5;
+  const std::string st = encode(ServerMessage{s});
+  EXPECT_NE(st.find(R"("unavailable":5)"), std::string::npos) << st;
+  const auto sb = std::get<StatusReply>(decode_server_message(st));
+  EXPECT_EQ(sb.unavailable, 5);
+  EXPECT_EQ(sb.rejected, 2);
 }
 
 }  // namespace

@@ -234,6 +234,45 @@ TEST(OpenAI, ProtocolErrorsBecomeStatuses) {
   EXPECT_EQ(st(api::ErrorCode::kTimeout).code, "timeout");
 }
 
+// A request a replica's failure ended (the front end's error "unavailable") was fine: 503 with
+// Retry-After and OpenAI's error shape, not the 400 of a refusal.
+TEST(OpenAI, UnavailableIs503WithRetryAfter) {
+  const std::string message =
+      "unavailable: replica 1 (world ranks 3-4): world rank 3 failed: its process (pid 7, on this "
+      "host) is gone: killed or crashed (runtime.on_replica_failure = \"abort\"); the request was "
+      "ended after 5 token(s)";
+  const auto o =
+      from_protocol_error(api::ErrorReply{"x", api::ErrorCode::kUnavailable, "", message, std::nullopt});
+  EXPECT_EQ(o.status, 503);
+  EXPECT_EQ(o.type, "service_unavailable");
+  ASSERT_TRUE(o.retry_after_s.has_value());
+  EXPECT_EQ(*o.retry_after_s, kUnavailableRetryAfter_s);
+  EXPECT_EQ(o.body(), (json{{"error",
+                             {{"message", message},
+                              {"type", "service_unavailable"},
+                              {"param", nullptr},
+                              {"code", "unavailable"}}}}));
+  // A hint from the service wins over the default.
+  const auto hinted =
+      from_protocol_error(api::ErrorReply{"x", api::ErrorCode::kUnavailable, "", "m", 4.0});
+  EXPECT_EQ(hinted.retry_after_s, 4.0);
+  // The gateway's own "the coordinator is gone" answers are the same error.
+  const auto own = unavailable_error("the coordinator at tcp://127.0.0.1:5555 is not answering");
+  EXPECT_EQ(own.status, 503);
+  EXPECT_EQ(own.type, "service_unavailable");
+  EXPECT_EQ(own.code, "unavailable");
+  EXPECT_EQ(own.retry_after_s, kUnavailableRetryAfter_s);
+  // A drain stays a plain 503; a refusal stays 400.
+  const auto drain =
+      from_protocol_error(api::ErrorReply{"x", api::ErrorCode::kShuttingDown, "", "m", std::nullopt});
+  EXPECT_EQ(drain.status, 503);
+  EXPECT_EQ(drain.type, "server_error");
+  const auto refused =
+      from_protocol_error(api::ErrorReply{"x", api::ErrorCode::kRejected, "", "m", std::nullopt});
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_EQ(refused.type, "invalid_request_error");
+}
+
 TEST(OpenAI, ResponseShapes) {
   auto r = parse_request(Endpoint::kChatCompletions,
                          json{{"model", "kjv-llama"},

@@ -384,6 +384,34 @@ TEST(CoordinatorMetrics, ReplicaStateGaugesAndMirroredCounters) {
               ::testing::ThrowsMessage<Error>(HasSubstr("replica 1 of 1")));
 }
 
+// Every reason label counts its own ends: a replica's failure (unavailable: not the request's
+// fault) apart from rejected, and the front end's time-limit cancellations apart from cancelled.
+TEST(CoordinatorMetrics, EachFinishReasonHasItsLabel) {
+  using R = coordinator::FinishReason;
+  MetricsEndpoint e(coordinator_build());
+  CoordinatorMetrics m(e, 2);
+  const auto t0 = Clock::now();
+  for (uint64_t seq = 1; seq <= 5; ++seq) {
+    m.on_submitted();
+    m.on_admitted(0, seq, 4, t0);
+  }
+  m.on_output(0, output_of(1, 4, 2, 2, R::kUnavailable), t0);  // its replica failed mid-stream
+  m.on_output(-1, output_of(9, 4, 0, 0, R::kUnavailable), t0);  // submitted after the failure
+  m.on_output(0, output_of(2, 4, 0, 0, R::kRejected), t0);
+  m.on_cancel_reason("r3", CoordinatorMetrics::TimeLimit::kDeadline);
+  m.on_output(0, output_of(3, 4, 1, 1, R::kCancelled), t0);
+  m.on_cancel_reason("r4", CoordinatorMetrics::TimeLimit::kStreamIdle);
+  m.on_output(0, output_of(4, 4, 0, 0, R::kCancelled), t0);
+  m.on_output(0, output_of(5, 4, 0, 0, R::kCancelled), t0);
+  const std::map<std::string, double> want = {
+      {"stop", 0},        {"length", 0},  {"cancelled", 1},   {"rejected", 1},
+      {"unavailable", 2}, {"timeout", 1}, {"idle_timeout", 1}};
+  for (const auto& [reason, n] : want)
+    EXPECT_EQ(value(e, "shardserve_requests_finished_total", {{"reason", reason}}), n) << reason;
+  // A failed request is no completed one: no end-to-end latency.
+  EXPECT_EQ(value(e, "shardserve_e2e_request_latency_seconds"), 0);
+}
+
 TEST(CoordinatorMetrics, EverySeriesExistsBeforeAnyTraffic) {
   // Dashboards and rate() need every series from the first scrape, zero-valued.
   MetricsEndpoint e(coordinator_build());
@@ -394,6 +422,7 @@ TEST(CoordinatorMetrics, EverySeriesExistsBeforeAnyTraffic) {
     EXPECT_THAT(text, HasSubstr("# TYPE " + d->name + " ")) << d->name;
   }
   EXPECT_THAT(text, HasSubstr("shardserve_requests_finished_total{reason=\"rejected\"} 0"));
+  EXPECT_THAT(text, HasSubstr("shardserve_requests_finished_total{reason=\"unavailable\"} 0"));
   EXPECT_THAT(text, HasSubstr("shardserve_kv_blocks_used{replica=\"2\"} 0"));
   EXPECT_THAT(text, HasSubstr("shardserve_step_duration_seconds_count{phase=\"mixed\",replica=\"2\"} 0"));
   EXPECT_THAT(text, HasSubstr("shardserve_build_info{model=\"tiny-llama\",replicas=\"2\",role=\"coordinator\",tp=\"2\",version=\""));

@@ -269,7 +269,10 @@ TEST(EngineCore, AWorkerErrorOnTheOnlyReplicaEndsEveryRequestNamingTheRank) {
       if (o.finished) finals[o.request_id] = o;
   ASSERT_EQ(finals.size(), 2u);
   for (const auto& [id, o] : finals) {
-    EXPECT_EQ(o.finish_reason, coordinator::FinishReason::kRejected) << id;
+    // The service failed, not the request: unavailable (HTTP 503 at the gateway), not rejected.
+    EXPECT_EQ(o.finish_reason, coordinator::FinishReason::kUnavailable) << id;
+    EXPECT_EQ(o.finish_reason_string().rfind("unavailable:replica 0 (fake): world rank 2", 0), 0u)
+        << o.finish_reason_string();
     EXPECT_THAT(o.finish_detail, HasSubstr("replica 0 (fake): world rank 2 failed: step 1: "
                                            "sequence 1 has token id 99"));
     EXPECT_THAT(o.finish_detail, HasSubstr("no replica is left"));
@@ -284,6 +287,7 @@ TEST(EngineCore, AWorkerErrorOnTheOnlyReplicaEndsEveryRequestNamingTheRank) {
   EXPECT_EQ(engine.submit(request(2, 4, 5)), -1);
   const auto later = engine.poll(std::chrono::milliseconds(0));
   ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].finish_reason, coordinator::FinishReason::kUnavailable);
   EXPECT_THAT(later[0].finish_detail, HasSubstr("no replica is left"));
   EXPECT_EQ(t.plans_to_failed_, 0);
 }
@@ -375,11 +379,43 @@ TEST(EngineCore, AbortPolicyEndsEveryRequestOnEveryReplica) {
       if (o.finished) details[o.request_id] = o.finish_reason_string();
   ASSERT_EQ(details.size(), 4u);
   for (const auto& [id, d] : details)
-    EXPECT_THAT(d, HasSubstr("rejected:replica 1 (fake): world rank 2 failed: boom "
-                             "(runtime.on_replica_failure = \"abort\")")) << id;
+    EXPECT_EQ(d, "unavailable:replica 1 (fake): world rank 2 failed: boom "
+                 "(runtime.on_replica_failure = \"abort\")") << id;
   EXPECT_FALSE(engine.has_unfinished());
   EXPECT_FALSE(engine.failure().empty());
   EXPECT_EQ(engine.requeued(), 0);
+}
+
+// Failover that cannot place a request (the survivor's context is too short for the tokens it
+// carries) ends it unavailable, naming the failure and why, while serving goes on.
+TEST(EngineCore, ARequestTheSurvivorCannotContinueEndsUnavailable) {
+  FakeTransport t(2);
+  auto small = sched(64);
+  small.max_model_len = 16;
+  EngineCore engine(t, {sched(64), small}, {});
+  ASSERT_EQ(engine.submit(request(0, 12, 30)), 0);  // tie: the lowest index
+  int streamed = 0;
+  for (int i = 0; i < 8; ++i)
+    for (auto& o : engine.poll(std::chrono::milliseconds(0))) streamed += o.new_tokens.size();
+  ASSERT_GE(streamed, 4);  // 12 + 4 tokens: no room left within replica 1's 16
+  t.error_replica_ = 0;
+  t.error_ = "gone";
+  t.silent_replicas_.insert(0);
+  std::vector<coordinator::RequestOutput> finals;
+  for (int i = 0; i < 5; ++i)
+    for (auto& o : engine.poll(std::chrono::milliseconds(0)))
+      if (o.finished) finals.push_back(o);
+  ASSERT_EQ(finals.size(), 1u);
+  EXPECT_EQ(finals[0].request_id, "r0");
+  EXPECT_EQ(finals[0].finish_reason, coordinator::FinishReason::kUnavailable);
+  EXPECT_THAT(finals[0].finish_detail,
+              HasSubstr("replica 0 (fake): world rank 2 failed: gone; replica 1 cannot continue "
+                        "it: its "));
+  EXPECT_THAT(finals[0].finish_detail, HasSubstr("within the context length of 16 tokens"));
+  EXPECT_EQ(finals[0].num_output_tokens, streamed);
+  EXPECT_TRUE(engine.failure().empty());  // replica 1 still serves
+  EXPECT_EQ(engine.requeued(), 0);
+  EXPECT_FALSE(engine.has_unfinished());
 }
 
 // Stop strings, text and the held-back part of a possible stop string survive the move.

@@ -13,9 +13,20 @@ as scripts/demo.sh and deploy/launch.sh launch a service that fails over.
   failover-stop   the same with SIGSTOP of replica 1's tp rank 1 (alive, silent; its peer waits in
                   an all-reduce): runtime.step_timeout_s gives the replica up.
   single-kill     1 replica x tp 2, batch mode: kill -9 of a rank mid-run. Every request gets a
-                  record: finished before the kill, or rejected with the failure naming the rank;
-                  the coordinator exits 1 and no rank survives.
+                  record: finished before the kill, or "unavailable:" (not "rejected:": the
+                  service failed, not the request) with the failure naming the rank; the
+                  coordinator exits 1 and no rank survives.
   single-stop     the same with SIGSTOP and the step timeout.
+  abort-kill      2 replicas x tp 2 with runtime.on_replica_failure = "abort" over the ZeroMQ front
+                  end, many streamed greedy requests, one through the Python client (it raises
+                  UnavailableError), and (with --gateway) one streamed and one
+                  non-streamed HTTP request through the gateway; kill -9 of replica 1's tp rank 0.
+                  Every request ends: a full final equal to the reference (done before the
+                  fault), or an error with code "unavailable" naming the failure and "abort"
+                  after a prefix of the reference; never "rejected". The gateway answers 503
+                  with Retry-After and an OpenAI error of type service_unavailable (not streamed)
+                  and the chunks sent, the same error event and [DONE] (streamed). The
+                  coordinator exits 1; no rank survives.
   coordinator-kill 2 replicas x tp 2 mid-run: kill -9 of the coordinator. Every worker notices the
                   silence (runtime.coordinator_timeout_s), logs why and exits; mpirun exits.
 Every wait is bounded; on any failure the job's process group is killed.
@@ -26,12 +37,14 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_service_test import Job, alive, fail, make_requests, make_tiny_model, read_jsonl, write_config  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import cmake_list, free_port_range, scrape_metrics  # noqa: E402
+from service_testing import Proc, cmake_list, free_port_range, scrape_metrics  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "client", "python"))
 
 RECOVERY = ["--enable-recovery", "--mca", "orte_abort_on_non_zero_status", "0"]
 # Within this long after the fault every request must have its end (the issue's bound).
@@ -249,7 +262,7 @@ def scenario_single(args, workdir, sig):
                  if sig == signal.SIGKILL else r"replica 0 \(world ranks 1-2\) sent no result for step \d+ within")
         errors = [r for r in records if r["finish_reason"] != "length"]
         for r in errors:
-            if not re.match(r"rejected:(" + cause + r").*no replica is left", r["finish_reason"]):
+            if not re.match(r"unavailable:(" + cause + r").*no replica is left", r["finish_reason"]):
                 fail(f"{r['id']}: {r['finish_reason']!r} does not name the failure", job.log)
         if not errors:
             fail("no request ended with the failure", job.log)
@@ -260,6 +273,183 @@ def scenario_single(args, workdir, sig):
               f"the failure, {LONG_REQUESTS - len(errors)} finished before; the coordinator exited 1; "
               f"job ended in {elapsed:.2f} s (mpirun status {rc})")
     finally:
+        job.kill()
+
+
+def curl_start(args, workdir, name, base, body):
+    """curl of one HTTP request in the background: (process, headers file, body file)."""
+    import subprocess
+    headers, payload = os.path.join(workdir, name + ".headers"), os.path.join(workdir, name + ".body")
+    proc = subprocess.Popen(["curl", "-sS", "-N", "-D", headers, "-o", payload, base + "/v1/completions",
+                             "-H", "Content-Type: application/json", "--data-binary", json.dumps(body)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, headers, payload
+
+
+def curl_result(proc, headers, payload, log):
+    """(status, lower-cased headers, body) once the curl ended (bounded)."""
+    import subprocess
+    try:
+        rc = proc.wait(timeout=END_BOUND_S + 5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        fail(f"curl {payload} still runs {END_BOUND_S + 5:.0f} s after the fault", log)
+    if rc != 0:
+        fail(f"curl {payload} exited {rc}", log)
+    lines = open(headers, errors="replace").read().replace("\r", "").strip().split("\n")
+    status = int(lines[0].split()[1])
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, hdrs, open(payload, errors="replace").read()
+
+
+def scenario_abort(args, workdir):
+    model = make_tiny_model(args, workdir)
+    n, max_tokens = 32, 200
+    _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model)
+    base = free_port_range(6)
+    config = os.path.join(workdir, "service.toml")
+    write_config(config, model, 2,
+                 kv={"num_blocks": 160, "block_size": 16},
+                 scheduler={"max_num_seqs": 8, "max_num_batched_tokens": 128, "max_model_len": 256},
+                 runtime={"step_timeout_s": 30.0, "on_replica_failure": "abort"},
+                 ports={"metrics": base, "zmq": base + 5, "http": base + 6})
+    job = Job(args, workdir, "abort", ["--config", config, "--listen", "tcp://127.0.0.1:*"], 4)
+    client = gateway = admin = None
+    http = {}
+    try:
+        endpoint = job.wait_for(r"listening on (\S+)", 60).group(1)
+        pids = job.rank_pids()
+        if args.gateway:
+            gateway = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--port", "0"], workdir)
+            gw_base = gateway.listening(60)
+        # The ZeroMQ load first: the Python and HTTP requests below queue behind its 32 x 200
+        # tokens, so none of them can finish before the fault.
+        client = Client(endpoint)
+        for s in specs:
+            client.submit(s["id"], s["prompt_ids"], s["max_tokens"])
+        py = {"tokens": 0}
+
+        def python_client_stream():  # its own thread, its own socket
+            from shardserve_client import Client as PyClient
+            try:
+                with PyClient(endpoint) as c:
+                    for d in c.stream(prompt_ids=specs[0]["prompt_ids"], max_tokens=specs[0]["max_tokens"],
+                                      temperature=0, ignore_eos=True, timeout=END_BOUND_S + 30):
+                        py["tokens"] += len(d.token_ids)
+                py["end"] = "completed"
+            except Exception as e:  # noqa: BLE001 (the check below says what it was)
+                py["end"] = e
+        py_thread = threading.Thread(target=python_client_stream, daemon=True)
+        py_thread.start()
+        if gateway:
+            first = specs[0]
+            for stream in (False, True):
+                body = {"model": os.path.basename(model), "prompt": first["prompt_ids"],
+                        "max_tokens": first["max_tokens"], "temperature": 0, "ignore_eos": True,
+                        "stream": stream}
+                name = "http_stream" if stream else "http_whole"
+                http[name] = curl_start(args, workdir, name, gw_base, body)
+        # Mid-load, with the Python client's and the gateway's requests live in the service.
+        from shardserve_client import Client as PyClient
+        admin = PyClient(endpoint)
+        others = 1 + len(http)
+        deadline = time.monotonic() + 30
+        live, seen = [], set()
+        while time.monotonic() < deadline:
+            client.pump(0.05)
+            live = [r for r in admin.status(requests=True)["requests"] if not r["id"].startswith("req-")]
+            seen |= {r["id"] for r in live}
+            if client.deltas >= 2 * n and len(live) == others:
+                break
+        if len(live) != others:
+            fail(f"{len(live)} of the {others} Python-client / gateway requests live before the fault: {live} "
+                 f"(seen live: {sorted(seen)}; {client.deltas} deltas, {len(client.ends)} ends; Python client: "
+                 f"{py}; curl: {[(k, v[0].poll()) for k, v in http.items()]})", job.log)
+        if len(client.ends) == n:
+            fail("every request ended before the fault; the test needs a longer workload", job.log)
+        before = len(client.ends)
+        t0 = time.monotonic()
+        os.kill(pids[3], signal.SIGKILL)
+        while len(client.ends) < n and time.monotonic() - t0 < END_BOUND_S:
+            client.pump(0.05)
+        elapsed = time.monotonic() - t0
+        if len(client.ends) < n:
+            fail(f"{n - len(client.ends)} request(s) without an end {elapsed:.1f} s after the fault", job.log)
+        if not re.search(r'replica 1 \(world ranks 3-4\).*; runtime.on_replica_failure = "abort": ending every '
+                         r"request", job.text()):
+            fail("no coordinator message giving replica 1 up and ending every request", job.log)
+        # The failure as the engine names it: rank 3's death seen by the coordinator, or the MPI
+        # error its tp peer (rank 4) reports; with the policy.
+        failure = (r"replica 1 \(world ranks 3-4\): world rank (3 failed: its process \(pid " + str(pids[3]) +
+                   r", on this host\) is gone|4 failed: ).*\(runtime.on_replica_failure = \"abort\"\)")
+        unavailable = 0
+        for rid, want in expected.items():
+            end = client.ends[rid]
+            got = client.tokens[rid]
+            if end["type"] == "final":
+                if end["finish_reason"] != "length" or got != want:
+                    fail(f"{rid}: final {end} with {len(got)} tokens; want length and the reference's {len(want)}",
+                         job.log)
+                continue
+            if end["code"] != "unavailable":
+                fail(f"{rid}: ended {end}; want error code unavailable (the service failed, not the request)",
+                     job.log)
+            if not re.match(r"unavailable: " + failure + rf"; the request was ended after {len(got)} token\(s\)$",
+                            end["message"]):
+                fail(f"{rid}: message {end['message']!r} does not name the failure and its {len(got)} tokens",
+                     job.log)
+            if got != want[:len(got)]:
+                fail(f"{rid}: the {len(got)} tokens streamed before the failure differ from the reference", job.log)
+            unavailable += 1
+        if unavailable == 0:
+            fail("no request ended unavailable", job.log)
+        py_thread.join(END_BOUND_S)
+        from shardserve_client import UnavailableError
+        e = py.get("end")
+        if not (isinstance(e, UnavailableError) and e.code == "unavailable"
+                and re.match(r"unavailable: " + failure, e.message)):
+            fail(f"the Python client's stream ended {e!r} after {py['tokens']} token(s); want UnavailableError "
+                 f"naming the failure", job.log)
+        checked_http = ""
+        if http:
+            status, hdrs, body = curl_result(*http["http_whole"], job.log)
+            e = json.loads(body).get("error", {}) if body.startswith("{") else {}
+            if not (status == 503 and hdrs.get("retry-after") == "1" and e.get("type") == "service_unavailable"
+                    and e.get("code") == "unavailable" and re.match(r"unavailable: " + failure, e.get("message", ""))):
+                fail(f"gateway, not streamed: HTTP {status}, Retry-After {hdrs.get('retry-after')!r}, {body!r}; "
+                     f"want 503, Retry-After 1, a service_unavailable error naming the failure", job.log)
+            status, hdrs, body = curl_result(*http["http_stream"], job.log)
+            events = [x for x in body.split("\n\n") if x.strip()]
+            last = json.loads(events[-2][6:]) if len(events) >= 2 and events[-2].startswith("data: {") else {}
+            e = last.get("error", {})
+            if not (status == 200 and events[-1] == "data: [DONE]"
+                    and e.get("type") == "service_unavailable" and e.get("code") == "unavailable"
+                    and re.match(r"unavailable: " + failure, e.get("message", ""))):
+                fail(f"gateway, streamed: HTTP {status}, events {events[-3:]!r}; want chunks, an unavailable "
+                     f"error event and [DONE]", job.log)
+            checked_http = (f"; the gateway answered 503 + Retry-After 1 (not streamed) and {len(events) - 2} "
+                            f"chunk(s) + the unavailable error event + [DONE] (streamed)")
+        rc = job.wait(20)
+        if rc is None:
+            fail("the job still runs 20 s after the failure", job.log)
+        if "coordinator exits 1 without MPI_Finalize" not in job.text():
+            fail("the coordinator did not exit 1 after the failure", job.log)
+        check_gone(pids, list(pids), job.log, "after the job ended")
+        print(f"ok: kill -9 of world rank 3 under on_replica_failure = \"abort\" with {n - before} requests "
+              f"live: {unavailable} ended unavailable naming the failure (their streamed tokens the "
+              f"reference's prefix), {n - unavailable} finished before, the last end {elapsed:.2f} s after "
+              f"the fault; the Python client raised UnavailableError after {py['tokens']} token(s)"
+              f"{checked_http}; the coordinator exited 1, no rank left")
+    finally:
+        if client:
+            client.close()
+        if admin:
+            admin.close()
+        for proc, _, _ in http.values():
+            if proc.poll() is None:
+                proc.kill()
+        if gateway:
+            gateway.kill()
         job.kill()
 
 
@@ -293,13 +483,14 @@ def scenario_coordinator_kill(args, workdir):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario", choices=["failover-kill", "failover-stop", "single-kill", "single-stop",
-                                        "coordinator-kill"])
+                                        "abort-kill", "coordinator-kill"])
     p.add_argument("--mpiexec", required=True)
     p.add_argument("--mpiexec-flags", default="")
     p.add_argument("--coordinator", required=True)
     p.add_argument("--worker", required=True)
     p.add_argument("--fixture-tool", required=True)
     p.add_argument("--workdir", required=True)
+    p.add_argument("--gateway", default="", help="abort-kill: also check the HTTP gateway in front (needs curl)")
     args = p.parse_args()
     args.mpiexec_flags = cmake_list(args.mpiexec_flags) + RECOVERY
     os.makedirs(args.workdir, exist_ok=True)
@@ -307,6 +498,7 @@ def main():
      "failover-stop": lambda: scenario_failover(args, args.workdir, signal.SIGSTOP),
      "single-kill": lambda: scenario_single(args, args.workdir, signal.SIGKILL),
      "single-stop": lambda: scenario_single(args, args.workdir, signal.SIGSTOP),
+     "abort-kill": lambda: scenario_abort(args, args.workdir),
      "coordinator-kill": lambda: scenario_coordinator_kill(args, args.workdir)}[args.scenario]()
 
 

@@ -6,7 +6,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import zmq
 
@@ -32,10 +32,17 @@ class ServiceError(Exception):
 
 
 class UnavailableError(ServiceError):
-    """The service did not answer in time."""
+    """The service is unavailable: it did not answer in time, or it answered code "unavailable"
+    (a replica failed under the request and none could take it over). The request itself was
+    fine: retrying later may succeed."""
 
-    def __init__(self, what: str):
-        super().__init__({"code": "unavailable", "message": what})
+    def __init__(self, what: Union[str, Dict[str, Any]]):
+        super().__init__(what if isinstance(what, dict) else {"code": "unavailable", "message": what})
+
+
+def _error(message: Dict[str, Any]) -> ServiceError:
+    """An "error" message as its exception: UnavailableError for code "unavailable"."""
+    return UnavailableError(message) if message.get("code") == "unavailable" else ServiceError(message)
 
 
 @dataclass
@@ -99,7 +106,7 @@ class Stream:
                     timings=m.get("timings", {}), logprobs=m.get("logprobs", self._logprobs),
                     stop_string=m.get("stop_string"), stop_token_id=m.get("stop_token_id"))
             elif kind == "error":
-                raise ServiceError(m)
+                raise _error(m)
 
 
 class Client:
@@ -202,7 +209,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while not self._control[kind]:
             if self._errors:
-                raise ServiceError(self._errors.popleft())
+                raise _error(self._errors.popleft())
             left = deadline - time.monotonic()
             m = self.receive(left) if left > 0 else None
             if m is None:
