@@ -2,6 +2,7 @@
 // (recomputation after preemption) or skip (prefix-cache hits, sent as history).
 #include <gtest/gtest.h>
 
+#include "common/error.h"
 #include "tests/worker/plan_builder.h"
 #include "worker/sampler.h"
 
@@ -70,6 +71,71 @@ TEST(Sampler, HistoryIdsCountAsPromptForTheRepetitionPenalty) {
   plan.history_ids = {1, 2, 3, 4};
   plan.seqs[0].history_len = 4;
   EXPECT_EQ(sample_one(with, plan, logits), 9);
+}
+
+// A device's greedy rows (argmax, logprob) make the StepResult sample() makes from the same
+// logits; only plain-greedy plans qualify.
+TEST(Sampler, GreedyRowsGiveTheResultSampleGives) {
+  messages::SamplingParams greedy;
+  greedy.temperature = 0;
+  const auto plan = make_plan({{.id = 1, .tokens = {5, 6, 7}, .num_logits = 2, .blocks = {0},
+                                .prompt_len = 3, .sampling = greedy},
+                               {.id = 2, .tokens = {1, 2}, .num_logits = 0, .blocks = {1},
+                                .prompt_len = 4, .sampling = greedy},
+                               {.id = 3, .tokens = {4}, .start_pos = 2, .num_logits = 1,
+                                .blocks = {2}, .prompt_len = 2, .sampling = greedy}});
+  ASSERT_TRUE(Sampler::plain_greedy(plan));
+  StepLogits logits;
+  logits.rows = 3;
+  logits.vocab = kVocab;
+  logits.data.assign(3 * kVocab, 0.0f);
+  logits.data[0 * kVocab + 4] = 3.0f;
+  logits.data[1 * kVocab + 9] = 1.5f;
+  logits.data[2 * kVocab + 2] = 2.0f;
+  Sampler host;
+  host.observe(plan);
+  const auto want = host.sample(plan, logits);
+  std::vector<GreedyRow> rows;
+  for (const auto& t : want.tokens) rows.push_back({t.token_id, t.logprob});
+  const auto got = Sampler().from_greedy_rows(plan, rows);
+  EXPECT_EQ(got.step_id, want.step_id);
+  EXPECT_EQ(got.seq_ids, (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(got.seq_ids, want.seq_ids);
+  EXPECT_EQ(got.sample_offsets, want.sample_offsets);
+  ASSERT_EQ(got.tokens.size(), 3u);
+  EXPECT_EQ(got.tokens[0].token_id, 4);
+  EXPECT_EQ(got.tokens[1].token_id, 9);
+  EXPECT_EQ(got.tokens[2].token_id, 2);
+  // Too few rows for the plan is an error naming the sequence.
+  rows.pop_back();
+  try {
+    Sampler().from_greedy_rows(plan, rows);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sequence 3 needs greedy rows 2..3 of 2"),
+              std::string::npos) << e.what();
+  }
+}
+
+TEST(Sampler, PlainGreedyExcludesSamplingPenaltiesLogprobsAndDrafts) {
+  messages::SamplingParams p;
+  p.temperature = 0;
+  auto plan_with = [](messages::SamplingParams q) {
+    return make_plan({{.id = 1, .tokens = {1}, .num_logits = 1, .blocks = {0}, .sampling = q}});
+  };
+  EXPECT_TRUE(Sampler::plain_greedy(plan_with(p)));
+  auto q = p;
+  q.temperature = 0.8f;
+  EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
+  q = p;
+  q.presence_penalty = 0.5f;
+  EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
+  q = p;
+  q.logprobs = 2;
+  EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
+  auto drafted = plan_with(p);
+  drafted.seqs[0].num_draft = 1;
+  EXPECT_FALSE(Sampler::plain_greedy(drafted));
 }
 
 }  // namespace
