@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/half.h"
@@ -29,6 +32,17 @@ namespace shardserve::kernels::cuda::testing {
 // float32 arithmetic on exact inputs 1e-5.
 constexpr double kBf16Tolerance = 1e-2;
 constexpr double kF32Tolerance = 1e-5;
+
+// The seed of a test's random inputs: fresh every run, SHARDSERVE_TEST_SEED replays a failing
+// one; printed and recorded as the test's "seed" property.
+inline uint32_t input_seed() {
+  const char* env = std::getenv("SHARDSERVE_TEST_SEED");
+  const uint32_t seed = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
+                                       : static_cast<uint32_t>(std::random_device{}());
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  std::printf("input seed %u (SHARDSERVE_TEST_SEED=%u replays it)\n", seed, seed);
+  return seed;
+}
 
 inline std::vector<float> random_floats(std::size_t n, std::mt19937& rng, float scale = 1.0f) {
   std::normal_distribution<float> normal(0.0f, scale);

@@ -31,13 +31,8 @@ class CudaKernels : public ::testing::Test {
   void SetUp() override {
     SHARDSERVE_REQUIRE_GPU();
     stream_.emplace();  // only once a device is known to exist
-    // Fresh inputs every run; SHARDSERVE_TEST_SEED replays a failing one.
-    const char* env = std::getenv("SHARDSERVE_TEST_SEED");
-    seed_ = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
-                           : static_cast<uint32_t>(std::random_device{}());
+    seed_ = input_seed();
     rng_.seed(seed_);
-    RecordProperty("seed", std::to_string(seed_));
-    std::printf("input seed %u (SHARDSERVE_TEST_SEED=%u replays it)\n", seed_, seed_);
   }
   void sync() { stream_->synchronize(); }
   cudaStream_t s() { return stream_->get(); }

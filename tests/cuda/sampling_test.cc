@@ -65,12 +65,8 @@ class CudaSampling : public ::testing::Test {
   void SetUp() override {
     SHARDSERVE_REQUIRE_GPU();
     stream_.emplace();
-    const char* env = std::getenv("SHARDSERVE_TEST_SEED");
-    seed_ = env != nullptr ? static_cast<uint32_t>(std::strtoul(env, nullptr, 10))
-                           : static_cast<uint32_t>(std::random_device{}());
+    seed_ = input_seed();
     rng_.seed(seed_);
-    RecordProperty("seed", std::to_string(seed_));
-    std::printf("input seed %u (SHARDSERVE_TEST_SEED=%u replays it)\n", seed_, seed_);
   }
   cudaStream_t s() { return stream_->get(); }
   double uniform01() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_); }
