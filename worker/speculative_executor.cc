@@ -80,22 +80,22 @@ messages::StepResult StepExecutor::execute(const messages::StepPlan& plan) {
   }
   const messages::StepPlan& target_plan = proposal ? proposal->target_plan : plan;
 
+  // A plain-greedy step on a runner whose logits live on the GPU is sampled there (never with a
+  // draft model: its proposal asks for the host path's verification).
+  const bool greedy_on_device = samples() && !proposal && target_.samples_greedy_on_device() &&
+                                Sampler::plain_greedy(target_plan);
   const auto t0 = std::chrono::steady_clock::now();
-  // A plain-greedy step on a runner whose logits live on the GPU is sampled there.
-  if (samples() && !proposal && target_.samples_greedy_on_device() &&
-      Sampler::plain_greedy(target_plan)) {
-    const auto rows = target_.forward_greedy(target_plan);
-    counters_.target_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ++counters_.target_passes;
-    messages::StepResult result = sampler_.from_greedy_rows(target_plan, rows);
-    if (proposer_) proposer_->on_result(target_plan, result);
-    return result;
+  std::vector<GreedyRow> greedy_rows;
+  StepLogits logits;
+  if (greedy_on_device) {
+    greedy_rows = target_.forward_greedy(target_plan);
+  } else {
+    logits = target_.forward(target_plan);
   }
-  const StepLogits logits = target_.forward(target_plan);
   counters_.target_seconds +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ++counters_.target_passes;
+  if (greedy_on_device) return sampler_.from_greedy_rows(target_plan, greedy_rows);
 
   if (!samples()) {
     messages::StepResult empty;

@@ -252,19 +252,19 @@ std::vector<GreedyRow> CudaModelRunner::forward_greedy(const messages::StepPlan&
   }
   const cudaStream_t st = stream_.get();
   const int64_t V = config_.vocab_size, stride = shard_.vocab_per_rank;
-  // greedy_ = int32 tokens [R], float max logits [R], float lse [R]: one copy back.
+  // greedy_ = int32 tokens [R], float max logits [R], float lse [R], packed for this step's R:
+  // one copy of 12 R bytes back.
   int32_t* d_tokens = greedy_.as<int32_t>();
-  float* d_max = reinterpret_cast<float*>(d_tokens + options_.max_logits_per_step);
-  float* d_lse = d_max + options_.max_logits_per_step;
+  float* d_max = reinterpret_cast<float*>(d_tokens + R);
+  float* d_lse = d_max + R;
   kc::argmax_rows(logits_.as<float>(), R, V, stride, d_tokens, d_max, st);
   kc::logsumexp_rows(logits_.as<float>(), R, V, stride, d_lse, st);
-  const std::size_t n = std::size_t(options_.max_logits_per_step) * 4;
-  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(greedy_host_.data(), greedy_.data(), 3 * n,
-                                        cudaMemcpyDeviceToHost, st));
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(greedy_host_.data(), greedy_.data(),
+                                        std::size_t(R) * 12, cudaMemcpyDeviceToHost, st));
   stream_.synchronize();
   const auto* tokens = greedy_host_.as<int32_t>();
-  const auto* maxes = reinterpret_cast<const float*>(tokens + options_.max_logits_per_step);
-  const float* lse = maxes + options_.max_logits_per_step;
+  const auto* maxes = reinterpret_cast<const float*>(tokens + R);
+  const float* lse = maxes + R;
   for (int64_t r = 0; r < R; ++r) out[r] = {tokens[r], maxes[r] - lse[r]};
   return out;
 }

@@ -161,7 +161,8 @@ class CudaModelRunner final : public StepRunner {
   kernels::cuda::DeviceBuffer inputs_;
   kernels::cuda::PinnedBuffer inputs_host_;
   kernels::cuda::PinnedBuffer logits_host_;  // float [group, R, vocab_per_rank]
-  // forward_greedy's results: int32 tokens [R], float max logits [R], float lse [R].
+  // forward_greedy's results: int32 tokens, float max logits, float lse, [R] each, packed for
+  // the step's row count (capacity max_logits_per_step).
   kernels::cuda::DeviceBuffer greedy_;
   kernels::cuda::PinnedBuffer greedy_host_;
   kernels::cuda::DeviceBuffer kv_;           // [layers, 2, blocks, block_size, kv_heads, head_dim]
