@@ -4,13 +4,14 @@
 //   1. Ceilings: device-to-device copy of 4 GiB (bytes read + written) and a bf16 8192^3
 //      cuBLASLt product.
 //   2. One layer's four projections (qkv, o, gate_up, down) at the TP 1/2/4/8 shard shapes and
-//      batch (rows) 1, 8, 16, 32: the W4 decode kernel, the W4 prefill path (dequantize + cuBLASLt)
-//      and bf16 cuBLASLt, each as a fraction of the copy roofline of the bytes it must move
+//      batch (rows) 1, 8, 16, 32 (TP 1: 1 to 2048): the W4 decode kernel, the W4 tiled kernel, the
+//      W4 dense path (dequantize + cuBLASLt) and bf16 cuBLASLt, each as a fraction of the copy roofline of the bytes it must move
 //      (weights once + activations). The L2 (60 MB) is flushed before each timed run.
 //   3. The whole decode step through CudaModelRunner::forward (host packing, one copy in, the
 //      80 layers, LM head, one copy of the logits out) with random 4-bit weights at TP = 1:
-//      batch 1, 8, 16, 32, 64 at context 128, batch 1 at contexts 2048 and 8192, and a prefill
-//      of 2048 tokens. Roofline = (weights + LM head + KV bytes read) / copy bandwidth.
+//      batch 1 to 256 at context 128, batch 1 at contexts 2048 and 8192, and a prefill of 2048
+//      tokens. Roofline = the larger of (weights + LM head + KV bytes read) / copy bandwidth and
+//      the step's FLOPs / the bf16 rate.
 //
 // usage: llama70b_bench OUT.json [--tp N] (--tp: the runner's shard; only 1 runs on one GPU)
 #include <algorithm>
@@ -204,7 +205,7 @@ int main(int argc, char** argv) {
       kc::fill_random_bf16(x.as<bf16>(), max_m * kFfn, 1.0f, 0, 40, nullptr);
       SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<int64_t> batches = {1, 8, 16, 32};
-      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 256, 2048};
+      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
       for (int64_t m : batches) {
         double w4_bytes = 0, bf_bytes = 0, act_bytes = 0;
         for (const Shape& sh : shapes) {
@@ -221,6 +222,11 @@ int main(int argc, char** argv) {
                                            kc::GemmOut::kBf16, partial.data(), partial.bytes(), s);
                            }});
         }
+        paths.push_back({"w4_tiled", w4_bytes + act_bytes, [&](cudaStream_t s) {
+                           for (std::size_t i = 0; i < shapes.size(); ++i)
+                             kc::w4_gemm_tc(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
+                                            kc::GemmOut::kBf16, partial.data(), partial.bytes(), s);
+                         }});
         if (m >= 16) {
           paths.push_back({"w4_dequant_gemm", w4_bytes + act_bytes, [&](cudaStream_t s) {
                              for (std::size_t i = 0; i < shapes.size(); ++i) {
@@ -261,9 +267,9 @@ int main(int argc, char** argv) {
       shardserve::comm::SingleRankCollective group;
       shardserve::worker::cuda::CudaRunnerOptions opt;
       opt.block_size = 16;
-      opt.num_kv_blocks = 2048;
+      opt.num_kv_blocks = 4096;
       opt.max_tokens_per_step = 2048;
-      opt.max_logits_per_step = 64;
+      opt.max_logits_per_step = 256;
       const auto t0 = std::chrono::steady_clock::now();
       shardserve::worker::cuda::CudaModelRunner runner(config, shard,
                                                        shardserve::worker::cuda::RandomWeightsSpec{kGroup, 7},
@@ -299,14 +305,19 @@ int main(int argc, char** argv) {
            tps = json::object();
       std::printf("\n| batch | context | eager step ms | graph step ms | roofline ms | of roofline "
                   "(graph) | tokens/s (graph) |\n| --- | --- | --- | --- | --- | --- | --- |\n");
-      for (int64_t batch : {1, 8, 16, 32, 64}) {
+      // A step's FLOPs: 2 per weight and token (the attention's are < 1 % at context 128).
+      double layer_params = 0;
+      for (const Shape& sh : layer_shapes(1)) layer_params += double(sh.n) * sh.k;
+      const double token_flops = 2 * (kLayers * layer_params + double(kVocab) * kHidden);
+      for (int64_t batch : {1, 8, 16, 32, 64, 128, 256}) {
         const auto plan = decode_plan(batch, 128, 16);
         runner.set_cuda_graphs(false);
         const double ms = wall_ms(plan, 10);
         runner.set_cuda_graphs(true);
         const double gms = wall_ms(plan, 10);
         runner.set_cuda_graphs(false);
-        const double roof = (weight_bytes + kv_bytes(batch, 128)) / copy_bw * 1e3;
+        const double roof = std::max((weight_bytes + kv_bytes(batch, 128)) / copy_bw,
+                                     batch * token_flops / bf16_flops) * 1e3;
         steps[std::to_string(batch)] = ms;
         steps_graph[std::to_string(batch)] = gms;
         steps_roof[std::to_string(batch)] = roof;
@@ -329,8 +340,6 @@ int main(int argc, char** argv) {
                     ms, roof, 100 * roof / ms, 1e3 / ms);
       }
       const double prefill_ms = wall_ms(decode_plan(1, 2048, 16, 2048), 5);
-      double layer_params = 0;
-      for (const Shape& sh : layer_shapes(1)) layer_params += double(sh.n) * sh.k;
       const double prefill_flops = 2.0 * kLayers * layer_params * 2048;
       std::printf("prefill 2048 tokens: %.1f ms = %.0f tokens/s, %.0f TFLOP/s in the projections "
                   "(%.0f%% of the bf16 rate)\n", prefill_ms, 2048e3 / prefill_ms,

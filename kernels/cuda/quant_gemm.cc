@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/error.h"
@@ -100,23 +101,56 @@ std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k) {
   return launch::w4_gemv_workspace_bytes(m, n, k);
 }
 
-void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
-             void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
-  check_weights("w4_gemv", w);
-  require(m >= 0 && ldy >= w.n, "w4_gemv: m {} with ldy {} < n {}", m, ldy, w.n);
-  require(m == 0 || (x != nullptr && y != nullptr), "w4_gemv: null pointer");
-  const std::size_t need = w4_gemv_workspace_bytes(m, w.n, w.k);
+namespace {
+
+// The checks and the error report of the decode and tiled paths (same operands).
+using W4Launch = cudaError_t (*)(const bf16*, int64_t, const W4Weights&, void*, int64_t, bool,
+                                 void*, cudaStream_t);
+
+void run_w4(const char* op, W4Launch launch, std::size_t need, const bf16* x, int64_t m,
+            const W4Weights& w, void* y, int64_t ldy, GemmOut out, void* workspace,
+            std::size_t workspace_bytes, cudaStream_t stream) {
+  check_weights(op, w);
+  require(m >= 0 && ldy >= w.n, "{}: m {} with ldy {} < n {}", op, m, ldy, w.n);
+  require(m == 0 || (x != nullptr && y != nullptr), "{}: null pointer", op);
+  require(m == 0 || aligned16(x), "{}: x must be 16-byte aligned", op);
   require(workspace_bytes >= need && (need == 0 || workspace != nullptr) &&
               reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0,
-          "w4_gemv: workspace of {} bytes (16-byte aligned), needs {} (m {}, n {}, k {})",
-          workspace_bytes, need, m,
-          w.n, w.k);
-  const cudaError_t status = launch::w4_gemv(x, m, w, y, ldy, out == GemmOut::kFloat,
-                                             workspace, stream);
+          "{}: workspace of {} bytes (16-byte aligned), needs {} (m {}, n {}, k {})", op,
+          workspace_bytes, need, m, w.n, w.k);
+  const cudaError_t status = launch(x, m, w, y, ldy, out == GemmOut::kFloat, workspace, stream);
   if (status != cudaSuccess) {
-    throw_cuda_error(status, "w4_gemv", __FILE__, __LINE__,
+    throw_cuda_error(status, op, __FILE__, __LINE__,
                      fmt::format("m={} n={} k={} group_size={}", m, w.n, w.k, w.group_size));
   }
+}
+
+}  // namespace
+
+void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
+             void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  run_w4("w4_gemv", launch::w4_gemv, w4_gemv_workspace_bytes(m, w.n, w.k), x, m, w, y, ldy, out,
+         workspace, workspace_bytes, stream);
+}
+
+std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k) {
+  return launch::w4_gemm_tc_workspace_bytes(m, n, k);
+}
+
+void w4_gemm_tc(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
+                void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
+  run_w4("w4_gemm_tc", launch::w4_gemm_tc, w4_gemm_tc_workspace_bytes(m, w.n, w.k), x, m, w, y,
+         ldy, out, workspace, workspace_bytes, stream);
+}
+
+std::size_t w4_matmul_workspace_bytes(int64_t max_m, int64_t n, int64_t k) {
+  // Not monotonic in m (the K splits shrink as m grows): the largest over every m.
+  std::size_t need = 0;
+  for (int64_t m = 1; m <= std::min(max_m, kW4TiledMaxRows); ++m) {
+    need = std::max(need, m <= kW4DecodeMaxRows ? w4_gemv_workspace_bytes(m, n, k)
+                                                : w4_gemm_tc_workspace_bytes(m, n, k));
+  }
+  return need;
 }
 
 void w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) {
@@ -131,13 +165,17 @@ void w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) {
 
 void w4_matmul(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
                const W4Scratch& scratch, GemmBf16& gemm, cudaStream_t stream) {
-  if (m <= kW4DecodeMaxRows || scratch.dense == nullptr) {
+  if (m <= kW4DecodeMaxRows) {
     w4_gemv(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream);
     return;
   }
-  require(scratch.dense_bytes >= std::size_t(w.n * w.k) * 2,
-          "w4_matmul: dense scratch of {} bytes, the weight [{}, {}] needs {}", scratch.dense_bytes,
-          w.n, w.k, w.n * w.k * 2);
+  if (!w4_matmul_uses_dense(m)) {
+    w4_gemm_tc(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream);
+    return;
+  }
+  require(scratch.dense != nullptr && scratch.dense_bytes >= std::size_t(w.n * w.k) * 2,
+          "w4_matmul: {} rows take the dense path: dense scratch of {} bytes, the weight [{}, {}] "
+          "needs {}", m, scratch.dense_bytes, w.n, w.k, w.n * w.k * 2);
   w4_dequantize(w, scratch.dense, stream);
   gemm.run(x, scratch.dense, y, {.m = m, .n = w.n, .k = w.k, .ldy = ldy, .out = out}, stream);
 }

@@ -36,6 +36,7 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/quant_layout.h"
 #include "kernels/cuda/vec.cuh"
+#include "kernels/cuda/w4_common.cuh"
 
 namespace shardserve::kernels::cuda {
 namespace {
@@ -43,40 +44,10 @@ namespace {
 constexpr int kWarpsPerBlock = 4;
 constexpr int kUnroll = 4;  // tiles whose loads are in flight per lane
 
-template <typename Out>
-__device__ __forceinline__ Out to_out(float v);
-template <>
-__device__ __forceinline__ float to_out<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ bf16 to_out<bf16>(float v) { return __float2bfloat16_rn(v); }
-
-__device__ __forceinline__ float meta_scale(uint32_t m) {
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(m & 0xFFFFu)));
-}
-// {128 + zero, 128 + zero} as a bf16 pair (zero is an integer 0..15 stored in fp16).
-__device__ __forceinline__ uint32_t meta_zero_pair(uint32_t m) {
-  const uint32_t z =
-      static_cast<uint32_t>(__half2float(__ushort_as_half(static_cast<unsigned short>(m >> 16))));
-  return (0x4300u | z) * 0x00010001u;
-}
-
-__device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
-  __nv_bfloat162 x = *reinterpret_cast<__nv_bfloat162*>(&a);
-  const __nv_bfloat162 y = *reinterpret_cast<__nv_bfloat162*>(&b);
-  x = __hsub2(x, y);
-  return *reinterpret_cast<uint32_t*>(&x);
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  // Not volatile: the product has no side effect, so the compiler may schedule the operand
-  // loads of later steps ahead of it.
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using w4::meta_scale;
+using w4::meta_zero_pair;
+using w4::mma_bf16;
+using w4::to_out;
 
 // x: bf16 [m_valid, ldx] (stored-column order); codes: tiles (quant_layout.h) as uint4;
 // meta [n_padded, groups]; y: Out [m_valid, ldy] when splits == 1, else
@@ -183,12 +154,7 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
         col += 16;
         const uint32_t word = s == 0 ? q[u].x : s == 1 ? q[u].y : s == 2 ? q[u].z : q[u].w;
         uint32_t a[4];
-#pragma unroll
-        for (int p = 0; p < 4; ++p) a[p] = ((word >> (4 * p)) & 0x000F000Fu) | 0x43004300u;
-        a[0] = bf16x2_sub(a[0], z0);
-        a[1] = bf16x2_sub(a[1], z1);
-        a[2] = bf16x2_sub(a[2], z0);
-        a[3] = bf16x2_sub(a[3], z1);
+        w4::codes_to_operand(word, z0, z1, a);
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[s][nb][0], b[s][nb][1]);
       }
@@ -318,10 +284,7 @@ cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64
   const bf16* xs = x;
   if (w.perm != nullptr) {
     auto* xp = reinterpret_cast<bf16*>(static_cast<char*>(workspace) + permuted_offset(m, w.n, w.k));
-    const int64_t total = m * w.k;
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
-    w4_permute_kernel<<<blocks, 256, 0, stream>>>(x, w.perm, m, w.k, xp);
-    const cudaError_t err = cudaGetLastError();
+    const cudaError_t err = w4::permute_columns(x, w.perm, m, w.k, xp, stream);
     if (err != cudaSuccess) return err;
     xs = xp;
   }
@@ -346,11 +309,7 @@ cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     if (s.splits > 1) {
-      const int64_t total = rows * w.n;
-      const unsigned rb = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
-      w4_reduce_kernel<Out><<<rb, 256, 0, stream>>>(partial, static_cast<int>(s.splits), mv, w.n,
-                                                    yr, ldy);
-      err = cudaGetLastError();
+      err = w4::reduce_splits<Out>(partial, static_cast<int>(s.splits), mv, w.n, yr, ldy, stream);
       if (err != cudaSuccess) return err;
     }
   }
@@ -358,6 +317,31 @@ cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64
 }
 
 }  // namespace
+
+namespace w4 {
+
+cudaError_t permute_columns(const bf16* x, const int32_t* perm, int64_t m, int64_t k, bf16* xp,
+                            cudaStream_t stream) {
+  const int64_t total = m * k;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
+  w4_permute_kernel<<<blocks, 256, 0, stream>>>(x, perm, m, k, xp);
+  return cudaGetLastError();
+}
+
+template <typename Out>
+cudaError_t reduce_splits(const float* partial, int splits, int m, int64_t n, Out* y,
+                          int64_t ldy, cudaStream_t stream) {
+  const int64_t total = int64_t{m} * n;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
+  w4_reduce_kernel<Out><<<blocks, 256, 0, stream>>>(partial, splits, m, n, y, ldy);
+  return cudaGetLastError();
+}
+template cudaError_t reduce_splits<float>(const float*, int, int, int64_t, float*, int64_t,
+                                          cudaStream_t);
+template cudaError_t reduce_splits<bf16>(const float*, int, int, int64_t, bf16*, int64_t,
+                                         cudaStream_t);
+
+}  // namespace w4
 
 namespace launch {
 

@@ -16,13 +16,16 @@
 // A layout the kernels cannot take (8 bits, uneven groups, k % 64 != 0) is reported by
 // w4_layout_problem; the runner keeps such a linear dense in bf16 instead.
 //
-// Two paths, picked by the number of rows m (w4_matmul):
+// Three paths, picked by the number of rows m (w4_matmul):
 //   * decode (m <= kW4DecodeMaxRows): w4_gemv, one pass over the packed weights per 16 rows of x:
 //     codes become bf16 (code - zero) pairs in registers and go through mma.sync with float32
 //     accumulation, scaled per group (kernels/cuda/quant_gemm.cu says how): memory-bound;
-//   * prefill (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
-//     column order) and multiplied by cuBLASLt (GemmBf16): the matrix units do the work, the
-//     dequantization costs 2.5 bytes per weight once per call.
+//   * tiled (m <= kW4TiledMaxRows): w4_gemm_tc, the same arithmetic in a tiled GEMM (x staged in
+//     shared memory, 128 weight rows x 64 or 128 rows of x per CTA; quant_gemm_tc.cu): each
+//     weight byte read once per 64-128 rows of x, nothing written but y;
+//   * dense (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
+//     column order) and multiplied by cuBLASLt (GemmBf16): wgmma does the work at its full
+//     rate, the dequantization costs 2.5 bytes per weight once per call.
 // Every entry point enqueues on `stream`, allocates nothing and never synchronises (capturable
 // in a CUDA graph); scratch memory is passed in, sized by the *_bytes functions.
 #include <cuda_bf16.h>
@@ -38,8 +41,10 @@
 
 namespace shardserve::kernels::cuda {
 
-// Rows of x up to which w4_matmul takes the decode kernel (measured: docs/PERF.md).
+// Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
+// docs/PERF.md).
 inline constexpr int64_t kW4DecodeMaxRows = 32;
+inline constexpr int64_t kW4TiledMaxRows = 1024;
 
 // A W4 weight on the device (pointers into device memory; not owned).
 struct W4Weights {
@@ -83,19 +88,32 @@ std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
 void w4_gemv(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
              GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
 
+// Tiled path. x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy]. Any m.
+// workspace: w4_gemm_tc_workspace_bytes(m, n, k): split-K partial sums float [splits, m, n],
+// then (16-byte aligned) x in stored-column order (act-order).
+std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k);
+void w4_gemm_tc(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+
 // dense: bf16 [n, k], dense[j][perm[c]] = scale · (code − zero) rounded to bf16.
 void w4_dequantize(const W4Weights& w, __nv_bfloat16* dense, cudaStream_t stream);
 
 // Scratch of w4_matmul for at most max_m rows over weights of at most max_n x max_k:
-// the dense bf16 matrix of the prefill path and the decode kernel's partial sums.
+// the dense bf16 matrix of the dense path and the other paths' workspace.
 struct W4Scratch {
-  __nv_bfloat16* dense = nullptr;  // [n, k] of the largest weight (null: decode path only)
+  __nv_bfloat16* dense = nullptr;  // [n, k] of the largest weight (null: no dense path)
   std::size_t dense_bytes = 0;
-  void* partial = nullptr;         // w4_gemv_workspace_bytes of the largest weight
+  void* partial = nullptr;         // w4_matmul_workspace_bytes of the largest weight
   std::size_t partial_bytes = 0;
 };
 
-// Either path by m (see above). x: bf16 [m, k]; y: bf16 or float [m, ldy].
+// Workspace w4_matmul needs for any m <= max_m rows over an [n, k] weight (the decode and
+// tiled paths; the dense path's matrix is W4Scratch::dense).
+std::size_t w4_matmul_workspace_bytes(int64_t max_m, int64_t n, int64_t k);
+// Whether w4_matmul takes the dense path (and so needs W4Scratch::dense) for m rows.
+inline bool w4_matmul_uses_dense(int64_t m) { return m > kW4TiledMaxRows; }
+
+// The path for m (see above). x: bf16 [m, k]; y: bf16 or float [m, ldy].
 void w4_matmul(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
                GemmOut out, const W4Scratch& scratch, GemmBf16& gemm, cudaStream_t stream);
 

@@ -140,13 +140,60 @@ TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
   }
 }
 
-// Prefill path (dequantize to bf16 + cuBLASLt) through w4_matmul, and the dequantized matrix
-// itself against the CPU's dequantize (bf16 rounding of each weight only).
-TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
+// Tiled kernel (w4_gemm_tc): every CTA batch (16, 32, 64 rows with one warp along x, 128 with
+// two), m not a multiple of the CTA's rows (zero-filled rows of x), n not a multiple of the CTA's 128 rows nor of
+// 16 (a CTA past the last row tile), group sizes 32 / 64 / 128 / k (boundaries inside and across
+// k tiles), act-order, one and several K splits, float and bf16 out with a padded row stride.
+// Same arithmetic as the decode kernel, so the same float32 bound.
+TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
+  const Case cases[] = {
+      {1, 256, 256, 128, false},    {33, 1000, 1024, 64, true},   {64, 512, 3584, 128, false},
+      {65, 1280, 8192, 128, false}, {100, 640, 2048, 32, true},   {128, 96, 4096, 4096, false},
+      {200, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
+      {17, 7168, 1024, 128, false}, {9, 640, 2048, 64, true},     {32, 1280, 8192, 128, false},
+  };
+  for (const Case& c : cases) {
+    const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
+    auto x = random_floats(c.m * c.k, rng_);
+    round_to_bf16(x);
+    std::vector<float> want(c.m * c.n);
+    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
+    auto dw = upload_w4(to_w4(w));
+    auto d_x = upload_bf16(x);
+    DeviceBuffer ws(std::max<std::size_t>(w4_gemm_tc_workspace_bytes(c.m, c.n, c.k), 16), "ws");
+    DeviceBuffer d_y(c.m * c.n * 4, "y");
+    poison(d_y);
+    w4_gemm_tc(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(),
+               ws.bytes(), s());
+    sync();
+    const double err = relative_error(download<float>(d_y, want.size()), want);
+    std::printf("w4 tiled %s: float out error %.3g\n", name(c).c_str(), err);
+    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
+    const int64_t ldy = c.n + 8;
+    DeviceBuffer d_yb(c.m * ldy * 2, "y");
+    poison(d_yb);
+    w4_gemm_tc(d_x.as<bf16>(), c.m, dw.view, d_yb.data(), ldy, GemmOut::kBf16, ws.data(),
+               ws.bytes(), s());
+    sync();
+    const auto padded = download_bf16(d_yb, c.m * ldy);
+    std::vector<float> got(c.m * c.n);
+    for (int64_t r = 0; r < c.m; ++r) {
+      std::copy_n(padded.begin() + r * ldy, c.n, got.begin() + r * c.n);
+      for (int64_t p = c.n; p < ldy; ++p) EXPECT_TRUE(std::isnan(padded[r * ldy + p])) << name(c);
+    }
+    EXPECT_LT(relative_error(got, want), kBf16Tolerance) << name(c);
+  }
+}
+
+// w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt) with the workspace
+// w4_matmul_workspace_bytes gives, and the dequantized matrix itself against the CPU's
+// dequantize (bf16 rounding of each weight only).
+TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
-  const Case cases[] = {{65, 512, 1024, 128, false}, {100, 640, 2048, 128, true},
-                        {200, 1280, 8192, 128, false}, {80, 96, 4096, 4096, false},
-                        {129, 384, 512, 32, true}};
+  const Case cases[] = {{20, 512, 1024, 128, false}, {100, 640, 2048, 128, true},
+                        {kW4TiledMaxRows, 96, 512, 128, false},
+                        {kW4TiledMaxRows + 1, 96, 1024, 64, true},
+                        {kW4TiledMaxRows + 77, 384, 512, 32, false}};
   for (const Case& c : cases) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
     auto x = random_floats(c.m * c.k, rng_);
@@ -156,7 +203,7 @@ TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
     auto dw = upload_w4(to_w4(w));
     auto d_x = upload_bf16(x);
     DeviceBuffer dense(c.n * c.k * 2, "dense");
-    DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(c.m, c.n, c.k), 16), "ws");
+    DeviceBuffer ws(std::max<std::size_t>(w4_matmul_workspace_bytes(c.m, c.n, c.k), 16), "ws");
     poison(dense);
     w4_dequantize(dw.view, dense.as<bf16>(), s());
     sync();
@@ -172,7 +219,7 @@ TEST_F(CudaQuantGemm, PrefillPathMatchesCpuReference) {
       const auto got = out == GemmOut::kFloat ? download<float>(d_y, want.size())
                                               : download_bf16(d_y, want.size());
       const double err = relative_error(got, want);
-      std::printf("w4 prefill %s: error %.3g\n", name(c).c_str(), err);
+      std::printf("w4 matmul %s: error %.3g\n", name(c).c_str(), err);
       EXPECT_LT(err, kBf16Tolerance) << name(c);
     }
   }

@@ -112,11 +112,11 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
   if (group_.size() > 1) gathered_ = DeviceBuffer(group_.size() * R * V * 4, "gathered logits");
   attn_workspace_ = DeviceBuffer(options_.attention_workspace_bytes, "attention workspace");
   if (weights_->num_w4_linears() > 0) {
-    if (T > kc::kW4DecodeMaxRows) {
+    if (kc::w4_matmul_uses_dense(T)) {
       w4_dense_ = DeviceBuffer(weights_->max_w4_dense_bytes(), "4-bit prefill scratch (dense bf16)");
     }
-    w4_partial_ = DeviceBuffer(std::max<std::size_t>(weights_->max_w4_partial_bytes(), 16),
-                               "4-bit decode partial sums");
+    w4_partial_ = DeviceBuffer(std::max<std::size_t>(weights_->max_w4_workspace_bytes(T), 16),
+                               "4-bit GEMM workspace");
   }
   const std::size_t input_ints = 4 * T + R + block_table_capacity_;
   inputs_ = DeviceBuffer(input_ints * 4, "step inputs");

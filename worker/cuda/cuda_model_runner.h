@@ -20,7 +20,8 @@
 // sampled rows -> LM head GEMM (float32 logits) -> (all-gather) -> one copy to the host.
 // Residual stream and projection outputs are float32, GEMM inputs bf16 (kernels/cuda/ops.h).
 // 4-bit projections go through kernels/cuda/quant_gemm.h (decode kernel up to
-// kW4DecodeMaxRows tokens, dequantize + cuBLASLt above).
+// kW4DecodeMaxRows tokens, the tiled tensor-core kernel up to kW4TiledMaxRows, dequantize +
+// cuBLASLt above).
 //
 // CUDA graphs (options.cuda_graphs, TP = 1): a decode step is padded to its power-of-two bucket
 // (padding tokens write no KV, their logit rows are dropped), so every launch of the step has
@@ -153,8 +154,9 @@ class CudaModelRunner final : public StepRunner {
   kernels::cuda::DeviceBuffer logits_;    // float [R, vocab_per_rank]
   kernels::cuda::DeviceBuffer gathered_;  // float [group, R, vocab_per_rank] (TP > 1)
   kernels::cuda::DeviceBuffer attn_workspace_;
-  // 4-bit projections: the prefill path's dense bf16 copy of the largest one (only when a step
-  // can exceed kW4DecodeMaxRows tokens) and the decode kernel's split-K partial sums.
+  // 4-bit projections: the dense path's bf16 copy of the largest one (only when a step can
+  // exceed kW4TiledMaxRows tokens) and the other paths' workspace (split-K partial sums,
+  // act-order x).
   kernels::cuda::DeviceBuffer w4_dense_;
   kernels::cuda::DeviceBuffer w4_partial_;
   // int32 step inputs: device copy and pinned host staging, same layout (see forward()).

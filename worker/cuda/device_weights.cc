@@ -262,8 +262,9 @@ void DeviceWeights::resolve(std::size_t embed_off, std::size_t head_off, std::si
             o.group_size};
     ++num_w4_;
     max_w4_dense_bytes_ = std::max(max_w4_dense_bytes_, std::size_t(o.n * o.k) * 2);
-    max_w4_partial_bytes_ =
-        std::max(max_w4_partial_bytes_, kc::w4_gemv_workspace_bytes(kc::kW4DecodeMaxRows, o.n, o.k));
+    if (std::find(w4_shapes_.begin(), w4_shapes_.end(), std::pair{o.n, o.k}) == w4_shapes_.end()) {
+      w4_shapes_.emplace_back(o.n, o.k);
+    }
     return d;
   };
   embedding_ = as_bf16(embed_off);
@@ -273,6 +274,14 @@ void DeviceWeights::resolve(std::size_t embed_off, std::size_t head_off, std::si
     layers_.push_back({as_f32(o.in), as_f32(o.post), linear(o.qkv), linear(o.o),
                        linear(o.gate_up), linear(o.down)});
   }
+}
+
+std::size_t DeviceWeights::max_w4_workspace_bytes(int64_t max_rows) const {
+  std::size_t need = 0;
+  for (const auto& [n, k] : w4_shapes_) {
+    need = std::max(need, kc::w4_matmul_workspace_bytes(max_rows, n, k));
+  }
+  return need;
 }
 
 DeviceWeights::DeviceWeights(const model::Checkpoint& ckpt, const model::ModelConfig& c,

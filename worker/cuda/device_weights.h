@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/device.h"
@@ -81,10 +82,11 @@ class DeviceWeights {
   const float* final_norm() const { return final_norm_; }
   const DeviceLayerWeights& layer(int64_t l) const { return layers_[l]; }
   std::size_t bytes() const { return storage_.bytes(); }
-  // Bytes of the largest 4-bit projection dequantized to bf16 (the prefill path's scratch),
-  // and the largest decode-kernel workspace (kW4DecodeMaxRows rows); 0 when none is 4-bit.
+  // Bytes of the largest 4-bit projection dequantized to bf16 (the dense path's scratch), and
+  // the largest workspace of the other 4-bit paths for steps of up to max_rows tokens
+  // (kernels/cuda/quant_gemm.h); 0 when none is 4-bit.
   std::size_t max_w4_dense_bytes() const { return max_w4_dense_bytes_; }
-  std::size_t max_w4_partial_bytes() const { return max_w4_partial_bytes_; }
+  std::size_t max_w4_workspace_bytes(int64_t max_rows) const;
   int64_t num_w4_linears() const { return num_w4_; }
   // "model.layers.3.mlp.gate_proj+up_proj: uneven groups ...": quantized linears kept dense.
   const std::vector<std::string>& dense_fallbacks() const { return fallbacks_; }
@@ -100,7 +102,7 @@ class DeviceWeights {
   const float* final_norm_ = nullptr;
   std::vector<DeviceLayerWeights> layers_;
   std::size_t max_w4_dense_bytes_ = 0;
-  std::size_t max_w4_partial_bytes_ = 0;
+  std::vector<std::pair<int64_t, int64_t>> w4_shapes_;  // distinct [n, k] of the 4-bit linears
   int64_t num_w4_ = 0;
   std::vector<std::string> fallbacks_;
 };
