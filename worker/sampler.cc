@@ -13,6 +13,24 @@ bool uses_penalties(const messages::SamplingParams& p) {
          p.presence_penalty != 0.0f;
 }
 
+// The position the token sampled from logit row j of s will occupy.
+int64_t sampled_position(const messages::SequenceWork& s, int32_t j) {
+  return int64_t{s.start_pos} + s.num_tokens - s.num_logits + j + 1;
+}
+
+// Whether every sampled row has sampling parameters, no drafts to verify and no top logprobs:
+// what the device paths can give (Sampler::sampling_site says why).
+bool device_samplable(const messages::StepPlan& plan) {
+  for (const auto& s : plan.seqs) {
+    if (s.num_logits == 0) continue;
+    if (s.num_draft != 0 || s.sampling_index < 0 ||
+        s.sampling_index >= int32_t(plan.sampling.size()) ||
+        plan.sampling[s.sampling_index].logprobs > 0)
+      return false;
+  }
+  return true;
+}
+
 messages::SampledToken to_message(kernels::cpu::Sample sample) {
   messages::SampledToken t;
   t.token_id = sample.token;
@@ -84,9 +102,7 @@ messages::StepResult Sampler::sample(const messages::StepPlan& plan, const StepL
     const auto penalties =
         uses_penalties(params) ? history_[s.seq_id].as_penalties() : kernels::cpu::PenaltyHistory{};
     for (int32_t j = 0; j < s.num_logits; ++j, ++row) {
-      // The position the sampled token will occupy.
-      const int64_t position = s.start_pos + s.num_tokens - s.num_logits + j + 1;
-      const double u = counter_uniform(params.seed, position, kStreamSample);
+      const double u = counter_uniform(params.seed, sampled_position(s, j), kStreamSample);
       result.tokens.push_back(to_message(
           kernels::cpu::sample_token(logits.row(row), logits.vocab, params, penalties, u)));
     }
@@ -95,28 +111,65 @@ messages::StepResult Sampler::sample(const messages::StepPlan& plan, const StepL
   return result;
 }
 
+SamplingSite Sampler::sampling_site(const messages::StepPlan& plan,
+                                    bool runner_samples_on_device, bool draft_model) {
+  if (!runner_samples_on_device || draft_model || !device_samplable(plan)) {
+    return SamplingSite::kHost;
+  }
+  return plain_greedy(plan) ? SamplingSite::kDeviceGreedy : SamplingSite::kDevice;
+}
+
 bool Sampler::plain_greedy(const messages::StepPlan& plan) {
+  if (!device_samplable(plan)) return false;
   for (const auto& s : plan.seqs) {
     if (s.num_logits == 0) continue;
-    if (s.num_draft != 0 || s.sampling_index < 0 ||
-        s.sampling_index >= int32_t(plan.sampling.size()))
-      return false;
     const auto& p = plan.sampling[s.sampling_index];
-    if (!p.greedy() || uses_penalties(p) || p.logprobs > 0) return false;
+    if (!p.greedy() || uses_penalties(p)) return false;
   }
   return true;
 }
 
-messages::StepResult Sampler::from_greedy_rows(const messages::StepPlan& plan,
-                                               const std::vector<GreedyRow>& rows) const {
-  require(plain_greedy(plan), "step {}: from_greedy_rows on a plan that is not plain greedy",
-          plan.step_id);
+DeviceSamplingInputs Sampler::device_inputs(const messages::StepPlan& plan) const {
+  require(device_samplable(plan),
+          "step {}: device_inputs on a plan with drafts, top logprobs or rows without sampling "
+          "parameters (Sampler::sampling_site keeps those on the host)", plan.step_id);
+  DeviceSamplingInputs in;
+  in.seen_offsets.push_back(0);
+  in.count_offsets.push_back(0);
+  for (const auto& s : plan.seqs) {
+    if (s.num_logits == 0) continue;
+    const auto& params = plan.sampling[s.sampling_index];
+    // As sample(): the history only where a penalty reads it, the same for every row of the
+    // sequence (the step's own sampled tokens are not fed yet).
+    const auto penalties =
+        uses_penalties(params) ? penalty_history(s.seq_id) : kernels::cpu::PenaltyHistory{};
+    for (int32_t j = 0; j < s.num_logits; ++j) {
+      in.params.push_back(params);
+      in.uniforms.push_back(counter_uniform(params.seed, sampled_position(s, j), kStreamSample));
+      in.seen_tokens.insert(in.seen_tokens.end(), penalties.seen_tokens.begin(),
+                            penalties.seen_tokens.end());
+      in.seen_offsets.push_back(static_cast<int32_t>(in.seen_tokens.size()));
+      for (const auto& [token, count] : penalties.output_counts) {
+        in.count_tokens.push_back(token);
+        in.counts.push_back(count);
+      }
+      in.count_offsets.push_back(static_cast<int32_t>(in.count_tokens.size()));
+    }
+  }
+  return in;
+}
+
+messages::StepResult Sampler::from_device_rows(const messages::StepPlan& plan,
+                                               const std::vector<DeviceSample>& rows) const {
+  require(device_samplable(plan),
+          "step {}: from_device_rows on a plan with drafts, top logprobs or rows without "
+          "sampling parameters (Sampler::sampling_site keeps those on the host)", plan.step_id);
   messages::StepResult result;
   result.step_id = plan.step_id;
   std::size_t row = 0;
   for (const auto& s : plan.seqs) {
     if (s.num_logits == 0) continue;
-    require(row + s.num_logits <= rows.size(), "step {}: sequence {} needs greedy rows {}..{} of {}",
+    require(row + s.num_logits <= rows.size(), "step {}: sequence {} needs device rows {}..{} of {}",
             plan.step_id, s.seq_id, row, row + s.num_logits, rows.size());
     result.seq_ids.push_back(s.seq_id);
     result.sample_offsets.push_back(static_cast<int32_t>(result.tokens.size()));
@@ -127,6 +180,8 @@ messages::StepResult Sampler::from_greedy_rows(const messages::StepPlan& plan,
       result.tokens.push_back(std::move(t));
     }
   }
+  require(row == rows.size(), "step {}: {} device rows for a plan of {} logit rows", plan.step_id,
+          rows.size(), row);
   result.sample_offsets.push_back(static_cast<int32_t>(result.tokens.size()));
   return result;
 }

@@ -47,6 +47,13 @@ struct VerifyCounts {
   int64_t all_accepted = 0;  // sequences whose every draft was accepted (got the bonus token)
 };
 
+// Where a step's logit rows are turned into tokens (Sampler::sampling_site).
+enum class SamplingSite {
+  kHost,          // StepRunner::forward copies the logits back; Sampler::sample
+  kDeviceGreedy,  // StepRunner::forward_greedy: argmax and logprob of each row
+  kDevice,        // StepRunner::forward_sampled with Sampler::device_inputs
+};
+
 class Sampler {
  public:
   // Records the plan's fed tokens (not the draft tokens of a speculative verify) and drops
@@ -59,13 +66,28 @@ class Sampler {
                               const DraftDistributions* drafts = nullptr,
                               VerifyCounts* counts = nullptr);
 
+  // Where a step is sampled: the one place that decides. On the device when the runner can
+  // (runner_samples_on_device: its logits are on a GPU and whole, i.e. tp 1; at tp > 1 each
+  // rank holds a vocabulary slice) unless the step needs what only the host path computes:
+  //   * top logprobs (params.logprobs > 0): the device returns only the chosen token's logprob;
+  //   * draft tokens to verify (num_draft > 0) or a draft model in the worker (draft_model):
+  //     verification needs the target's whole processed distribution next to the draft's, and
+  //     the proposer is told the result of the host path (DraftProposer::on_result);
+  //   * a sampled row without valid sampling parameters: sample() reports it.
+  // A step whose every row is plain greedy takes the argmax (kDeviceGreedy, no sort).
+  static SamplingSite sampling_site(const messages::StepPlan& plan, bool runner_samples_on_device,
+                                    bool draft_model);
   // Whether every sampled row of the plan is plain greedy: temperature 0, no penalties, no top
-  // logprobs, no drafts to verify. Such a step can be sampled where the logits are
-  // (StepRunner::forward_greedy); the result is the one sample() would give.
+  // logprobs, no drafts to verify.
   static bool plain_greedy(const messages::StepPlan& plan);
-  // The StepResult of a plain-greedy plan from its rows' argmax and logprob (plan order).
-  messages::StepResult from_greedy_rows(const messages::StepPlan& plan,
-                                        const std::vector<GreedyRow>& rows) const;
+  // What StepRunner::forward_sampled needs to draw what sample() would draw for this plan: each
+  // row's parameters, its uniform (the same counter_uniform draw) and its sequence's penalty
+  // history as observe() left it. The plan must be samplable on the device (sampling_site).
+  DeviceSamplingInputs device_inputs(const messages::StepPlan& plan) const;
+  // The StepResult of a plan sampled on the device (forward_greedy or forward_sampled) from its
+  // rows' tokens and logprobs (plan order): the one sample() gives from the same logits.
+  messages::StepResult from_device_rows(const messages::StepPlan& plan,
+                                        const std::vector<DeviceSample>& rows) const;
 
   // The penalty state of a sequence as the next sampled position sees it (empty if unknown).
   kernels::cpu::PenaltyHistory penalty_history(uint64_t seq_id) const;

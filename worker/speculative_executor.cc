@@ -80,22 +80,29 @@ messages::StepResult StepExecutor::execute(const messages::StepPlan& plan) {
   }
   const messages::StepPlan& target_plan = proposal ? proposal->target_plan : plan;
 
-  // A plain-greedy step on a runner whose logits live on the GPU is sampled there (never with a
-  // draft model: its proposal asks for the host path's verification).
-  const bool greedy_on_device = samples() && !proposal && target_.samples_greedy_on_device() &&
-                                Sampler::plain_greedy(target_plan);
+  // Where the step is sampled: Sampler::sampling_site decides (and says why some steps stay on
+  // the host). A rank that does not sample takes the logits path and discards them.
+  const SamplingSite site =
+      samples() ? Sampler::sampling_site(target_plan, target_.samples_on_device(),
+                                         proposal.has_value())
+                : SamplingSite::kHost;
+  // Host work of the sampler, outside the timed forward pass as sample() is.
+  const DeviceSamplingInputs sampling_inputs =
+      site == SamplingSite::kDevice ? sampler_.device_inputs(target_plan) : DeviceSamplingInputs{};
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<GreedyRow> greedy_rows;
+  std::vector<DeviceSample> device_rows;
   StepLogits logits;
-  if (greedy_on_device) {
-    greedy_rows = target_.forward_greedy(target_plan);
-  } else {
-    logits = target_.forward(target_plan);
+  switch (site) {
+    case SamplingSite::kDeviceGreedy: device_rows = target_.forward_greedy(target_plan); break;
+    case SamplingSite::kDevice:
+      device_rows = target_.forward_sampled(target_plan, sampling_inputs);
+      break;
+    case SamplingSite::kHost: logits = target_.forward(target_plan); break;
   }
   counters_.target_seconds +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ++counters_.target_passes;
-  if (greedy_on_device) return sampler_.from_greedy_rows(target_plan, greedy_rows);
+  if (site != SamplingSite::kHost) return sampler_.from_device_rows(target_plan, device_rows);
 
   if (!samples()) {
     messages::StepResult empty;

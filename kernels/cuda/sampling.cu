@@ -8,8 +8,8 @@
 // and the CPU sampler do. NaN logits are never chosen.
 //
 // Full sampling (penalties, temperature, top-k/p, min-p, the seeded draw) is sample_rows in
-// sampling_filter.cu, equal to kernels/cpu/sampling.cc. The served worker still samples on the
-// host over a copy of the logits (worker::Sampler): docs/cuda.md.
+// sampling_filter.cu, equal to kernels/cpu/sampling.cc; the worker uses it for the steps that
+// are not plain greedy (worker/cuda/cuda_model_runner.h: forward_sampled).
 #include <cfloat>
 
 #include "kernels/cuda/launchers.h"

@@ -215,14 +215,14 @@ TEST_P(CudaRunnerTiny, ForwardGreedyEqualsHostSamplingOfTheGpuLogits) {
                                 .blocks = {4, 9, 2, 11, 13}, .prompt_len = 17, .sampling = greedy},
                                {.id = 2, .tokens = {a[3]}, .start_pos = 5, .num_logits = 1,
                                 .blocks = {7, 8}, .prompt_len = 4, .sampling = greedy}});
-  ASSERT_TRUE(Sampler::plain_greedy(plan));
-  ASSERT_TRUE(pair_->gpu->samples_greedy_on_device());
+  ASSERT_EQ(Sampler::sampling_site(plan, pair_->gpu->samples_on_device(), false),
+            SamplingSite::kDeviceGreedy);
   Sampler host;
   host.observe(plan);
   const auto want = host.sample(plan, pair_->gpu->forward(plan));
   const auto rows = pair_->gpu->forward_greedy(plan);
   ASSERT_EQ(rows.size(), 6u);
-  const auto got = Sampler().from_greedy_rows(plan, rows);
+  const auto got = Sampler().from_device_rows(plan, rows);
   EXPECT_EQ(got.seq_ids, want.seq_ids);
   EXPECT_EQ(got.sample_offsets, want.sample_offsets);
   ASSERT_EQ(got.tokens.size(), want.tokens.size());
@@ -230,15 +230,109 @@ TEST_P(CudaRunnerTiny, ForwardGreedyEqualsHostSamplingOfTheGpuLogits) {
     EXPECT_EQ(got.tokens[i].token_id, want.tokens[i].token_id) << "row " << i;
     EXPECT_NEAR(got.tokens[i].logprob, want.tokens[i].logprob, 1e-4) << "row " << i;
   }
-  // Anything but plain greedy goes through forward() and the host Sampler.
-  messages::SamplingParams sampled;
-  sampled.temperature = 0.7f;
-  EXPECT_FALSE(Sampler::plain_greedy(make_plan({{.id = 3, .tokens = {1}, .num_logits = 1,
-                                                 .blocks = {0}, .sampling = sampled}})));
-  messages::SamplingParams penalised = greedy;
-  penalised.repetition_penalty = 1.2f;
-  EXPECT_FALSE(Sampler::plain_greedy(make_plan({{.id = 3, .tokens = {1}, .num_logits = 1,
-                                                 .blocks = {0}, .sampling = penalised}})));
+}
+
+// forward_sampled (sample_rows on the GPU logits, with Sampler::device_inputs) gives what the
+// host Sampler draws from the same GPU logits: the same token in every row and its logprob. The
+// plan mixes temperature with top-k, top-p with min-p and all three penalties (over prompt,
+// prefix-cache history and output tokens), greedy with penalties, plain T = 1 and plain greedy
+// rows, several rows of one sequence and a sequence without logit rows; 24 seeds. Run on the
+// fixture's runner (one launch) and on one whose launches hold 3 rows and one long row's
+// history (rows 0-2 | 3 | 4-6 | 7-8: split by rows and by history).
+TEST_P(CudaRunnerTiny, ForwardSampledEqualsHostSamplingOfTheGpuLogits) {
+  const int vocab = int(model_.vocab);
+  const auto long_seq = random_tokens(60, 11, vocab), prefix = random_tokens(10, 12, vocab);
+  auto blocks = [](int32_t first, int32_t n) {
+    std::vector<int32_t> b(n);
+    std::iota(b.begin(), b.end(), first);
+    return b;
+  };
+  messages::SamplingParams top_k, penalised_greedy, nucleus, plain, greedy;
+  top_k.temperature = 0.8f;
+  top_k.top_k = 5;
+  penalised_greedy.temperature = 0;
+  penalised_greedy.repetition_penalty = 1.3f;
+  penalised_greedy.frequency_penalty = 0.2f;
+  nucleus.temperature = 1.2f;
+  nucleus.top_p = 0.9f;
+  nucleus.min_p = 0.05f;
+  nucleus.repetition_penalty = 1.1f;
+  nucleus.frequency_penalty = 0.3f;
+  nucleus.presence_penalty = 0.5f;
+  greedy.temperature = 0;
+  // Sequence 3's first 6 positions as a prefix-cache hit: written by an earlier step, sent to
+  // the sampler as history.
+  const auto warm = make_plan({{.id = 3, .tokens = {prefix.begin(), prefix.begin() + 6},
+                                .num_logits = 0, .blocks = blocks(20, 3), .prompt_len = 8}});
+  auto plan = make_plan(
+      {{.id = 1, .tokens = random_tokens(17, 13, vocab), .num_logits = 3, .blocks = blocks(0, 5),
+        .prompt_len = 17, .sampling = top_k},
+       // 56 output positions: a history of ~110 entries per row, two rows (183 per launch).
+       {.id = 2, .tokens = long_seq, .num_logits = 2, .blocks = blocks(5, 15), .prompt_len = 4,
+        .sampling = penalised_greedy},
+       {.id = 3, .tokens = {prefix.begin() + 6, prefix.end()}, .start_pos = 6, .num_logits = 2,
+        .blocks = blocks(20, 3), .prompt_len = 8, .sampling = nucleus},
+       {.id = 4, .tokens = random_tokens(8, 14, vocab), .num_logits = 0, .blocks = blocks(23, 2),
+        .prompt_len = 20},
+       {.id = 5, .tokens = random_tokens(5, 15, vocab), .num_logits = 1, .blocks = blocks(25, 2),
+        .prompt_len = 5, .sampling = plain},
+       {.id = 6, .tokens = random_tokens(3, 16, vocab), .num_logits = 1, .blocks = blocks(27, 1),
+        .prompt_len = 3, .sampling = greedy}});
+  plan.history_ids.assign(prefix.begin(), prefix.begin() + 6);
+  plan.seqs[2].history_offset = 0;
+  plan.seqs[2].history_len = 6;
+
+  {
+    Sampler s;
+    s.observe(plan);
+    const auto in = s.device_inputs(plan);
+    auto entries = [&](int r) {
+      return in.seen_offsets[r + 1] - in.seen_offsets[r] +
+             2 * (in.count_offsets[r + 1] - in.count_offsets[r]);
+    };
+    ASSERT_GT(entries(3) + entries(4), 3 * vocab) << "sequence 2's rows must not fit one launch";
+  }
+  CudaRunnerOptions small;
+  small.block_size = kBlockSize;
+  small.num_kv_blocks = kBlocks;
+  small.max_tokens_per_step = 512;
+  small.max_logits_per_step = 512;
+  small.sampling_rows_per_launch = 3;
+  small.sampling_history_ints = 0;  // raised to one row's worst case, 3 x 61
+  CudaModelRunner chunked(pair_->config, make_shard(pair_->config, 0, 1),
+                          model::Checkpoint::open(dir_), small, pair_->group);
+
+  for (CudaModelRunner* gpu : {pair_->gpu.get(), &chunked}) {
+    const char* what = gpu == &chunked ? "chunked launches" : "one launch";
+    ASSERT_TRUE(gpu->samples_on_device());
+    gpu->forward(warm);
+    int not_argmax = 0;
+    for (uint64_t seed = 0; seed < 24; ++seed) {
+      for (std::size_t i = 0; i < plan.sampling.size(); ++i) plan.sampling[i].seed = seed * 7 + i;
+      ASSERT_EQ(Sampler::sampling_site(plan, true, false), SamplingSite::kDevice);
+      Sampler host;
+      host.observe(plan);
+      const StepLogits logits = gpu->forward(plan);
+      const auto want = host.sample(plan, logits);
+      const auto rows = gpu->forward_sampled(plan, host.device_inputs(plan));
+      ASSERT_EQ(rows.size(), 9u) << what;
+      const auto got = host.from_device_rows(plan, rows);
+      EXPECT_EQ(got.seq_ids, want.seq_ids) << what;
+      EXPECT_EQ(got.sample_offsets, want.sample_offsets) << what;
+      ASSERT_EQ(got.tokens.size(), want.tokens.size()) << what;
+      for (std::size_t r = 0; r < got.tokens.size(); ++r) {
+        EXPECT_EQ(got.tokens[r].token_id, want.tokens[r].token_id)
+            << what << ", seed " << seed << ", row " << r;
+        EXPECT_NEAR(got.tokens[r].logprob, want.tokens[r].logprob, 1e-4)
+            << what << ", seed " << seed << ", row " << r;
+        const float* row = logits.row(static_cast<int64_t>(r));
+        not_argmax += std::max_element(row, row + logits.vocab) - row != got.tokens[r].token_id;
+      }
+    }
+    // The draws are real draws (and the penalties move the greedy rows) often enough.
+    std::printf("[%s] %d of %d sampled rows are not the raw argmax\n", what, not_argmax, 24 * 9);
+    EXPECT_GT(not_argmax, 24 * 2) << what;
+  }
 }
 
 TEST_P(CudaRunnerTiny, RejectsPlansLikeTheCpu) {

@@ -2,6 +2,10 @@
 // (recomputation after preemption) or skip (prefix-cache hits, sent as history).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+
+#include "common/counter_rng.h"
 #include "common/error.h"
 #include "tests/worker/plan_builder.h"
 #include "worker/sampler.h"
@@ -73,18 +77,19 @@ TEST(Sampler, HistoryIdsCountAsPromptForTheRepetitionPenalty) {
   EXPECT_EQ(sample_one(with, plan, logits), 9);
 }
 
-// A device's greedy rows (argmax, logprob) make the StepResult sample() makes from the same
-// logits; only plain-greedy plans qualify.
-TEST(Sampler, GreedyRowsGiveTheResultSampleGives) {
+// A device's rows (token, logprob) make the StepResult sample() makes from the same logits.
+TEST(Sampler, DeviceRowsGiveTheResultSampleGives) {
   messages::SamplingParams greedy;
   greedy.temperature = 0;
+  messages::SamplingParams sampled;
+  sampled.temperature = 0.9f;
+  sampled.seed = 4;
   const auto plan = make_plan({{.id = 1, .tokens = {5, 6, 7}, .num_logits = 2, .blocks = {0},
                                 .prompt_len = 3, .sampling = greedy},
                                {.id = 2, .tokens = {1, 2}, .num_logits = 0, .blocks = {1},
                                 .prompt_len = 4, .sampling = greedy},
                                {.id = 3, .tokens = {4}, .start_pos = 2, .num_logits = 1,
-                                .blocks = {2}, .prompt_len = 2, .sampling = greedy}});
-  ASSERT_TRUE(Sampler::plain_greedy(plan));
+                                .blocks = {2}, .prompt_len = 2, .sampling = sampled}});
   StepLogits logits;
   logits.rows = 3;
   logits.vocab = kVocab;
@@ -95,47 +100,214 @@ TEST(Sampler, GreedyRowsGiveTheResultSampleGives) {
   Sampler host;
   host.observe(plan);
   const auto want = host.sample(plan, logits);
-  std::vector<GreedyRow> rows;
+  std::vector<DeviceSample> rows;
   for (const auto& t : want.tokens) rows.push_back({t.token_id, t.logprob});
-  const auto got = Sampler().from_greedy_rows(plan, rows);
+  const auto got = Sampler().from_device_rows(plan, rows);
   EXPECT_EQ(got.step_id, want.step_id);
   EXPECT_EQ(got.seq_ids, (std::vector<uint64_t>{1, 3}));
   EXPECT_EQ(got.seq_ids, want.seq_ids);
   EXPECT_EQ(got.sample_offsets, want.sample_offsets);
   ASSERT_EQ(got.tokens.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(got.tokens[i].token_id, want.tokens[i].token_id);
+    EXPECT_EQ(got.tokens[i].logprob, want.tokens[i].logprob);
+  }
   EXPECT_EQ(got.tokens[0].token_id, 4);
   EXPECT_EQ(got.tokens[1].token_id, 9);
-  EXPECT_EQ(got.tokens[2].token_id, 2);
-  // Too few rows for the plan is an error naming the sequence.
-  rows.pop_back();
-  try {
-    Sampler().from_greedy_rows(plan, rows);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("sequence 3 needs greedy rows 2..3 of 2"),
-              std::string::npos) << e.what();
-  }
+  auto error_of = [&](const std::vector<DeviceSample>& r) -> std::string {
+    try {
+      Sampler().from_device_rows(plan, r);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  // Too few or too many rows for the plan is an error.
+  auto fewer = rows;
+  fewer.pop_back();
+  EXPECT_NE(error_of(fewer).find("sequence 3 needs device rows 2..3 of 2"), std::string::npos)
+      << error_of(fewer);
+  auto more = rows;
+  more.push_back({0, 0.0f});
+  EXPECT_NE(error_of(more).find("4 device rows for a plan of 3 logit rows"), std::string::npos)
+      << error_of(more);
 }
 
-TEST(Sampler, PlainGreedyExcludesSamplingPenaltiesLogprobsAndDrafts) {
+// The one decision: on the device when the runner can, unless a row asks for top logprobs or
+// verifies drafts, or the worker has a draft model; plain greedy takes the argmax.
+TEST(Sampler, SamplingSiteKeepsTopLogprobsDraftsAndShardedLogitsOnTheHost) {
   messages::SamplingParams p;
   p.temperature = 0;
   auto plan_with = [](messages::SamplingParams q) {
-    return make_plan({{.id = 1, .tokens = {1}, .num_logits = 1, .blocks = {0}, .sampling = q}});
+    return make_plan({{.id = 1, .tokens = {1}, .num_logits = 1, .blocks = {0}, .sampling = q},
+                      {.id = 2, .tokens = {3, 4}, .num_logits = 0, .blocks = {1}}});
+  };
+  auto site = [](const messages::StepPlan& plan) {
+    return Sampler::sampling_site(plan, /*runner_samples_on_device=*/true, /*draft_model=*/false);
   };
   EXPECT_TRUE(Sampler::plain_greedy(plan_with(p)));
+  EXPECT_EQ(site(plan_with(p)), SamplingSite::kDeviceGreedy);
+  EXPECT_EQ(Sampler::sampling_site(plan_with(p), false, false), SamplingSite::kHost);
+  EXPECT_EQ(Sampler::sampling_site(plan_with(p), true, true), SamplingSite::kHost);
   auto q = p;
   q.temperature = 0.8f;
   EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
+  EXPECT_EQ(site(plan_with(q)), SamplingSite::kDevice);
+  q.top_k = 3;
+  q.top_p = 0.5f;
+  q.min_p = 0.1f;
+  EXPECT_EQ(site(plan_with(q)), SamplingSite::kDevice);
+  EXPECT_EQ(Sampler::sampling_site(plan_with(q), false, false), SamplingSite::kHost);
   q = p;
   q.presence_penalty = 0.5f;
   EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
-  q = p;
-  q.logprobs = 2;
-  EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
+  EXPECT_EQ(site(plan_with(q)), SamplingSite::kDevice);
+  for (int32_t n : {1, 2}) {
+    q = p;
+    q.logprobs = n;
+    EXPECT_FALSE(Sampler::plain_greedy(plan_with(q)));
+    EXPECT_EQ(site(plan_with(q)), SamplingSite::kHost) << n << " top logprobs";
+  }
   auto drafted = plan_with(p);
   drafted.seqs[0].num_draft = 1;
   EXPECT_FALSE(Sampler::plain_greedy(drafted));
+  EXPECT_EQ(site(drafted), SamplingSite::kHost);
+  auto unparametrised = plan_with(p);
+  unparametrised.seqs[0].sampling_index = 1;
+  EXPECT_EQ(site(unparametrised), SamplingSite::kHost);
+  // The device paths refuse what they cannot give.
+  q = p;
+  q.logprobs = 1;
+  EXPECT_THROW(Sampler().device_inputs(plan_with(q)), Error);
+  EXPECT_THROW(Sampler().from_device_rows(drafted, {DeviceSample{}}), Error);
+}
+
+// The CSR histories device_inputs builds: row r's seen tokens and output counts are exactly the
+// sampler's penalty state of its sequence (prompt, history ids and outputs, each position once),
+// for every row of the sequence; empty where the request has no penalty.
+TEST(Sampler, DeviceInputsHoldEachRowsPenaltyState) {
+  messages::SamplingParams penalised;
+  penalised.temperature = 0;
+  penalised.repetition_penalty = 1.5f;
+  messages::SamplingParams plain;
+  plain.temperature = 0.7f;
+  Sampler sampler;
+  // Sequence 1: history ids [2, 3] (positions 0, 1), prompt through position 3, then outputs
+  // 7, 7, 2 at positions 4, 5, 6; observed twice (a recomputation); 2 logit rows. Sequence 2: no
+  // penalties.
+  auto plan = make_plan({{.id = 1, .tokens = {5, 6, 7, 7, 2}, .start_pos = 2, .num_logits = 2,
+                          .blocks = {0, 1}, .prompt_len = 4, .sampling = penalised},
+                         {.id = 2, .tokens = {8, 8, 9}, .num_logits = 1, .blocks = {2},
+                          .prompt_len = 1, .sampling = plain}});
+  plan.history_ids = {2, 3};
+  plan.seqs[0].history_len = 2;
+  sampler.observe(plan);
+  sampler.observe(plan);
+  const DeviceSamplingInputs in = sampler.device_inputs(plan);
+  ASSERT_EQ(in.rows(), 3);
+  ASSERT_EQ(in.seen_offsets.size(), 4u);
+  ASSERT_EQ(in.count_offsets.size(), 4u);
+  ASSERT_EQ(in.counts.size(), in.count_tokens.size());
+  auto seen_of = [&](int r) {
+    std::vector<int32_t> v(in.seen_tokens.begin() + in.seen_offsets[r],
+                           in.seen_tokens.begin() + in.seen_offsets[r + 1]);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  auto counts_of = [&](int r) {
+    std::vector<std::pair<int32_t, int32_t>> v;
+    for (int32_t i = in.count_offsets[r]; i < in.count_offsets[r + 1]; ++i)
+      v.emplace_back(in.count_tokens[i], in.counts[i]);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  const std::vector<int32_t> seen = {2, 3, 5, 6, 7};
+  const std::vector<std::pair<int32_t, int32_t>> counts = {{2, 1}, {7, 2}};
+  EXPECT_EQ(in.seen_offsets[0], 0);
+  EXPECT_EQ(in.count_offsets[0], 0);
+  for (int r : {0, 1}) {
+    EXPECT_EQ(seen_of(r), seen) << "row " << r;
+    EXPECT_EQ(counts_of(r), counts) << "row " << r;
+    EXPECT_EQ(in.params[r].repetition_penalty, 1.5f);
+  }
+  EXPECT_TRUE(seen_of(2).empty());
+  EXPECT_TRUE(counts_of(2).empty());
+  EXPECT_EQ(in.params[2].temperature, 0.7f);
+  EXPECT_EQ(in.seen_offsets.back(), static_cast<int32_t>(in.seen_tokens.size()));
+  EXPECT_EQ(in.count_offsets.back(), static_cast<int32_t>(in.count_tokens.size()));
+}
+
+// device_inputs' uniforms are the draws sample() makes (stream 0 at the position the token will
+// occupy), and the CPU's sample_token on each row's (params, CSR history, uniform) gives the
+// token and logprob sample() gives: what sample_rows, equal to sample_token, then returns.
+// Random logits, 40 seeds, a mix of temperature / top-k / top-p / min-p / penalties.
+TEST(Sampler, DeviceInputsDrawWhatSampleDraws) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> logit(-3.0f, 3.0f);
+  messages::SamplingParams a, b, c;
+  a.temperature = 0.8f;
+  a.top_k = 4;
+  a.frequency_penalty = 0.7f;
+  b.temperature = 1.3f;
+  b.top_p = 0.8f;
+  b.min_p = 0.05f;
+  b.repetition_penalty = 1.4f;
+  b.presence_penalty = 0.6f;
+  c.temperature = 0;
+  c.repetition_penalty = 2.0f;
+  int differing = 0;
+  std::vector<int32_t> first_tokens;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    a.seed = seed;
+    b.seed = 1000 + seed;
+    auto plan = make_plan({{.id = 1, .tokens = {1, 2, 3, 3, 4}, .start_pos = 1, .num_logits = 3,
+                            .blocks = {0, 1}, .prompt_len = 3, .sampling = a},
+                           {.id = 2, .tokens = {9}, .start_pos = 6, .num_logits = 1,
+                            .blocks = {2, 3}, .prompt_len = 2, .sampling = b},
+                           {.id = 3, .tokens = {0, 1}, .num_logits = 1, .blocks = {4},
+                            .prompt_len = 1, .sampling = c}});
+    plan.history_ids = {5, 9, 9, 8, 9, 2, 6};
+    plan.seqs[0].history_len = 1;
+    plan.seqs[1].history_offset = 1;
+    plan.seqs[1].history_len = 6;
+    StepLogits logits;
+    logits.rows = 5;
+    logits.vocab = kVocab;
+    for (int i = 0; i < 5 * kVocab; ++i) logits.data.push_back(logit(rng));
+    Sampler sampler;
+    sampler.observe(plan);
+    const DeviceSamplingInputs in = sampler.device_inputs(plan);
+    const auto want = sampler.sample(plan, logits);
+    ASSERT_EQ(in.rows(), 5);
+    ASSERT_EQ(want.tokens.size(), 5u);
+    // Positions: sequence 1's rows predict positions 4, 5, 6; sequence 2's 7; sequence 3's 2.
+    const std::vector<std::pair<uint64_t, int64_t>> draws = {
+        {a.seed, 4}, {a.seed, 5}, {a.seed, 6}, {b.seed, 7}, {c.seed, 2}};
+    for (int r = 0; r < 5; ++r) {
+      EXPECT_EQ(in.uniforms[r], counter_uniform(draws[r].first, draws[r].second, kStreamSample))
+          << "row " << r;
+      kernels::cpu::PenaltyHistory h;
+      h.seen_tokens.assign(in.seen_tokens.begin() + in.seen_offsets[r],
+                           in.seen_tokens.begin() + in.seen_offsets[r + 1]);
+      for (int32_t i = in.count_offsets[r]; i < in.count_offsets[r + 1]; ++i)
+        h.output_counts.emplace_back(in.count_tokens[i], in.counts[i]);
+      const auto got =
+          kernels::cpu::sample_token(logits.row(r), kVocab, in.params[r], h, in.uniforms[r]);
+      EXPECT_EQ(got.token, want.tokens[r].token_id) << "seed " << seed << " row " << r;
+      EXPECT_EQ(got.logprob, want.tokens[r].logprob) << "seed " << seed << " row " << r;
+    }
+    first_tokens.push_back(want.tokens[0].token_id);
+    // The penalties matter here: without them some token changes.
+    for (int r = 0; r < 5; ++r) {
+      const auto bare = kernels::cpu::sample_token(logits.row(r), kVocab, in.params[r], {},
+                                                   in.uniforms[r]);
+      differing += bare.token != want.tokens[r].token_id;
+    }
+  }
+  EXPECT_GT(differing, 5);
+  std::sort(first_tokens.begin(), first_tokens.end());
+  EXPECT_GE(std::unique(first_tokens.begin(), first_tokens.end()) - first_tokens.begin(), 3)
+      << "the seeded draws vary";
 }
 
 }  // namespace

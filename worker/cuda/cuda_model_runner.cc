@@ -36,6 +36,45 @@ kernels::cpu::RopeParams rope_params(const model::ModelConfig& c) {
   return p;
 }
 
+// Byte offsets of forward_sampled's inputs for one launch of `rows` rows and `history_ints`
+// history entries (cuda_model_runner.h: sampling_inputs_). Every part is 8-byte aligned.
+struct SamplingInputLayout {
+  std::size_t params = 0, seen_offsets = 0, count_offsets = 0, history = 0, total = 0;
+  SamplingInputLayout(int64_t rows, int64_t history_ints) {
+    auto align8 = [](std::size_t n) { return (n + 7) / 8 * 8; };
+    params = sizeof(double) * rows;
+    seen_offsets = params + align8(sizeof(kc::SamplingRowParams) * rows);
+    count_offsets = seen_offsets + align8(sizeof(int32_t) * (rows + 1));
+    history = count_offsets + align8(sizeof(int32_t) * (rows + 1));
+    total = history + sizeof(int32_t) * history_ints;
+  }
+};
+
+// The shape of Sampler::device_inputs' result for a step of `rows` logit rows.
+void check_sampling_inputs(uint64_t step_id, const DeviceSamplingInputs& in, int64_t rows) {
+  require(in.rows() == rows && static_cast<int64_t>(in.uniforms.size()) == rows &&
+              static_cast<int64_t>(in.seen_offsets.size()) == rows + 1 &&
+              static_cast<int64_t>(in.count_offsets.size()) == rows + 1 &&
+              in.counts.size() == in.count_tokens.size(),
+          "forward_sampled (step {}): inputs for {} rows ({} uniforms, {} + {} offsets, {} count "
+          "tokens and {} counts), the plan has {} logit rows",
+          step_id, in.rows(), in.uniforms.size(), in.seen_offsets.size(),
+          in.count_offsets.size(), in.count_tokens.size(), in.counts.size(), rows);
+  auto check_csr = [&](const std::vector<int32_t>& offsets, std::size_t entries, const char* what) {
+    require(offsets.front() == 0 && static_cast<std::size_t>(offsets.back()) == entries &&
+                std::is_sorted(offsets.begin(), offsets.end()),
+            "forward_sampled (step {}): {} offsets must rise from 0 to {} entries", step_id, what,
+            entries);
+  };
+  check_csr(in.seen_offsets, in.seen_tokens.size(), "seen");
+  check_csr(in.count_offsets, in.count_tokens.size(), "count");
+  for (int64_t r = 0; r < rows; ++r) {
+    require(in.uniforms[r] >= 0 && in.uniforms[r] < 1,
+            "forward_sampled (step {}): row {}'s uniform {} is not in [0, 1)", step_id, r,
+            in.uniforms[r]);
+  }
+}
+
 }  // namespace
 
 std::size_t CudaModelRunner::kv_bytes_per_block(const model::ModelConfig& c,
@@ -69,11 +108,14 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
           shard_.rank, shard_.size, group_.rank(), group_.size());
   require(options_.block_size > 0 && options_.max_tokens_per_step > 0 &&
               options_.max_logits_per_step > 0 && options_.num_kv_blocks >= 0 &&
-              options_.kv_memory_fraction > 0 && options_.kv_memory_fraction <= 1,
+              options_.kv_memory_fraction > 0 && options_.kv_memory_fraction <= 1 &&
+              options_.sampling_rows_per_launch > 0 && options_.sampling_history_ints >= 0,
           "cuda model runner: bad options (block_size {}, max_tokens_per_step {}, "
-          "max_logits_per_step {}, num_kv_blocks {}, kv_memory_fraction {})",
+          "max_logits_per_step {}, num_kv_blocks {}, kv_memory_fraction {}, "
+          "sampling_rows_per_launch {}, sampling_history_ints {})",
           options_.block_size, options_.max_tokens_per_step, options_.max_logits_per_step,
-          options_.num_kv_blocks, options_.kv_memory_fraction);
+          options_.num_kv_blocks, options_.kv_memory_fraction, options_.sampling_rows_per_launch,
+          options_.sampling_history_ints);
   SHARDSERVE_CUDA_CHECK_CTX(cudaSetDevice(options_.device), fmt::format("device {}", options_.device));
   SHARDSERVE_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount,
                                                options_.device));
@@ -122,8 +164,21 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
   inputs_ = DeviceBuffer(input_ints * 4, "step inputs");
   inputs_host_ = kc::PinnedBuffer(input_ints * 4, "step inputs");
   logits_host_ = kc::PinnedBuffer(std::size_t(group_.size()) * R * V * 4, "logits");
-  greedy_ = DeviceBuffer(R * 12, "greedy samples");
-  greedy_host_ = kc::PinnedBuffer(R * 12, "greedy samples");
+  samples_ = DeviceBuffer(R * 12, "device samples");
+  samples_host_ = kc::PinnedBuffer(R * 12, "device samples");
+  if (samples_on_device()) {
+    // One row's history is at most its unique seen tokens plus its unique output tokens with
+    // their counts, each bounded by the vocabulary and the positions: it always fits a launch.
+    sampling_rows_ = std::min(options_.sampling_rows_per_launch, R);
+    sampling_history_ = std::max(
+        options_.sampling_history_ints,
+        3 * std::min<int64_t>(config_.vocab_size, config_.max_position_embeddings));
+    const SamplingInputLayout layout(sampling_rows_, sampling_history_);
+    sampling_inputs_ = DeviceBuffer(layout.total, "sampling inputs");
+    sampling_inputs_host_ = kc::PinnedBuffer(layout.total, "sampling inputs");
+    sampling_workspace_ = DeviceBuffer(
+        kc::sampling_workspace_bytes(sampling_rows_, config_.vocab_size), "sampling workspace");
+  }
   memory_.activation_bytes = after_weights - kc::device_memory_info().free_bytes;
 
   // 3. The KV pool from what is left.
@@ -241,31 +296,106 @@ StepLogits CudaModelRunner::forward(const messages::StepPlan& plan) {
   return out;
 }
 
-std::vector<GreedyRow> CudaModelRunner::forward_greedy(const messages::StepPlan& plan) {
-  require(samples_greedy_on_device(), "forward_greedy: a tp group of {} ranks (the logits are "
+std::vector<DeviceSample> CudaModelRunner::forward_greedy(const messages::StepPlan& plan) {
+  require(samples_on_device(), "forward_greedy: a tp group of {} ranks (the logits are "
           "sharded over the vocabulary; use forward())", group_.size());
   const int64_t R = run_to_logits(plan);
-  std::vector<GreedyRow> out(R);
+  std::vector<DeviceSample> out(R);
   if (R == 0) {
     stream_.synchronize();
     return out;
   }
   const cudaStream_t st = stream_.get();
   const int64_t V = config_.vocab_size, stride = shard_.vocab_per_rank;
-  // greedy_ = int32 tokens [R], float max logits [R], float lse [R], packed for this step's R:
+  // samples_ = int32 tokens [R], float max logits [R], float lse [R], packed for this step's R:
   // one copy of 12 R bytes back.
-  int32_t* d_tokens = greedy_.as<int32_t>();
+  int32_t* d_tokens = samples_.as<int32_t>();
   float* d_max = reinterpret_cast<float*>(d_tokens + R);
   float* d_lse = d_max + R;
   kc::argmax_rows(logits_.as<float>(), R, V, stride, d_tokens, d_max, st);
   kc::logsumexp_rows(logits_.as<float>(), R, V, stride, d_lse, st);
-  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(greedy_host_.data(), greedy_.data(),
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(samples_host_.data(), samples_.data(),
                                         std::size_t(R) * 12, cudaMemcpyDeviceToHost, st));
   stream_.synchronize();
-  const auto* tokens = greedy_host_.as<int32_t>();
+  const auto* tokens = samples_host_.as<int32_t>();
   const auto* maxes = reinterpret_cast<const float*>(tokens + R);
   const float* lse = maxes + R;
   for (int64_t r = 0; r < R; ++r) out[r] = {tokens[r], maxes[r] - lse[r]};
+  return out;
+}
+
+std::vector<DeviceSample> CudaModelRunner::forward_sampled(const messages::StepPlan& plan,
+                                                           const DeviceSamplingInputs& in) {
+  require(samples_on_device(), "forward_sampled: a tp group of {} ranks (the logits are "
+          "sharded over the vocabulary; use forward())", group_.size());
+  int64_t rows = 0;
+  for (const auto& s : plan.seqs) rows += s.num_logits;
+  // Every input is checked before the forward pass writes any K/V.
+  check_sampling_inputs(plan.step_id, in, rows);
+  std::vector<kc::SamplingRowParams> params(rows);
+  for (int64_t r = 0; r < rows; ++r) params[r] = kc::sampling_row_params(in.params[r]);
+  const int64_t R = run_to_logits(plan);
+  std::vector<DeviceSample> out(R);
+  if (R == 0) {
+    stream_.synchronize();
+    return out;
+  }
+  const cudaStream_t st = stream_.get();
+  const int64_t V = config_.vocab_size, stride = shard_.vocab_per_rank;
+  // samples_ = int32 tokens [R], float logprobs [R], packed for this step's R: one copy of
+  // 8 R bytes back after the last launch.
+  int32_t* d_tokens = samples_.as<int32_t>();
+  float* d_logprobs = reinterpret_cast<float*>(d_tokens + R);
+  const SamplingInputLayout layout(sampling_rows_, sampling_history_);
+  char* h = static_cast<char*>(sampling_inputs_host_.data());
+  char* d = static_cast<char*>(sampling_inputs_.data());
+  auto history_ints = [&](int64_t b, int64_t e) {
+    return int64_t{in.seen_offsets[e] - in.seen_offsets[b]} +
+           2 * int64_t{in.count_offsets[e] - in.count_offsets[b]};
+  };
+  // Launches over rows [b, e): as many rows as the launch's capacity and history allow.
+  for (int64_t b = 0, e = 0; b < R; b = e) {
+    while (e < R && e - b < sampling_rows_ && history_ints(b, e + 1) <= sampling_history_) ++e;
+    require(e > b, "forward_sampled (step {}): row {}'s penalty history of {} entries exceeds a "
+            "launch's {}", plan.step_id, b, history_ints(b, b + 1), sampling_history_);
+    // The staging is reused: the previous launch's upload must have read it (a step of more
+    // than sampling_rows_per_launch rows or of long histories only).
+    if (b > 0) stream_.synchronize();
+    const int64_t c = e - b;
+    const int32_t s0 = in.seen_offsets[b], s1 = in.seen_offsets[e];
+    const int32_t c0 = in.count_offsets[b], c1 = in.count_offsets[e];
+    std::memcpy(h, in.uniforms.data() + b, sizeof(double) * c);
+    std::memcpy(h + layout.params, params.data() + b, sizeof(kc::SamplingRowParams) * c);
+    auto* h_seen_offsets = reinterpret_cast<int32_t*>(h + layout.seen_offsets);
+    auto* h_count_offsets = reinterpret_cast<int32_t*>(h + layout.count_offsets);
+    for (int64_t i = 0; i <= c; ++i) {
+      h_seen_offsets[i] = in.seen_offsets[b + i] - s0;
+      h_count_offsets[i] = in.count_offsets[b + i] - c0;
+    }
+    auto* h_history = reinterpret_cast<int32_t*>(h + layout.history);
+    std::copy(in.seen_tokens.begin() + s0, in.seen_tokens.begin() + s1, h_history);
+    std::copy(in.count_tokens.begin() + c0, in.count_tokens.begin() + c1, h_history + (s1 - s0));
+    std::copy(in.counts.begin() + c0, in.counts.begin() + c1, h_history + (s1 - s0) + (c1 - c0));
+    const std::size_t bytes = layout.history + sizeof(int32_t) * history_ints(b, e);
+    SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, st));
+    const auto* d_history = reinterpret_cast<const int32_t*>(d + layout.history);
+    const kc::SamplingHistory history{
+        .seen_offsets = reinterpret_cast<const int32_t*>(d + layout.seen_offsets),
+        .seen_tokens = d_history,
+        .count_offsets = reinterpret_cast<const int32_t*>(d + layout.count_offsets),
+        .count_tokens = d_history + (s1 - s0),
+        .counts = d_history + (s1 - s0) + (c1 - c0)};
+    kc::sample_rows(logits_.as<float>() + b * stride, c, V, stride,
+                    reinterpret_cast<const kc::SamplingRowParams*>(d + layout.params), history,
+                    reinterpret_cast<const double*>(d), d_tokens + b, d_logprobs + b,
+                    sampling_workspace_.data(), sampling_workspace_.bytes(), st);
+  }
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(samples_host_.data(), samples_.data(),
+                                        std::size_t(R) * 8, cudaMemcpyDeviceToHost, st));
+  stream_.synchronize();
+  const auto* tokens = samples_host_.as<int32_t>();
+  const auto* logprobs = reinterpret_cast<const float*>(tokens + R);
+  for (int64_t r = 0; r < R; ++r) out[r] = {tokens[r], logprobs[r]};
   return out;
 }
 

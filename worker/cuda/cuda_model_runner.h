@@ -5,8 +5,10 @@
 // Device memory, in the order it is taken at construction:
 //   1. the weights (worker/cuda/device_weights.h), one allocation, bf16 or 4-bit matrices;
 //   2. the activations of the largest step (options.max_tokens_per_step tokens,
-//      options.max_logits_per_step logit rows), the attention split workspace and the
-//      cuBLASLt workspace;
+//      options.max_logits_per_step logit rows), the attention split workspace, the cuBLASLt
+//      workspace and (tp 1) the device sampler's inputs and workspace (sample_rows for
+//      options.sampling_rows_per_launch rows: ~24 bytes x rows x vocab, about 380 MiB for
+//      128 rows of a 128k vocabulary);
 //   3. the paged KV pool: options.num_kv_blocks blocks if set, else as many as fit in
 //      options.kv_memory_fraction of the memory still free. memory() reports every figure for
 //      the coordinator (the number of KV blocks is what it plans with).
@@ -17,7 +19,9 @@
 // are packed into pinned memory and sent in one copy; then, on the runner's stream:
 // embedding -> per layer [qkv GEMM, RoPE, KV write, paged attention, o GEMM, (all-reduce),
 // add+RMSNorm, gate_up GEMM, SwiGLU, down GEMM, (all-reduce), add+RMSNorm] -> gather of the
-// sampled rows -> LM head GEMM (float32 logits) -> (all-gather) -> one copy to the host.
+// sampled rows -> LM head GEMM (float32 logits) -> (all-gather) -> one copy to the host. At
+// tp 1 the logits can instead be sampled where they are (forward_greedy, forward_sampled): one
+// token and logprob per row come back.
 // Residual stream and projection outputs are float32, GEMM inputs bf16 (kernels/cuda/ops.h).
 // 4-bit projections go through kernels/cuda/quant_gemm.h (decode kernel up to
 // kW4DecodeMaxRows tokens, the tiled tensor-core kernel up to kW4TiledMaxRows, dequantize +
@@ -66,6 +70,11 @@ struct CudaRunnerOptions {
   // TP = 1: padded to the next power of two and replayed from a CUDA graph captured once per
   // (bucket, attention split).
   bool cuda_graphs = false;
+  // forward_sampled: rows per sample_rows launch (its workspace grows with rows x vocab) and the
+  // int32 penalty-history entries one launch uploads (raised to what one row can need,
+  // 3 x min(vocab, max positions)). A step beyond either is sampled in several launches.
+  int64_t sampling_rows_per_launch = 128;
+  int64_t sampling_history_ints = int64_t{1} << 22;
 };
 
 inline constexpr int64_t kMaxGraphBatch = 256;
@@ -94,9 +103,16 @@ class CudaModelRunner final : public StepRunner {
   ~CudaModelRunner() override;
 
   StepLogits forward(const messages::StepPlan& plan) override;
-  // At tp = 1 the logits stay on the GPU: argmax and log-softmax there, R x 12 bytes back.
-  bool samples_greedy_on_device() const override { return group_.size() == 1; }
-  std::vector<GreedyRow> forward_greedy(const messages::StepPlan& plan) override;
+  // At tp = 1 the logits stay on the GPU and are sampled there: R x 8 (sampled) or 12 (greedy)
+  // bytes back instead of R x vocab x 4 (at tp > 1 each rank holds a slice of the vocabulary).
+  bool samples_on_device() const override { return group_.size() == 1; }
+  // Argmax and log-softmax (kernels/cuda/sampling.cu, log_softmax.cu).
+  std::vector<DeviceSample> forward_greedy(const messages::StepPlan& plan) override;
+  // kernels::cuda::sample_rows after the forward pass (after the graph replay of a decode
+  // step), in launches of at most sampling_rows_per_launch rows and sampling_history_ints
+  // history entries.
+  std::vector<DeviceSample> forward_sampled(const messages::StepPlan& plan,
+                                            const DeviceSamplingInputs& inputs) override;
   int64_t num_kv_blocks() const override { return memory_.num_kv_blocks; }
   int64_t block_size() const override { return options_.block_size; }
 
@@ -163,10 +179,20 @@ class CudaModelRunner final : public StepRunner {
   kernels::cuda::DeviceBuffer inputs_;
   kernels::cuda::PinnedBuffer inputs_host_;
   kernels::cuda::PinnedBuffer logits_host_;  // float [group, R, vocab_per_rank]
-  // forward_greedy's results: int32 tokens, float max logits, float lse, [R] each, packed for
-  // the step's row count (capacity max_logits_per_step).
-  kernels::cuda::DeviceBuffer greedy_;
-  kernels::cuda::PinnedBuffer greedy_host_;
+  // The device samplers' results, packed for the step's row count R (capacity
+  // max_logits_per_step): int32 tokens [R], float logprobs [R] (forward_sampled) or float max
+  // logits [R] and float lse [R] (forward_greedy).
+  kernels::cuda::DeviceBuffer samples_;
+  kernels::cuda::PinnedBuffer samples_host_;
+  // forward_sampled's inputs for one launch of C = sampling_rows_per_launch rows (pinned
+  // staging and device copy, same layout): double uniforms [C] | SamplingRowParams [C] |
+  // int32 seen offsets [C + 1] | int32 count offsets [C + 1] | int32 history
+  // [sampling_history_ints]: the launch's seen tokens, then its count tokens, then its counts.
+  kernels::cuda::DeviceBuffer sampling_inputs_;
+  kernels::cuda::PinnedBuffer sampling_inputs_host_;
+  kernels::cuda::DeviceBuffer sampling_workspace_;  // sampling_workspace_bytes(C, vocab)
+  int64_t sampling_rows_ = 0;     // C
+  int64_t sampling_history_ = 0;  // int32 history entries per launch
   kernels::cuda::DeviceBuffer kv_;           // [layers, 2, blocks, block_size, kv_heads, head_dim]
   // Decode graphs by (bucket, attention partition length, splits).
   using GraphKey = std::tuple<int64_t, int32_t, int32_t>;
