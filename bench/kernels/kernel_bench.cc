@@ -196,7 +196,8 @@ int main(int argc, char** argv) {
                                   s);
                 });
     }
-    {  // paged KV: write + decode attention (flash-decoding) + a prefill chunk
+    {  // paged KV: write + decode attention (flash-decoding) + a prefill chunk (decode kernel
+       // and tensor-core prefill kernel)
       const int64_t bs = 16;
       auto run_attention = [&](const char* name, int64_t seqs, int64_t context, int64_t q_tokens) {
         const int64_t blocks_per_seq = (context + bs - 1) / bs;
@@ -237,6 +238,26 @@ int main(int argc, char** argv) {
                     kc::paged_attention(pool, qkv.as<bf16>(), width, out.as<bf16>(), qn, batch,
                                         heads, 0.088f, split, ws.data(), ws.bytes(), s);
                   });
+        if (q_tokens > 1) {  // the same chunks through the tensor-core prefill kernel
+          std::vector<int32_t> q_begin, q_len, first_pos, tables;
+          for (int64_t sq = 0; sq < seqs; ++sq) {
+            q_begin.push_back(static_cast<int32_t>(sq * q_tokens));
+            q_len.push_back(static_cast<int32_t>(q_tokens));
+            first_pos.push_back(static_cast<int32_t>(context - q_tokens));
+            tables.push_back(static_cast<int32_t>(sq * blocks_per_seq));
+          }
+          auto d_qb = upload(q_begin), d_ql = upload(q_len), d_fp = upload(first_pos),
+               d_tab = upload(tables);
+          const kc::PrefillSequences chunks{d_qb.as<int32_t>(), d_ql.as<int32_t>(),
+                                            d_fp.as<int32_t>(), d_tab.as<int32_t>(),
+                                            d_blocks.as<int32_t>(), seqs, q_tokens};
+          bench.add("prefill_attention_tc", std::to_string(seqs) + " seq x ctx " +
+                        std::to_string(context) + " x " + std::to_string(q_tokens) + " q",
+                    kv_bytes + double(tokens) * qn * 2 * 2, flops, [&](cudaStream_t s) {
+                      kc::paged_prefill_attention(pool, qkv.as<bf16>(), width, out.as<bf16>(),
+                                                  qn, chunks, heads, 0.088f, s);
+                    });
+        }
         if (q_tokens == 1 && seqs == 64) {
           bench.add("write_kv", std::to_string(tokens) + " tokens x 1024 x 2",
                     double(tokens) * kvn * 2 * 2 * 2, 0, [&](cudaStream_t s) {

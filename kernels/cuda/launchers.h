@@ -32,6 +32,10 @@ cudaError_t paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_st
                             float scale, const AttentionSplit& split, float* workspace,
                             cudaStream_t stream);
 
+cudaError_t paged_prefill_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride,
+                                    bf16* out, int64_t out_stride, const PrefillSequences& seqs,
+                                    int64_t num_heads, float scale, cudaStream_t stream);
+
 cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width,
                      cudaStream_t stream);
 

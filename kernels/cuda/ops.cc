@@ -204,6 +204,39 @@ void paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, b
                            split.partition_len));
 }
 
+bool prefill_attention_supported(int64_t head_dim) { return head_dim == 64 || head_dim == 128; }
+
+void paged_prefill_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, bf16* out,
+                             int64_t out_stride, const PrefillSequences& seqs, int64_t num_heads,
+                             float scale, cudaStream_t stream) {
+  check_pool("paged_prefill_attention", pool);
+  const int64_t hd = pool.head_dim;
+  require(prefill_attention_supported(hd),
+          "paged_prefill_attention: head_dim {} is not 64 or 128 (use paged_attention)", hd);
+  require(pool.block_size <= INT32_MAX, "paged_prefill_attention: block_size {}",
+          pool.block_size);
+  require(num_heads > 0 && num_heads % pool.num_kv_heads == 0,
+          "paged_prefill_attention: {} query heads do not divide into {} KV heads", num_heads,
+          pool.num_kv_heads);
+  require(q_stride >= num_heads * hd && q_stride % 8 == 0 && out_stride >= num_heads * hd &&
+              out_stride % 2 == 0,
+          "paged_prefill_attention: bad strides q_stride={} (a multiple of 8) out_stride={} (even) "
+          "for {} heads of {}", q_stride, out_stride, num_heads, hd);
+  require(seqs.seqs >= 0 && seqs.seqs <= 65535 && pool.num_kv_heads <= 65535 &&
+              seqs.max_q_len >= 0 && seqs.max_q_len * num_heads <= INT32_MAX,
+          "paged_prefill_attention: grid too large (seqs={} kv_heads={} max_q_len={} heads={})",
+          seqs.seqs, pool.num_kv_heads, seqs.max_q_len, num_heads);
+  if (seqs.seqs == 0 || seqs.max_q_len == 0) return;
+  require(q && out && seqs.q_begin && seqs.q_len && seqs.first_pos && seqs.table_offsets &&
+              seqs.block_ids && aligned16(q) && reinterpret_cast<std::uintptr_t>(out) % 4 == 0,
+          "paged_prefill_attention: null or misaligned pointer (q 16-byte, out 4-byte aligned)");
+  check_launch(launch::paged_prefill_attention(pool, q, q_stride, out, out_stride, seqs,
+                                               num_heads, scale, stream),
+               "paged_prefill_attention",
+               fmt::format("seqs={} max_q_len={} heads={} kv_heads={} head_dim={}", seqs.seqs,
+                           seqs.max_q_len, num_heads, pool.num_kv_heads, hd));
+}
+
 void silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width, cudaStream_t stream) {
   require(rows >= 0 && width > 0, "silu_mul: bad sizes rows={} width={}", rows, width);
   require(rows == 0 || (gate_up && out), "silu_mul: null pointer");

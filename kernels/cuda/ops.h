@@ -89,6 +89,10 @@ struct AttentionBatch {
   const int32_t* table_offsets = nullptr;  // int32 [tokens]: its sequence's block table start
   const int32_t* block_ids = nullptr;      // int32 [*]: block tables, concatenated
   int64_t tokens = 0;
+  // int32 [tokens]: the row of q / out that entry t reads and writes; null: row t. Lets the
+  // decode kernel take a step's single-token sequences while the prefill kernel below takes
+  // the chunks around them.
+  const int32_t* rows = nullptr;
 };
 
 // How attention splits long contexts (flash-decoding): each query token's visible positions are
@@ -115,6 +119,32 @@ void paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, b
                      int64_t out_stride, const AttentionBatch& batch, int64_t num_heads,
                      float scale, const AttentionSplit& split, void* workspace,
                      std::size_t workspace_bytes, cudaStream_t stream);
+
+// ---- prefill attention (kernels/cuda/prefill_attention.cu) ----------------------------------
+// The same attention as paged_attention for prefill chunks, on the tensor cores: per sequence
+// (all device arrays int32 [seqs]) query rows q_begin .. q_begin + q_len - 1 of q / out, at
+// positions first_pos .. first_pos + q_len - 1 (first_pos = tokens already cached), each
+// seeing positions 0 .. its own through the block table at block_ids + table_offsets.
+struct PrefillSequences {
+  const int32_t* q_begin = nullptr;
+  const int32_t* q_len = nullptr;
+  const int32_t* first_pos = nullptr;
+  const int32_t* table_offsets = nullptr;
+  const int32_t* block_ids = nullptr;  // int32 [*]: block tables, concatenated
+  int64_t seqs = 0;
+  int64_t max_q_len = 0;  // host value, >= every q_len (sizes the grid)
+};
+
+// Whether paged_prefill_attention takes this head_dim (64 and 128); otherwise use
+// paged_attention for the chunks too.
+bool prefill_attention_supported(int64_t head_dim);
+
+// q: bf16 [tokens, q_stride] (head h at column h*head_dim); out: bf16 [tokens, out_stride]
+// (only the sequences' rows written). The chunks' own K/V must be in the pool (write_kv).
+// No workspace; one launch, no host synchronisation.
+void paged_prefill_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, bf16* out,
+                             int64_t out_stride, const PrefillSequences& seqs, int64_t num_heads,
+                             float scale, cudaStream_t stream);
 
 // ---- activation (kernels/cuda/activation.cu) -----------------------------------------------
 // SwiGLU: out = silu(gate) * up. gate_up: bf16 [rows, 2*width] (gate columns, then up);

@@ -22,9 +22,10 @@
 //   * at the end the key groups' (m, l, acc) are merged through shared memory (GT x 1024 floats
 //     = 32 KB at GT = 8); with one split the block writes bf16 output, else a normalised float
 //     partial and its log-sum-exp go to the workspace and attention_reduce_kernel merges them.
-// Prefill chunks use the same kernel (each query token has its own causal length); it is
-// correct but re-reads the chunk's K/V once per query token from L2: a tensor-core prefill
-// kernel (query tiles, mma.sync / wgmma) is the missing fast path (docs/cuda.md).
+// Prefill chunks can use the same kernel (each query token has its own causal length), but it
+// re-reads the chunk's K/V once per query token: prefill_attention.cu is their tensor-core
+// path (head_dim 64 / 128), and batch.rows lets this kernel take only the decode tokens of a
+// step that mixes both.
 #include <cfloat>
 
 #include "kernels/cuda/launchers.h"
@@ -70,6 +71,7 @@ struct AttentionArgs {
   const int32_t* positions;      // [tokens]
   const int32_t* table_offsets;  // [tokens]
   const int32_t* block_ids;
+  const int32_t* rows;           // [tokens]: entry t's row of q / out; null: row t
   int64_t num_heads;
   float scale_log2;  // softmax scale * log2(e)
   int32_t partition_len, num_splits;
@@ -83,6 +85,7 @@ template <int GT>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const AttentionArgs a) {
   extern __shared__ float smem[];
   const int t = blockIdx.x;
+  const int64_t row = a.rows != nullptr ? a.rows[t] : t;
   const int head0 = blockIdx.y * GT;
   const int split = blockIdx.z;
   const int hd = static_cast<int>(a.head_dim);
@@ -104,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const Attenti
   float q[GT][8];
 #pragma unroll
   for (int h = 0; h < GT; ++h) {
-    load8(a.q + t * a.q_stride + (head0 + h) * hd + sub * 8, q[h]);
+    load8(a.q + row * a.q_stride + (head0 + h) * hd + sub * 8, q[h]);
 #pragma unroll
     for (int j = 0; j < 8; ++j) q[h][j] *= a.scale_log2;
   }
@@ -227,11 +230,11 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const Attenti
     }
     const int head = head0 + h;
     if (a.num_splits == 1) {
-      a.out[t * a.out_stride + head * hd + dim] = __float2bfloat16_rn(o / sum);
+      a.out[row * a.out_stride + head * hd + dim] = __float2bfloat16_rn(o / sum);
     } else {
-      const int64_t row = (int64_t{t} * a.num_heads + head) * a.num_splits + split;
-      a.partial_o[row * hd + dim] = o / sum;
-      if (dim == 0) a.partial_lse[row] = mx + log2f(sum);
+      const int64_t part = (int64_t{t} * a.num_heads + head) * a.num_splits + split;
+      a.partial_o[part * hd + dim] = o / sum;
+      if (dim == 0) a.partial_lse[part] = mx + log2f(sum);
     }
   }
 }
@@ -252,7 +255,8 @@ __global__ void attention_reduce_kernel(const AttentionArgs a) {
     sum += w;
     o += w * a.partial_o[(row0 + s) * hd + dim];
   }
-  a.out[t * a.out_stride + head * hd + dim] = __float2bfloat16_rn(o / sum);
+  const int64_t row = a.rows != nullptr ? a.rows[t] : t;
+  a.out[row * a.out_stride + head * hd + dim] = __float2bfloat16_rn(o / sum);
 }
 
 template <int GT>
@@ -296,6 +300,7 @@ cudaError_t paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_st
   a.positions = batch.positions;
   a.table_offsets = batch.table_offsets;
   a.block_ids = batch.block_ids;
+  a.rows = batch.rows;
   a.num_heads = num_heads;
   a.scale_log2 = scale * kLog2e;
   a.partition_len = split.partition_len;

@@ -3,7 +3,8 @@
 // logits of prefill, chunked prefill + decode and batched steps within bf16 tolerance, greedy
 // generation token for token (a divergence is reported with its position and the CPU's
 // top1-top2 margin there, and accepted only where that margin is within bf16 noise), and the
-// start-up memory accounting and its out-of-memory error.
+// start-up memory accounting and its out-of-memory error. At head_dim 64 / 128 the prefill
+// chunks go through the tensor-core prefill kernel (CudaRunnerPrefillKernel).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "common/error.h"
 #include "model/model_config.h"
@@ -354,6 +356,92 @@ TEST_P(CudaRunnerTiny, RejectsPlansLikeTheCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Tiny, CudaRunnerTiny, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "tied" : "untied"; });
+
+// The tiny model at head_dim 64 and 128 (hidden 256), where the runner sends prefill chunks to
+// the tensor-core prefill kernel and the single-token sequences of the same step to the decode
+// kernel: chunks with and without a cached prefix, longer than the kernel's 64-row tile and
+// not a multiple of it, two-token chunks, decodes between them, then a decode-only step.
+class CudaRunnerPrefillKernel : public ::testing::TestWithParam<std::tuple<int64_t, int64_t>> {
+ protected:
+  void SetUp() override {
+    SHARDSERVE_REQUIRE_GPU();
+    const auto [heads, kv_heads] = GetParam();
+    model_.hidden = 256;
+    model_.ffn = 96;
+    model_.heads = heads;
+    model_.kv_heads = kv_heads;
+    model_.head_dim = model_.hidden / heads;
+    model_.make(11);
+    // At hidden 256 the default weights give attention scores of std ~20 (one-hot softmax,
+    // where bf16 rounding of q and k decides the winner); q and k scaled by 1/4 (exact in
+    // bf16) bring them to the tiny model's ~1.5.
+    for (auto& [name, values] : model_.w) {
+      if (name.find("q_proj") == std::string::npos && name.find("k_proj") == std::string::npos) {
+        continue;
+      }
+      for (auto& v : values) v *= 0.25;
+    }
+    dir_ = fs::path(::testing::TempDir()) /
+           ("cuda_prefill_llama_" + std::to_string(heads) + "_" + std::to_string(kv_heads));
+    model_.write(dir_);
+    pair_ = std::make_unique<Pair>(dir_, kBlocks, kBlockSize);
+  }
+  static constexpr int64_t kBlocks = 64, kBlockSize = 16;
+  testing_support::TinyLlama model_;
+  fs::path dir_;
+  std::unique_ptr<Pair> pair_;
+};
+
+TEST_P(CudaRunnerPrefillKernel, ChunksWithCachedPrefixBesideDecodesMatchCpu) {
+  const int vocab = int(model_.vocab);
+  const auto a = random_tokens(160, 21, vocab), b = random_tokens(30, 22, vocab),
+             c = random_tokens(50, 23, vocab), d = random_tokens(4, 24, vocab);
+  // Disjoint, scattered block tables (A: 11 blocks = 176 positions).
+  std::vector<int32_t> perm(kBlocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(5));
+  const std::vector<int32_t> blocks_a(perm.begin(), perm.begin() + 11),
+      blocks_b(perm.begin() + 11, perm.begin() + 13), blocks_c(perm.begin() + 13, perm.begin() + 17),
+      blocks_d(perm.begin() + 17, perm.begin() + 18);
+  auto seq = [](uint64_t id, const std::vector<int32_t>& toks, int begin, int end, int logits,
+                const std::vector<int32_t>& blocks) {
+    return SeqChunk{.id = id, .tokens = {toks.begin() + begin, toks.begin() + end},
+                    .start_pos = begin, .num_logits = logits, .blocks = blocks,
+                    .prompt_len = int32_t(toks.size())};
+  };
+  double worst = 0;
+  // Every row of every chunk is compared (num_logits = the chunk's length).
+  worst = std::max(worst, pair_->step(make_plan({seq(1, a, 0, 70, 70, blocks_a),
+                                                 seq(2, b, 0, 20, 1, blocks_b),
+                                                 seq(3, c, 0, 40, 40, blocks_c)}),
+                                      "chunks without prefix"));
+  worst = std::max(worst, pair_->step(make_plan({seq(1, a, 70, 135, 65, blocks_a),
+                                                 seq(2, b, 20, 21, 1, blocks_b),
+                                                 seq(3, c, 40, 43, 3, blocks_c),
+                                                 seq(4, d, 0, 1, 1, blocks_d)}),
+                                      "chunks after a cached prefix, decodes between"));
+  worst = std::max(worst, pair_->step(make_plan({seq(2, b, 21, 22, 1, blocks_b),
+                                                 seq(1, a, 135, 150, 15, blocks_a),
+                                                 seq(4, d, 1, 2, 1, blocks_d),
+                                                 seq(3, c, 43, 45, 2, blocks_c)}),
+                                      "a decode first, two-token chunk last"));
+  worst = std::max(worst, pair_->step(make_plan({seq(1, a, 150, 151, 1, blocks_a),
+                                                 seq(2, b, 22, 23, 1, blocks_b),
+                                                 seq(3, c, 45, 46, 1, blocks_c),
+                                                 seq(4, d, 2, 3, 1, blocks_d)}),
+                                      "decode only"));
+  std::printf("prefill kernel runner (head_dim %lld): worst row error %.3g\n",
+              (long long)model_.head_dim, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, CudaRunnerPrefillKernel,
+                         ::testing::Values(std::make_tuple(int64_t{4}, int64_t{1}),
+                                           std::make_tuple(int64_t{2}, int64_t{2})),
+                         [](const auto& info) {
+                           return "hd" + std::to_string(256 / std::get<0>(info.param)) + "_gqa" +
+                                  std::to_string(std::get<0>(info.param) /
+                                                 std::get<1>(info.param));
+                         });
 
 TEST(CudaRunnerMemory, KvPoolFromFreeMemoryAndClearOutOfMemoryError) {
   SHARDSERVE_REQUIRE_GPU();

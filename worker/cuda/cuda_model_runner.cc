@@ -160,7 +160,9 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
     w4_partial_ = DeviceBuffer(std::max<std::size_t>(weights_->max_w4_workspace_bytes(T), 16),
                                "4-bit GEMM workspace");
   }
-  const std::size_t input_ints = 4 * T + R + block_table_capacity_;
+  // + the attention lists of a step with prefill chunks: 3 per decode token, 4 per chunk (a
+  // chunk has at least 2 tokens), so at most 5 T.
+  const std::size_t input_ints = 4 * T + R + block_table_capacity_ + 5 * T;
   inputs_ = DeviceBuffer(input_ints * 4, "step inputs");
   inputs_host_ = kc::PinnedBuffer(input_ints * 4, "step inputs");
   logits_host_ = kc::PinnedBuffer(std::size_t(group_.size()) * R * V * 4, "logits");
@@ -408,14 +410,30 @@ int64_t CudaModelRunner::run_to_logits(const messages::StepPlan& plan) {
   const int64_t bucket = graph_bucket(plan);
   const int64_t T = bucket > 0 ? bucket : plan.total_tokens();
 
-  // Pack the int32 inputs: [tokens T | positions T | slots T | table offsets T | rows R |
-  // block ids], one host-to-device copy. Padding tokens (graph buckets): token 0 at position 0
-  // of the first block table, slot -1 (no KV write), their own logit row (dropped).
-  int64_t R = 0, max_context = 0;
+  // Attention: prefill chunks (sequences of more than one new token) go to the tensor-core
+  // prefill kernel where it takes the head_dim, the other tokens to the decode kernel. A step
+  // without chunks (every decode step, so every graph) gives the decode kernel all T tokens.
+  const bool prefill_kernel = kc::prefill_attention_supported(config_.head_dim);
+  int64_t R = 0, max_context = 0, chunks = 0, max_q_len = 0, decode_tokens = 0,
+          decode_context = 0;
   for (const auto& s : plan.seqs) {
     R += s.num_logits;
-    max_context = std::max<int64_t>(max_context, int64_t{s.start_pos} + s.num_tokens);
+    const int64_t context = int64_t{s.start_pos} + s.num_tokens;
+    max_context = std::max(max_context, context);
+    if (prefill_kernel && s.num_tokens > 1) {
+      ++chunks;
+      max_q_len = std::max<int64_t>(max_q_len, s.num_tokens);
+    } else {
+      decode_tokens += s.num_tokens;
+      decode_context = std::max(decode_context, context);
+    }
   }
+
+  // Pack the int32 inputs: [tokens T | positions T | slots T | table offsets T | rows R |
+  // block ids | (steps with chunks) decode positions, table offsets, rows [decode tokens] |
+  // chunk q_begin, q_len, first_pos, table offsets [chunks]], one host-to-device copy. Padding
+  // tokens (graph buckets): token 0 at position 0 of the first block table, slot -1 (no KV
+  // write), their own logit row (dropped).
   const int64_t real_rows = R;
   if (bucket > 0) R = bucket;
   const int64_t nb = static_cast<int64_t>(plan.block_ids.size());
@@ -442,13 +460,45 @@ int64_t CudaModelRunner::run_to_logits(const messages::StepPlan& plan) {
     h_tab[t] = plan.seqs.front().block_offset;
   }
   for (; r < R; ++r) h_rows[r] = static_cast<int32_t>(r);
-  const std::size_t input_bytes = std::size_t(4 * T + R + nb) * 4;
-  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h, input_bytes, cudaMemcpyHostToDevice, st));
-  const kc::AttentionSplit split =
-      kc::plan_attention_split(T, shard_.heads, shard_.kv_heads, config_.head_dim, max_context,
-                               sm_count_, attn_workspace_.bytes());
+  int64_t ints = 4 * T + R + nb;
+  const int32_t* d = inputs_.as<int32_t>();
+  StepAttention att;
+  if (chunks == 0) {
+    att.decode = {d + T, d + 3 * T, d + 4 * T + R, T};
+    att.split = kc::plan_attention_split(T, shard_.heads, shard_.kv_heads, config_.head_dim,
+                                         max_context, sm_count_, attn_workspace_.bytes());
+  } else {
+    const int64_t dt = decode_tokens, base = ints;
+    int32_t *h_dpos = h + base, *h_dtab = h_dpos + dt, *h_drow = h_dtab + dt;
+    int32_t *h_qbeg = h_drow + dt, *h_qlen = h_qbeg + chunks, *h_first = h_qlen + chunks,
+            *h_ctab = h_first + chunks;
+    int64_t i = 0, c = 0;
+    for (const auto& s : plan.seqs) {
+      if (s.num_tokens > 1) {
+        h_qbeg[c] = s.token_offset;
+        h_qlen[c] = s.num_tokens;
+        h_first[c] = s.start_pos;
+        h_ctab[c++] = s.block_offset;
+        continue;
+      }
+      h_dpos[i] = s.start_pos;
+      h_dtab[i] = s.block_offset;
+      h_drow[i++] = s.token_offset;
+    }
+    ints += 3 * dt + 4 * chunks;
+    att.decode = {d + base, d + base + dt, d + 4 * T + R, dt, d + base + 2 * dt};
+    att.prefill = {d + base + 3 * dt,          d + base + 3 * dt + chunks,
+                   d + base + 3 * dt + 2 * chunks, d + base + 3 * dt + 3 * chunks,
+                   d + 4 * T + R,              chunks,
+                   max_q_len};
+    att.split = kc::plan_attention_split(dt, shard_.heads, shard_.kv_heads, config_.head_dim,
+                                         decode_context, sm_count_, attn_workspace_.bytes());
+  }
+  SHARDSERVE_CUDA_CHECK(cudaMemcpyAsync(inputs_.data(), h, std::size_t(ints) * 4,
+                                        cudaMemcpyHostToDevice, st));
+  const kc::AttentionSplit& split = att.split;
   if (bucket == 0) {
-    enqueue_step(T, R, split);
+    enqueue_step(T, R, att);
   } else {
     const GraphKey key{bucket, split.partition_len, split.num_splits};
     const auto found = graphs_.find(key);
@@ -457,22 +507,22 @@ int64_t CudaModelRunner::run_to_logits(const messages::StepPlan& plan) {
     } else {
       // First step of this shape: run it eagerly (it also makes the GEMM plans, host work that
       // stays out of the capture), then capture the same launches for the next ones.
-      enqueue_step(T, R, split);
-      graphs_.emplace(key, kc::CudaGraph::capture(st, [&] { enqueue_step(T, R, split); }));
+      enqueue_step(T, R, att);
+      graphs_.emplace(key, kc::CudaGraph::capture(st, [&] { enqueue_step(T, R, att); }));
     }
   }
   return real_rows;
 }
 
-void CudaModelRunner::enqueue_step(int64_t T, int64_t R, const kc::AttentionSplit& split) {
+void CudaModelRunner::enqueue_step(int64_t T, int64_t R, const StepAttention& att) {
   const cudaStream_t st = stream_.get();
   const int64_t H = config_.hidden_size, D = config_.head_dim;
   const int64_t qn = shard_.heads * D, kvn = shard_.kv_heads * D, width = qn + 2 * kvn;
   const int64_t F = shard_.ffn;
   const float eps = static_cast<float>(config_.rms_norm_eps);
   const int32_t* d = inputs_.as<int32_t>();
-  const int32_t *d_tokens = d, *d_pos = d + T, *d_slots = d + 2 * T, *d_tab = d + 3 * T,
-                *d_rows = d + 4 * T, *d_blocks = d + 4 * T + R;
+  // The table offsets and block ids are read through att's pointers.
+  const int32_t *d_tokens = d, *d_pos = d + T, *d_slots = d + 2 * T, *d_rows = d + 4 * T;
 
   float* residual = residual_.as<float>();
   bf16* normed = normed_.as<bf16>();
@@ -484,7 +534,6 @@ void CudaModelRunner::enqueue_step(int64_t T, int64_t R, const kc::AttentionSpli
   all_reduce(residual, T * H);
   kc::rms_norm(residual, weights_->layer(0).input_norm, normed, T, H, eps, st);
 
-  const kc::AttentionBatch batch{d_pos, d_tab, d_blocks, T};
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const auto& w = weights_->layer(l);
@@ -493,8 +542,11 @@ void CudaModelRunner::enqueue_step(int64_t T, int64_t R, const kc::AttentionSpli
     kc::apply_rope(qkv, width, d_pos, T, shard_.heads + shard_.kv_heads, D, inv_freq_.as<float>(),
                    st);
     kc::write_kv(kv, qkv + qn, qkv + qn + kvn, width, d_slots, T, st);
-    kc::paged_attention(kv, qkv, width, attn, qn, batch, shard_.heads, scale, split,
+    kc::paged_attention(kv, qkv, width, attn, qn, att.decode, shard_.heads, scale, att.split,
                         attn_workspace_.data(), attn_workspace_.bytes(), st);
+    if (att.prefill.seqs > 0) {
+      kc::paged_prefill_attention(kv, qkv, width, attn, qn, att.prefill, shard_.heads, scale, st);
+    }
     project(attn, T, H, qn, w.o, proj, kc::GemmOut::kFloat, st);
     all_reduce(proj, T * H);
     kc::add_rms_norm(residual, static_cast<const float*>(proj), w.post_norm, normed, T, H, eps,

@@ -17,7 +17,8 @@
 //
 // One step: the plan's int32 inputs (tokens, positions, KV slots, block tables, logit rows)
 // are packed into pinned memory and sent in one copy; then, on the runner's stream:
-// embedding -> per layer [qkv GEMM, RoPE, KV write, paged attention, o GEMM, (all-reduce),
+// embedding -> per layer [qkv GEMM, RoPE, KV write, paged attention (decode kernel for the
+// single-token sequences, tensor-core prefill kernel for the chunks), o GEMM, (all-reduce),
 // add+RMSNorm, gate_up GEMM, SwiGLU, down GEMM, (all-reduce), add+RMSNorm] -> gather of the
 // sampled rows -> LM head GEMM (float32 logits) -> (all-gather) -> one copy to the host. At
 // tp 1 the logits can instead be sampled where they are (forward_greedy, forward_sampled): one
@@ -137,8 +138,15 @@ class CudaModelRunner final : public StepRunner {
   int64_t run_to_logits(const messages::StepPlan& plan);
   // The graph bucket of a decode step (0: run eagerly).
   int64_t graph_bucket(const messages::StepPlan& plan) const;
+  // Which attention kernel takes which tokens of a step (device pointers into inputs_).
+  struct StepAttention {
+    kernels::cuda::AttentionBatch decode;     // to paged_attention: single tokens (all tokens
+                                              // in a step without prefill chunks)
+    kernels::cuda::PrefillSequences prefill;  // to paged_prefill_attention (seqs 0: none)
+    kernels::cuda::AttentionSplit split;      // of the decode kernel's tokens
+  };
   // Embedding to LM head for T packed tokens and R logit rows (inputs_ already holds them).
-  void enqueue_step(int64_t T, int64_t R, const kernels::cuda::AttentionSplit& split);
+  void enqueue_step(int64_t T, int64_t R, const StepAttention& attention);
   // y = x · Wᵀ for a dense or 4-bit projection W [n, k] (x bf16 [m, k]; y [m, n] bf16 or
   // float).
   void project(const bf16* x, int64_t m, int64_t n, int64_t k, const DeviceLinear& w, void* y,
