@@ -42,7 +42,7 @@ if [ "${SERVICE:-1}" != 0 ]; then
 status service "$(grep -c ' exit 0$' "$out/service.log") of 3 passed"
 fi
 { timeout 90 "$bin/cuda_quant_runner_test"; echo "quant_runner_test exit $?";
-  timeout 60 "$bin/cuda_runner_test"; echo "runner_test exit $?"; } > "$out/runner_test.log" 2>&1
+  timeout 120 "$bin/cuda_runner_test"; echo "runner_test exit $?"; } > "$out/runner_test.log" 2>&1
 status runner_tests "$(grep -c 'test exit 0' "$out/runner_test.log") of 2 binaries passed"
 timeout 180 "$bin/llama70b_bench" "$out/llama70b-h200-tp1.json" > "$out/bench.log" 2>&1
 status llama70b_bench $?
