@@ -43,8 +43,11 @@ namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
 // docs/PERF.md).
-inline constexpr int64_t kW4DecodeMaxRows = 32;
-inline constexpr int64_t kW4TiledMaxRows = 1024;
+// H200, 70B layer at TP 1 (2026-12-02): decode 240 / 262 µs at 1 / 2 rows against the tiled
+// kernel's 279 / 285, tiled ahead from 4 rows (282 vs 296; 389 vs 1169 at 32); tiled 1172 µs
+// vs dense 1627 at 128 rows, 2082 vs 1757 at 256 (crossover near 200).
+inline constexpr int64_t kW4DecodeMaxRows = 2;
+inline constexpr int64_t kW4TiledMaxRows = 192;
 
 // A W4 weight on the device (pointers into device memory; not owned).
 struct W4Weights {

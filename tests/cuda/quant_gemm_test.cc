@@ -190,7 +190,8 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
 // dequantize (bf16 rounding of each weight only).
 TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
-  const Case cases[] = {{20, 512, 1024, 128, false}, {100, 640, 2048, 128, true},
+  const Case cases[] = {{2, 512, 1024, 128, false},  {20, 512, 1024, 128, false},
+                        {100, 640, 2048, 128, true},
                         {kW4TiledMaxRows, 96, 512, 128, false},
                         {kW4TiledMaxRows + 1, 96, 1024, 64, true},
                         {kW4TiledMaxRows + 77, 384, 512, 32, false}};

@@ -385,7 +385,13 @@ class CudaRunnerPrefillKernel : public ::testing::TestWithParam<std::tuple<int64
            ("cuda_prefill_llama_" + std::to_string(heads) + "_" + std::to_string(kv_heads));
     model_.write(dir_);
     pair_ = std::make_unique<Pair>(dir_, kBlocks, kBlockSize);
+    // The prefill kernel rounds the softmax weights P to bf16 for the P·V product (as
+    // FlashAttention does; the decode kernel keeps them in float32): 0.0022 vs 0.0017 worst
+    // error per attention output in the kernel test, which two layers of this model carry to
+    // 0.026 (head_dim 64) and 0.031 (head_dim 128) in the logits on the H200 (2026-12-02).
+    pair_->tolerance = kPrefillKernelTolerance;
   }
+  static constexpr double kPrefillKernelTolerance = 4e-2;
   static constexpr int64_t kBlocks = 64, kBlockSize = 16;
   testing_support::TinyLlama model_;
   fs::path dir_;
