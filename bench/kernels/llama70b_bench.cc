@@ -290,21 +290,31 @@ int main(int argc, char** argv) {
       auto kv_bytes = [&](int64_t batch, int64_t ctx) {
         return double(batch) * ctx * kLayers * 2 * kKvHeads * kHeadDim * 2;
       };
-      auto wall_ms = [&](const shardserve::messages::StepPlan& plan, int runs) {
-        for (int i = 0; i < 2; ++i) runner.forward(plan);
+      // greedy: forward_greedy (argmax + log-softmax on the GPU, 12 bytes a row back: what the
+      // served worker runs for greedy steps) instead of forward (every logit back to the host).
+      auto wall_ms = [&](const shardserve::messages::StepPlan& plan, int runs, bool greedy = false) {
+        auto step = [&] {
+          if (greedy) {
+            runner.forward_greedy(plan);
+          } else {
+            runner.forward(plan);
+          }
+        };
+        for (int i = 0; i < 2; ++i) step();
         std::vector<double> ms(runs);
         for (int i = 0; i < runs; ++i) {
           const auto a = std::chrono::steady_clock::now();
-          runner.forward(plan);
+          step();
           ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
         }
         std::nth_element(ms.begin(), ms.begin() + runs / 2, ms.end());
         return ms[runs / 2];
       };
-      json steps = json::object(), steps_graph = json::object(), steps_roof = json::object(),
-           tps = json::object();
-      std::printf("\n| batch | context | eager step ms | graph step ms | roofline ms | of roofline "
-                  "(graph) | tokens/s (graph) |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+      json steps = json::object(), steps_graph = json::object(), steps_greedy = json::object(),
+           steps_roof = json::object(), tps = json::object();
+      std::printf("\n| batch | context | eager step ms | graph step ms | graph + GPU greedy ms | "
+                  "roofline ms | of roofline (graph) | tokens/s (graph) |\n"
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |\n");
       // A step's FLOPs: 2 per weight and token (the attention's are < 1 % at context 128).
       double layer_params = 0;
       for (const Shape& sh : layer_shapes(1)) layer_params += double(sh.n) * sh.k;
@@ -315,19 +325,22 @@ int main(int argc, char** argv) {
         const double ms = wall_ms(plan, 10);
         runner.set_cuda_graphs(true);
         const double gms = wall_ms(plan, 10);
+        const double greedy_ms = wall_ms(plan, 10, true);
         runner.set_cuda_graphs(false);
         const double roof = std::max((weight_bytes + kv_bytes(batch, 128)) / copy_bw,
                                      batch * token_flops / bf16_flops) * 1e3;
         steps[std::to_string(batch)] = ms;
         steps_graph[std::to_string(batch)] = gms;
+        steps_greedy[std::to_string(batch)] = greedy_ms;
         steps_roof[std::to_string(batch)] = roof;
         tps[std::to_string(batch)] = batch * 1e3 / gms;
-        std::printf("| %lld | 128 | %.2f | %.2f | %.2f | %.0f%% | %.0f |\n",
-                    static_cast<long long>(batch), ms, gms, roof, 100 * roof / gms,
+        std::printf("| %lld | 128 | %.2f | %.2f | %.2f | %.2f | %.0f%% | %.0f |\n",
+                    static_cast<long long>(batch), ms, gms, greedy_ms, roof, 100 * roof / gms,
                     batch * 1e3 / gms);
         std::fflush(stdout);
       }
       out["step_ms_by_batch_graph"] = steps_graph;
+      out["step_ms_by_batch_graph_greedy"] = steps_greedy;
       json by_ctx = json::object(), roof_ctx = json::object();
       for (int64_t ctx : {128, 2048, 8192}) {
         runner.set_cuda_graphs(true);
@@ -336,7 +349,7 @@ int main(int argc, char** argv) {
         const double roof = (weight_bytes + kv_bytes(1, ctx)) / copy_bw * 1e3;
         by_ctx[std::to_string(ctx)] = ms;
         roof_ctx[std::to_string(ctx)] = roof;
-        std::printf("| 1 | %lld | | %.2f | %.2f | %.0f%% | %.0f |\n", static_cast<long long>(ctx),
+        std::printf("| 1 | %lld | | %.2f | | %.2f | %.0f%% | %.0f |\n", static_cast<long long>(ctx),
                     ms, roof, 100 * roof / ms, 1e3 / ms);
       }
       const double prefill_ms = wall_ms(decode_plan(1, 2048, 16, 2048), 5);
@@ -353,12 +366,13 @@ int main(int argc, char** argv) {
       out["tokens_per_s_by_batch"] = tps;
       out["prefill_tokens_per_s"] = 2048e3 / prefill_ms;
       out["prefill_ms_2048"] = prefill_ms;
-      out["serving"] = nullptr;  // the coordinator run needs ZeroMQ, absent on the GPU image
+      out["serving"] = nullptr;  // written by bench/serving/serving_bench.py --merge-into
       out["memory"] = {{"weights", mem.weights_bytes}, {"activations", mem.activation_bytes},
                        {"kv", mem.kv_bytes}};
       out["timing"] = "decode/prefill: host wall time of CudaModelRunner::forward (median of 10 "
                       "/ 5 after 2 warm-ups); step_ms_by_batch eager launches, step_ms_by_batch_graph and "
-                      "decode_ms_per_token replayed CUDA graphs";
+                      "decode_ms_per_token replayed CUDA graphs; step_ms_by_batch_graph_greedy the "
+                      "graphs with forward_greedy (no logits copied to the host)";
     }
     std::ofstream(out_path) << out.dump(2) << "\n";
     std::printf("wrote %s\n", out_path.c_str());
