@@ -5,12 +5,14 @@
 // (any NaN or infinity in out gives +inf).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -54,6 +56,32 @@ inline std::vector<float> random_floats(std::size_t n, std::mt19937& rng, float 
 // Rounds every value to bf16 and back, in place: the CPU reference's input.
 inline void round_to_bf16(std::vector<float>& v) {
   for (auto& x : v) x = bf16_to_float(float_to_bf16(x));
+}
+
+// The host side of a paged-attention step on random data: num_blocks physical blocks given out
+// in shuffled order (perm, so logical != physical), a random bf16-exact pool (the cached
+// prefixes) and the new tokens' fused [q | k | v] rows as the worker holds them.
+struct RandomPagedStep {
+  int64_t num_blocks = 0;
+  std::vector<int32_t> perm;
+  std::vector<float> pool_k, pool_v;  // [num_blocks * block_size, row]
+  std::vector<float> qkv;             // [tokens, width]
+};
+inline RandomPagedStep random_paged_step(std::mt19937& rng, int64_t num_blocks,
+                                         int64_t block_size, int64_t row, int64_t tokens,
+                                         int64_t width) {
+  RandomPagedStep st;
+  st.num_blocks = num_blocks;
+  st.perm.resize(num_blocks);
+  std::iota(st.perm.begin(), st.perm.end(), 0);
+  std::shuffle(st.perm.begin(), st.perm.end(), rng);
+  st.pool_k = random_floats(num_blocks * block_size * row, rng);
+  st.pool_v = random_floats(num_blocks * block_size * row, rng);
+  round_to_bf16(st.pool_k);
+  round_to_bf16(st.pool_v);
+  st.qkv = random_floats(tokens * width, rng);
+  round_to_bf16(st.qkv);
+  return st;
 }
 
 inline std::vector<uint16_t> to_bf16_bits(const std::vector<float>& v) {

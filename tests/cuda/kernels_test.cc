@@ -261,20 +261,9 @@ class CudaPagedKv : public CudaKernels {
       blocks_needed += (sq.start_pos + sq.tokens + c.block_size - 1) / c.block_size;
       total_tokens += sq.tokens;
     }
-    const int64_t num_blocks = blocks_needed + 5;
-    // Scrambled physical blocks, so logical != physical.
-    std::vector<int32_t> perm(num_blocks);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    // The pool starts random (the cached prefix of each sequence).
-    auto pool_k = random_floats(num_blocks * c.block_size * row, rng_);
-    auto pool_v = random_floats(num_blocks * c.block_size * row, rng_);
-    round_to_bf16(pool_k);
-    round_to_bf16(pool_v);
-    // New tokens: fused qkv rows [q | k | v] as the worker holds them.
     const int64_t qn = c.heads * hd, width = qn + 2 * row;
-    auto qkv = random_floats(total_tokens * width, rng_);
-    round_to_bf16(qkv);
+    auto [num_blocks, perm, pool_k, pool_v, qkv] =
+        random_paged_step(rng_, blocks_needed + 5, c.block_size, row, total_tokens, width);
 
     std::vector<int32_t> block_ids, positions, table_offsets, slots;
     std::vector<float> want(total_tokens * qn);

@@ -53,17 +53,9 @@ class CudaPrefillAttention : public ::testing::Test {
       blocks_needed += (sq.first_pos + sq.q_len + c.block_size - 1) / c.block_size;
       total_tokens += sq.q_len;
     }
-    const int64_t num_blocks = blocks_needed + 7;
-    std::vector<int32_t> perm(num_blocks);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::shuffle(perm.begin(), perm.end(), rng_);
-    auto pool_k = random_floats(num_blocks * c.block_size * row, rng_);
-    auto pool_v = random_floats(num_blocks * c.block_size * row, rng_);
-    round_to_bf16(pool_k);
-    round_to_bf16(pool_v);
     const int64_t qn = c.heads * hd, width = qn + 2 * row;
-    auto qkv = random_floats(total_tokens * width, rng_);
-    round_to_bf16(qkv);
+    auto [num_blocks, perm, pool_k, pool_v, qkv] =
+        random_paged_step(rng_, blocks_needed + 7, c.block_size, row, total_tokens, width);
 
     // CPU reference, and the step's arrays: per token (all tokens; and the decode tokens'
     // sub-list with their rows) and per prefill sequence.

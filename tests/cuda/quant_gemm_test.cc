@@ -64,8 +64,60 @@ W4HostLayout to_w4(const cpu::QuantMatrix& w) {
                         w.perm.data(), w.group_begin.data(), w.groups());
 }
 
+struct Case {
+  int64_t m, n, k, group_size;
+  bool act_order;
+};
+
+std::string name(const Case& c) {
+  return "m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
+         " g=" + std::to_string(c.group_size) + (c.act_order ? " act-order" : "");
+}
+
+// w4_gemv and w4_gemm_tc: the same operands, the same workspace contract.
+using W4Kernel = void (*)(const bf16*, int64_t, const W4Weights&, void*, int64_t, GemmOut, void*,
+                          std::size_t, cudaStream_t);
+using W4WorkspaceBytes = std::size_t (*)(int64_t, int64_t, int64_t);
+
 class CudaQuantGemm : public ::testing::Test {
  protected:
+  // One kernel against the CPU reference on a fresh random weight and x: float32 out (exact
+  // bf16 products, code - zero and x, summed in float32 by the tensor cores per group, then
+  // scaled: float32 rounding in another order than the CPU's) and bf16 out with row stride
+  // n + 8, whose padding must stay untouched (poison).
+  void check_kernel(const Case& c, const char* what, W4Kernel kernel, W4WorkspaceBytes ws_bytes) {
+    const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
+    auto x = random_floats(c.m * c.k, rng_);
+    round_to_bf16(x);
+    std::vector<float> want(c.m * c.n);
+    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
+    auto dw = upload_w4(to_w4(w));
+    EXPECT_EQ(dw.view.perm != nullptr, c.act_order) << name(c);
+    auto d_x = upload_bf16(x);
+    DeviceBuffer ws(std::max<std::size_t>(ws_bytes(c.m, c.n, c.k), 16), "ws");
+    DeviceBuffer d_y(c.m * c.n * 4, "y");
+    poison(d_y);
+    kernel(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(), ws.bytes(),
+           s());
+    sync();
+    const double err = relative_error(download<float>(d_y, want.size()), want);
+    std::printf("w4 %s %s: float out error %.3g\n", what, name(c).c_str(), err);
+    EXPECT_LT(err, 10 * kF32Tolerance) << what << " " << name(c);
+    const int64_t ldy = c.n + 8;
+    DeviceBuffer d_yb(c.m * ldy * 2, "y");
+    poison(d_yb);
+    kernel(d_x.as<bf16>(), c.m, dw.view, d_yb.data(), ldy, GemmOut::kBf16, ws.data(), ws.bytes(),
+           s());
+    sync();
+    const auto padded = download_bf16(d_yb, c.m * ldy);
+    std::vector<float> got(c.m * c.n);
+    for (int64_t r = 0; r < c.m; ++r) {
+      std::copy_n(padded.begin() + r * ldy, c.n, got.begin() + r * c.n);
+      for (int64_t p = c.n; p < ldy; ++p) EXPECT_TRUE(std::isnan(padded[r * ldy + p])) << name(c);
+    }
+    EXPECT_LT(relative_error(got, want), kBf16Tolerance) << what << " " << name(c);
+  }
+
   void SetUp() override {
     SHARDSERVE_REQUIRE_GPU();
     stream_.emplace();
@@ -81,15 +133,6 @@ class CudaQuantGemm : public ::testing::Test {
   std::optional<Stream> stream_;
 };
 
-struct Case {
-  int64_t m, n, k, group_size;
-  bool act_order;
-};
-
-std::string name(const Case& c) {
-  return "m=" + std::to_string(c.m) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k) +
-         " g=" + std::to_string(c.group_size) + (c.act_order ? " act-order" : "");
-}
 
 // Decode kernel (tensor cores): 1..8 rows (one n8 tile, partly empty), 9..16 (two), more than 16
 // (several passes, the last one short), row counts n not a multiple of 16 (padded tiles), float
@@ -103,41 +146,7 @@ TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
       {6, 8192, 7168, 128, false}, {1, 40, 128, 32, false},   {17, 1280, 8192, 128, false},
       {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
   };
-  for (const Case& c : cases) {
-    const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
-    auto x = random_floats(c.m * c.k, rng_);
-    round_to_bf16(x);
-    std::vector<float> want(c.m * c.n);
-    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
-    auto dw = upload_w4(to_w4(w));
-    EXPECT_EQ(dw.view.perm != nullptr, c.act_order) << name(c);
-    auto d_x = upload_bf16(x);
-    DeviceBuffer ws(std::max<std::size_t>(w4_gemv_workspace_bytes(c.m, c.n, c.k), 16), "ws");
-    // float32 out: exact bf16 products (code - zero and x) summed in float32 by the tensor
-    // cores per group, then scaled: float32 rounding in another order than the CPU's.
-    DeviceBuffer d_y(c.m * c.n * 4, "y");
-    poison(d_y);
-    w4_gemv(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(), ws.bytes(),
-            s());
-    sync();
-    const double err = relative_error(download<float>(d_y, want.size()), want);
-    std::printf("w4 decode %s: float out error %.3g\n", name(c).c_str(), err);
-    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
-    // bf16 out with row stride n + 8: the padding must stay untouched (poison).
-    const int64_t ldy = c.n + 8;
-    DeviceBuffer d_yb(c.m * ldy * 2, "y");
-    poison(d_yb);
-    w4_gemv(d_x.as<bf16>(), c.m, dw.view, d_yb.data(), ldy, GemmOut::kBf16, ws.data(), ws.bytes(),
-            s());
-    sync();
-    const auto padded = download_bf16(d_yb, c.m * ldy);
-    std::vector<float> got(c.m * c.n);
-    for (int64_t r = 0; r < c.m; ++r) {
-      std::copy_n(padded.begin() + r * ldy, c.n, got.begin() + r * c.n);
-      for (int64_t p = c.n; p < ldy; ++p) EXPECT_TRUE(std::isnan(padded[r * ldy + p])) << name(c);
-    }
-    EXPECT_LT(relative_error(got, want), kBf16Tolerance) << name(c);
-  }
+  for (const Case& c : cases) check_kernel(c, "decode", w4_gemv, w4_gemv_workspace_bytes);
 }
 
 // Tiled kernel (w4_gemm_tc): every CTA batch (16, 32, 64 rows with one warp along x, 128 with
@@ -152,37 +161,7 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
       {200, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
       {17, 7168, 1024, 128, false}, {9, 640, 2048, 64, true},     {32, 1280, 8192, 128, false},
   };
-  for (const Case& c : cases) {
-    const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
-    auto x = random_floats(c.m * c.k, rng_);
-    round_to_bf16(x);
-    std::vector<float> want(c.m * c.n);
-    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
-    auto dw = upload_w4(to_w4(w));
-    auto d_x = upload_bf16(x);
-    DeviceBuffer ws(std::max<std::size_t>(w4_gemm_tc_workspace_bytes(c.m, c.n, c.k), 16), "ws");
-    DeviceBuffer d_y(c.m * c.n * 4, "y");
-    poison(d_y);
-    w4_gemm_tc(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(),
-               ws.bytes(), s());
-    sync();
-    const double err = relative_error(download<float>(d_y, want.size()), want);
-    std::printf("w4 tiled %s: float out error %.3g\n", name(c).c_str(), err);
-    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
-    const int64_t ldy = c.n + 8;
-    DeviceBuffer d_yb(c.m * ldy * 2, "y");
-    poison(d_yb);
-    w4_gemm_tc(d_x.as<bf16>(), c.m, dw.view, d_yb.data(), ldy, GemmOut::kBf16, ws.data(),
-               ws.bytes(), s());
-    sync();
-    const auto padded = download_bf16(d_yb, c.m * ldy);
-    std::vector<float> got(c.m * c.n);
-    for (int64_t r = 0; r < c.m; ++r) {
-      std::copy_n(padded.begin() + r * ldy, c.n, got.begin() + r * c.n);
-      for (int64_t p = c.n; p < ldy; ++p) EXPECT_TRUE(std::isnan(padded[r * ldy + p])) << name(c);
-    }
-    EXPECT_LT(relative_error(got, want), kBf16Tolerance) << name(c);
-  }
+  for (const Case& c : cases) check_kernel(c, "tiled", w4_gemm_tc, w4_gemm_tc_workspace_bytes);
 }
 
 // w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt) with the workspace
