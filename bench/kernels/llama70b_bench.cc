@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <ctime>
 #include <fstream>
 #include <functional>
@@ -215,11 +216,21 @@ int main(int argc, char** argv) {
         }
         struct Path { const char* name; double bytes; std::function<void(cudaStream_t)> run; };
         std::vector<Path> paths;
-        if (m <= 256) {
-          paths.push_back({"w4_decode", w4_bytes + act_bytes, [&](cudaStream_t s) {
+        std::deque<std::string> names;  // the sweep's path names (stable addresses)
+        // The decode kernel at its default grid and, at TP 1 up to 16 rows, the grid sweep
+        // that chose the default (kW4DecodeWarpsPerSm).
+        std::vector<int> grids;
+        if (m <= 256) grids.push_back(kc::kW4DecodeWarpsPerSm);
+        if (t == 1 && m <= 16) grids.insert(grids.end(), {8, 16, 24, 48, 64});
+        for (const int warps : grids) {
+          const bool sweep = warps != kc::kW4DecodeWarpsPerSm;
+          paths.push_back({sweep ? names.emplace_back("w4_decode_w" + std::to_string(warps)).c_str()
+                                 : "w4_decode",
+                           w4_bytes + act_bytes, [&, warps](cudaStream_t s) {
                              for (std::size_t i = 0; i < shapes.size(); ++i)
                                kc::w4_gemv(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
-                                           kc::GemmOut::kBf16, partial.data(), partial.bytes(), s);
+                                           kc::GemmOut::kBf16, partial.data(), partial.bytes(), s,
+                                           warps);
                            }});
         }
         paths.push_back({"w4_tiled", w4_bytes + act_bytes, [&](cudaStream_t s) {

@@ -51,10 +51,11 @@ cudaError_t sample_rows(const float* logits, int64_t rows, int64_t vocab, int64_
                         const double* uniforms, int32_t* tokens, float* logprobs,
                         void* workspace, cudaStream_t stream);
 
-// W4A16 (quant_gemm.cu). workspace: w4_gemv_workspace_bytes(m, n, k) bytes, 16-byte aligned.
-std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
+// W4A16 (quant_gemm.cu). workspace: w4_gemv_workspace_bytes(m, n, k, warps_per_sm) bytes,
+// 16-byte aligned.
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int warps_per_sm);
 cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                    bool float_out, void* workspace, cudaStream_t stream);
+                    bool float_out, void* workspace, int warps_per_sm, cudaStream_t stream);
 cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream);
 // quant_gemm_tc.cu. workspace: w4_gemm_tc_workspace_bytes(m, n, k) bytes, 16-byte aligned.
 std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k);

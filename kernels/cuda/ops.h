@@ -222,7 +222,7 @@ void convert_to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t st
 // ---- random device data (kernels/cuda/random_fill.cu), for benchmarks of full-size models ----
 // Counter-hash values (the same for a seed on every run). bytes: any 8-byte multiple filled,
 // out 8-byte aligned; bf16 / float: uniform in [offset - scale, offset + scale); W4 meta: fp16
-// scale in [0.5, 1.5) * scale and fp16 zero in [0, 16) (kernels/cuda/quant_gemm.h).
+// scale in [0.5, 1.5) * scale and zero an integer in [0, 16) (kernels/cuda/quant_gemm.h).
 void fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream);
 void fill_random_bf16(bf16* out, int64_t count, float scale, float offset, uint64_t seed,
                       cudaStream_t stream);

@@ -40,6 +40,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace shardserve::kernels::cuda {
 namespace {
@@ -63,41 +64,13 @@ struct PrefillArgs {
   float scale_log2;
 };
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16-byte copy global -> shared; src_bytes 0 fills the 16 bytes with zeros.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// c += a (16x16, row) * b (16x8, col), bf16 in, fp32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using ptx::cp_async16;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
+using ptx::ldmatrix_x4;
+using ptx::ldmatrix_x4_trans;
+using ptx::mma_bf16;
+using ptx::smem_address;
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo in the low half: lower column
@@ -152,7 +125,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(const Prefi
             col * 8;
       bytes = 16;
     }
-    cp_async16(smem_addr(s_q + swz<D>(r, col)), src, bytes);
+    cp_async16(smem_address(s_q + swz<D>(r, col)), src, bytes);
   }
   auto load_kv = [&](int kt, int stage) {
     bf16* dk = s_k + stage * kKeys * D;
@@ -171,8 +144,8 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(const Prefi
         vs += off;
         bytes = 16;
       }
-      cp_async16(smem_addr(dk + swz<D>(r, col)), ks, bytes);
-      cp_async16(smem_addr(dv + swz<D>(r, col)), vs, bytes);
+      cp_async16(smem_address(dk + swz<D>(r, col)), ks, bytes);
+      cp_async16(smem_address(dv + swz<D>(r, col)), vs, bytes);
     }
   };
   load_kv(0, 0);
@@ -199,7 +172,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(const Prefi
       // A fragments of the warp's 16 rows: matrices (rows 0-7 | 8-15) x (dims 0-7 | 8-15).
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        ldmatrix_x4(qf[kk], smem_addr(s_q + swz<D>(warp * 16 + (lane & 15), 2 * kk + (lane >> 4))));
+        ldmatrix_x4(qf[kk], smem_address(s_q + swz<D>(warp * 16 + (lane & 15), 2 * kk + (lane >> 4))));
       }
     }
     const bf16* sk = s_k + stage * kKeys * D;
@@ -216,7 +189,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(const Prefi
         // Matrices: (keys 0-7, dims 0-7), (keys 0-7, dims 8-15), (keys 8-15, dims 0-7),
         // (keys 8-15, dims 8-15) of this 16 x 16 block: b0, b1 of key tile 2np, then 2np + 1.
         uint32_t b[4];
-        ldmatrix_x4(b, smem_addr(sk + swz<D>(np * 16 + (lane & 7) + ((lane >> 4) << 3),
+        ldmatrix_x4(b, smem_address(sk + swz<D>(np * 16 + (lane & 7) + ((lane >> 4) << 3),
                                              2 * kk + ((lane >> 3) & 1))));
         mma_bf16(s[2 * np], qf[kk], b[0], b[1]);
         mma_bf16(s[2 * np + 1], qf[kk], b[2], b[3]);
@@ -283,7 +256,7 @@ __global__ void __launch_bounds__(kThreads) prefill_attention_kernel(const Prefi
         // Transposed matrices: (keys 0-7, dims 0-7), (keys 8-15, dims 0-7), (keys 0-7,
         // dims 8-15), (keys 8-15, dims 8-15): b0, b1 of dim tile 2dp, then 2dp + 1.
         uint32_t b[4];
-        ldmatrix_x4_trans(b, smem_addr(sv + swz<D>(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3),
+        ldmatrix_x4_trans(b, smem_address(sv + swz<D>(kk * 16 + (lane & 7) + (((lane >> 3) & 1) << 3),
                                                    2 * dp + (lane >> 4))));
         mma_bf16(o[2 * dp], p, b[0], b[1]);
         mma_bf16(o[2 * dp + 1], p, b[2], b[3]);

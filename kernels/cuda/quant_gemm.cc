@@ -87,7 +87,8 @@ W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const fl
       require(z >= 0 && z <= 15 && z == static_cast<float>(static_cast<int>(z)),
               "W4 layout: zero {} of row {} group {} is not an integer in [0, 15]", z, j, g);
       const uint32_t s = exact_fp16(scales[j * groups + g], "scale", j, g);
-      const uint32_t zb = exact_fp16(z, "zero", j, g);
+      // High half: bf16 bits of 128 + zero (exact: 128..143), what the kernels subtract.
+      const uint32_t zb = 0x4300u | static_cast<uint32_t>(z);
       out.meta[j * groups + g] = s | (zb << 16);
     }
   }
@@ -97,17 +98,16 @@ W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const fl
   return out;
 }
 
-std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k) {
-  return launch::w4_gemv_workspace_bytes(m, n, k);
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
+  return launch::w4_gemv_workspace_bytes(m, n, k, warps_per_sm);
 }
 
 namespace {
 
-// The checks and the error report of the decode and tiled paths (same operands).
-using W4Launch = cudaError_t (*)(const bf16*, int64_t, const W4Weights&, void*, int64_t, bool,
-                                 void*, cudaStream_t);
-
-void run_w4(const char* op, W4Launch launch, std::size_t need, const bf16* x, int64_t m,
+// The checks and the error report of the decode and tiled paths (same operands). launch:
+// cudaError_t(x, m, w, y, ldy, float_out, workspace, stream).
+template <typename Launch>
+void run_w4(const char* op, Launch launch, std::size_t need, const bf16* x, int64_t m,
             const W4Weights& w, void* y, int64_t ldy, GemmOut out, void* workspace,
             std::size_t workspace_bytes, cudaStream_t stream) {
   check_weights(op, w);
@@ -128,9 +128,15 @@ void run_w4(const char* op, W4Launch launch, std::size_t need, const bf16* x, in
 }  // namespace
 
 void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
-             void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
-  run_w4("w4_gemv", launch::w4_gemv, w4_gemv_workspace_bytes(m, w.n, w.k), x, m, w, y, ldy, out,
-         workspace, workspace_bytes, stream);
+             void* workspace, std::size_t workspace_bytes, cudaStream_t stream, int warps_per_sm) {
+  require(warps_per_sm >= 1 && warps_per_sm <= 64, "w4_gemv: warps_per_sm {} outside [1, 64]",
+          warps_per_sm);
+  auto decode = [warps_per_sm](const bf16* xx, int64_t mm, const W4Weights& ww, void* yy,
+                               int64_t ld, bool float_out, void* ws, cudaStream_t st) {
+    return launch::w4_gemv(xx, mm, ww, yy, ld, float_out, ws, warps_per_sm, st);
+  };
+  run_w4("w4_gemv", decode, w4_gemv_workspace_bytes(m, w.n, w.k, warps_per_sm), x, m, w, y, ldy,
+         out, workspace, workspace_bytes, stream);
 }
 
 std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k) {

@@ -5,26 +5,41 @@
 //   codes: tiles of 16 rows x 64 stored columns, 512 bytes each, row tile by row tile; lane l of
 //     a warp reads the 16 bytes at l * 16 of a tile = its A operands of the tile's 4 k16 steps
 //     of mma.sync.m16n8k16 (quant_layout.h gives the nibble order);
-//   meta [n_padded, groups] uint32 = {fp16 scale, fp16 zero};
+//   meta [n_padded, groups] uint32 = {fp16 scale, bf16 128 + zero} (w4_common.cuh);
 //   perm [k] (or none): stored column c multiplies x[:, perm[c]] (x is gathered into the
 //     workspace first: w4_permute_kernel).
 //
-// Decode kernel (w4_mma_kernel<NB, Out>: up to 8 * NB rows of x per pass, NB = 1 or 2):
-//   one warp per (row tile, K split); 4 warps per block, no shared memory, no barriers.
-//   1. Each lane issues the 16-byte code loads of the next 4 tiles (64 bytes in flight per lane,
-//      2 KB per warp) before using any.
-//   2. Per k16 step: (word >> 4p) & 0x000F000F | 0x43004300 makes A register p the bf16 pair
-//      {128 + code, 128 + code} (exact: 128..143); one bf16x2 subtraction of {128 + zero} gives
-//      code - zero exactly (|code - zero| <= 15). B = x[batch g][16 columns] comes straight from
-//      global memory (L1/L2: x is tiny), zero for batch rows past m. One mma per 8 batch rows
-//      accumulates Σ (code - zero) · x in float32 for the group.
-//   3. At each group boundary (tracked by column, no division) the group sum is scaled by the
-//      rows' fp16 scales into the float32 accumulators: acc += scale · Σ (code - zero) · x.
-//   4. A warp writes its 16 rows x 8 NB batch columns to y (one split) or to the split's partial
+// Decode kernel (w4_decode_kernel<NB, Out>: up to 8 * NB rows of x per pass, NB = 1 or 2):
+//   grid (row tiles / 4, K splits); block = 4 warps over 4 consecutive row tiles and one K range
+//   of the split's tiles; one barrier (after x is staged), none in the loop.
+//   1. The block copies its K range of x, m rows, into shared memory (cp.async; rows padded by
+//      16 bytes so the 8 rows an ldmatrix reads fall in distinct banks); B rows past m point to
+//      16 zero bytes.
+//   2. Each warp streams its row tile's code tiles (contiguous in memory for its K range)
+//      through a private ring of kStages chunks of kChunkTiles tiles in shared memory: lane 0
+//      issues one bulk (TMA) copy per chunk, completing on the stage's mbarrier, kStages - 1
+//      chunks (6 KB) in flight. Lane l then reads its 16 bytes at l * 16 of each tile (its A
+//      operands; conflict-free). Run 11 measured why bulk copies: the same ring filled by
+//      per-lane cp.async (7 tiles in flight per warp, 44 warps per SM) ran at 1.84 TB/s, as fast
+//      as the register-pipelined version before it (2 KB per warp) and flat across grid sizes:
+//      per-request loads cap near 43 % of the copy bandwidth, bulk copies do not (cuBLASLt's
+//      TMA loads reach 89 %).
+//   3. The block sums x over each group's columns of its range (float32, per batch row) into
+//      shared memory: the zero is applied once per group through them (step 5).
+//   4. Per k16 step: (word >> 4p) & 0x000F000F | 0x43004300 (one LOP3) makes A register p the
+//      bf16 pair {128 + code, 128 + code} (exact: 128..143). B = x[8 batch rows][16 columns]
+//      comes from shared memory by ldmatrix (one .x4 per two k16 steps and 8 rows). One mma per
+//      8 batch rows accumulates Σ (128 + code) · x in float32 for the group.
+//   5. At each group boundary (tracked by column, no division; tested at even k16 steps only,
+//      boundaries being multiples of 32 columns): acc += scale · (d - (128 + zero) · Σ x), d the
+//      group's mma sum. Against subtracting the zero in each operand (one bf16x2 subtraction per
+//      register, exact) this saves 16 instructions per tile, 20 % of the kernel's instructions
+//      (it is issue-bound, Nsight Compute run 12), at the price of float32 cancellation: d is
+//      ~20x larger than the result, so float out errors rise from ~2e-7 to ~(see run 13).
+//   6. A warp writes its 16 rows x 8 NB batch columns to y (one split) or to the split's partial
 //      sums [split, m, n], which w4_reduce_kernel adds in split order (deterministic).
-//   Instruction count per 32 codes and lane: ~11 for the bf16 pairs, 4 (8) mma, 8 (16) 32-bit x
-//   loads: far under the memory time at any batch <= 16 (the CUDA-core version before it spent
-//   2 instructions per code on conversion and one FMA per code and batch row).
+//   Splits: enough warps for `warps_per_sm` per multiprocessor (the benchmark sweeps it), each
+//   warp at least kStages tiles long, the x slice at most kMaxXSliceBytes.
 //
 // Dequantize kernel (prefill path): one thread per 32-bit word (8 codes of 2 rows):
 // dense[row][perm[c]] = bf16(scale * (code - zero)), bf16 pairs when perm is the identity; then
@@ -34,6 +49,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_layout.h"
 #include "kernels/cuda/vec.cuh"
 #include "kernels/cuda/w4_common.cuh"
@@ -42,39 +58,139 @@ namespace shardserve::kernels::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 4;
-constexpr int kUnroll = 4;  // tiles whose loads are in flight per lane
+constexpr int kChunkTiles = 4;  // code tiles per bulk copy (2 KB)
+constexpr int kStages = 4;      // chunks in a warp's ring (kStages - 1 in flight)
+constexpr int kStageBytes = kChunkTiles * static_cast<int>(kW4TileBytes);
+constexpr int kRingBytes = kWarpsPerBlock * kStages * kStageBytes;  // 32 KB
+constexpr int kBarrierBytes = kWarpsPerBlock * kStages * 8;
+constexpr int kXRowPad = 16;  // bytes after each staged x row: rows 16 bytes apart mod 128
+// A block's shared memory at most: the default dynamic limit (4 blocks = 16 warps per
+// multiprocessor at worst, 96 KB of codes in flight).
+constexpr int kMaxSmemBytes = 48 * 1024;
 
+using ptx::bulk_copy_to_shared;
+using ptx::cp_async16;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
+using ptx::ldmatrix_x4;
+using ptx::mbarrier_arrive_expect_tx;
+using ptx::mbarrier_init;
+using ptx::mbarrier_init_fence;
+using ptx::mbarrier_wait;
+using ptx::mma_bf16;
+using ptx::smem_address;
 using w4::meta_scale;
-using w4::meta_zero_pair;
-using w4::mma_bf16;
 using w4::to_out;
 
-// x: bf16 [m_valid, ldx] (stored-column order); codes: tiles (quant_layout.h) as uint4;
-// meta [n_padded, groups]; y: Out [m_valid, ldy] when splits == 1, else
-// partial float [splits, m_valid, n].
+// Groups that meet a K range of kt tiles starting at tile kt0 (its first and last may be cut).
+__host__ __device__ inline int groups_in_range(int64_t kt0, int64_t kt, int64_t group_size) {
+  const int64_t c0 = kt0 * kW4TileCols, c1 = c0 + kt * kW4TileCols;
+  return static_cast<int>((c1 - 1) / group_size - c0 / group_size + 1);
+}
+// Most groups any split of kt_per_split tiles meets.
+__host__ __device__ inline int max_groups_in_split(int64_t kt_per_split, int64_t group_size) {
+  return static_cast<int>((kt_per_split * kW4TileCols + group_size - 2) / group_size + 1);
+}
+
+// Shared memory of a block: the rings [warp][stage], their mbarriers [warp][stage], x
+// [m_valid][x_row_bytes], 16 zero bytes, the x group sums float [groups][8 NB].
+__host__ __device__ inline int decode_smem_bytes(int m_valid, int nb, int64_t kt_per_split,
+                                                 int64_t group_size) {
+  return kRingBytes + kBarrierBytes +
+         m_valid * static_cast<int>(kt_per_split * kW4TileCols * 2 + kXRowPad) + 16 +
+         max_groups_in_split(kt_per_split, group_size) * 8 * nb * 4;
+}
+
+// x: bf16 [m_valid, k] (stored-column order, rows 16-byte aligned); codes: tiles
+// (quant_layout.h) as uint4; meta [n_padded, groups]; y: Out [m_valid, ldy] when gridDim.y == 1,
+// else partial float [gridDim.y, m_valid, n].
 template <int NB, typename Out>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
-              const uint4* __restrict__ codes, const uint32_t* __restrict__ meta, int64_t n,
-              int64_t k, int64_t group_size, int64_t groups, int64_t row_tiles, int64_t splits,
-              int64_t kt_per_split, Out* __restrict__ y, int64_t ldy, float* __restrict__ partial) {
-  const int lane = threadIdx.x & 31;
-  const int64_t item = int64_t{blockIdx.x} * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (item >= row_tiles * splits) return;  // the whole warp: no barrier follows
-  const int64_t split = item / row_tiles, rt = item % row_tiles;
+w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restrict__ codes,
+                 const uint32_t* __restrict__ meta, int64_t n, int64_t k, int64_t group_size,
+                 int64_t groups, int64_t row_tiles, int64_t kt_per_split, Out* __restrict__ y,
+                 int64_t ldy, float* __restrict__ partial) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t split = blockIdx.y, splits = gridDim.y;
+  const int64_t rt = int64_t{blockIdx.x} * kWarpsPerBlock + warp;
   const int64_t KT = k / kW4TileCols;
-  const int64_t kt0 = split * kt_per_split, kt1 = std::min<int64_t>(KT, kt0 + kt_per_split);
-  const int g = lane >> 2, t = lane & 3;
-  const int64_t row0 = rt * kW4TileRows + g, row1 = row0 + 8;
-  const uint4* tiles = codes + rt * KT * 32 + lane;
+  const int64_t kt0 = split * kt_per_split;
+  const int tiles_here = static_cast<int>(min(KT, kt0 + kt_per_split) - kt0);
+  const int x_row_bytes = static_cast<int>(kt_per_split * kW4TileCols * 2) + kXRowPad;
+  unsigned char* xs = smem + kRingBytes + kBarrierBytes;
+  unsigned char* zeros = xs + m_valid * x_row_bytes;
+  float* xsum = reinterpret_cast<float*>(zeros + 16);  // [group - first_group][8 NB]
+  const int first_group = static_cast<int>(kt0 * kW4TileCols / group_size);
+  const int n_groups = groups_in_range(kt0, tiles_here, group_size);
+  const bool active = rt < row_tiles;
+  const uint32_t ring = smem_address(smem) + warp * (kStages * kStageBytes);
+  const unsigned char* ring_ptr = smem + warp * (kStages * kStageBytes) + lane * 16;
+  const uint32_t bars = smem_address(smem + kRingBytes) + warp * (kStages * 8);
+  const uint4* src = codes + ((active ? rt : 0) * KT + kt0) * 32;  // this warp's first tile
+  const int chunks = (tiles_here + kChunkTiles - 1) / kChunkTiles;
+  // Lane 0 of a warp copies chunk c (kChunkTiles tiles, fewer at the end) into stage c % S.
+  auto issue = [&](int c) {
+    const uint32_t bytes =
+        static_cast<uint32_t>(min(kChunkTiles, tiles_here - c * kChunkTiles)) * kW4TileBytes;
+    const uint32_t bar = bars + (c % kStages) * 8;
+    mbarrier_arrive_expect_tx(bar, bytes);
+    bulk_copy_to_shared(ring + (c % kStages) * kStageBytes, src + c * kChunkTiles * 32, bytes, bar);
+  };
 
-  const uint32_t* xrow[NB];
-  bool xok[NB];
+  // 1. Stage x (this block's K range, m_valid rows) with cp.async, and start the ring.
+  {
+    const int x_chunks = tiles_here * static_cast<int>(kW4TileCols / 8);  // 16 bytes each
+    const bf16* xsrc = x + kt0 * kW4TileCols;
+    for (int i = threadIdx.x; i < m_valid * x_chunks; i += blockDim.x) {
+      const int r = i / x_chunks, c = i % x_chunks;
+      cp_async16(smem_address(xs + r * x_row_bytes + c * 16), xsrc + r * k + c * 8);
+    }
+    if (threadIdx.x == 0) *reinterpret_cast<uint4*>(zeros) = make_uint4(0, 0, 0, 0);
+    cp_async_commit();
+  }
+  if (active && lane == 0) {
+    for (int st = 0; st < kStages; ++st) mbarrier_init(bars + st * 8, 1);
+    mbarrier_init_fence();
+    for (int c = 0; c < min(kStages - 1, chunks); ++c) issue(c);
+  }
+  cp_async_wait<0>();  // x has landed (this thread's part) ...
+  __syncthreads();     // ... and every thread's part
+  // 2. Σ x over each group's columns in this range, per batch row (0 past m): one warp per
+  // (group, row), lanes striding over 16-byte chunks.
+  {
+    const int64_t c_begin = kt0 * kW4TileCols, c_end = c_begin + tiles_here * kW4TileCols;
+    for (int item = warp; item < n_groups * 8 * NB; item += kWarpsPerBlock) {
+      const int gi = item / (8 * NB), r = item % (8 * NB);
+      float sum = 0.0f;
+      if (r < m_valid) {
+        const int64_t g0 = max(c_begin, (first_group + gi) * group_size) - c_begin;
+        const int64_t g1 = min(c_end, (first_group + gi + 1) * group_size) - c_begin;
+        for (int64_t c = g0 + lane * 8; c < g1; c += 32 * 8) {
+          float v[8];
+          load8(reinterpret_cast<const bf16*>(xs + r * x_row_bytes) + c, v);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) sum += v[j];
+        }
+      }
+      sum = warp_sum(sum);
+      if (lane == 0) xsum[item] = sum;
+    }
+  }
+  __syncthreads();
+  if (!active) return;  // no copy of this warp is in flight, no barrier follows
+
+  const int g = lane >> 2;
+  const int64_t row0 = rt * kW4TileRows + g, row1 = row0 + 8;
+  // ldmatrix lane roles: matrix j = lane / 8 (columns 8j..8j+7 of a 32-column half tile), batch
+  // row 8 nb + lane % 8; rows past m read the zero bytes and do not advance.
+  uint32_t xaddr[NB], xstep[NB];
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
-    const int b = nb * 8 + g;
-    xok[nb] = b < m_valid;
-    xrow[nb] = reinterpret_cast<const uint32_t*>(x + (xok[nb] ? b : 0) * ldx) + t;
+    const int r = nb * 8 + (lane & 7);
+    const bool ok = r < m_valid;
+    xaddr[nb] = ok ? smem_address(xs + r * x_row_bytes + (lane >> 3) * 16) : smem_address(zeros);
+    xstep[nb] = ok ? 1u : 0u;
   }
   float acc[NB][4], d[NB][4];
 #pragma unroll
@@ -82,96 +198,89 @@ w4_mma_kernel(const bf16* __restrict__ x, int64_t ldx, int m_valid,
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
-  // Inside the loop every index is 32-bit and every pointer advances by a constant (the loop
-  // is issue-bound otherwise: 64-bit index arithmetic doubled the instructions per code).
   // Meta of the current group and, prefetched, of the next (boundaries are multiples of 32
   // columns and the loop steps by 16, so each boundary is met exactly and the group advances
-  // by one).
+  // by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the instructions per code.
   const int gs = static_cast<int>(group_size), last_group = static_cast<int>(groups - 1);
-  int group = static_cast<int>(kt0 * kW4TileCols / group_size);
+  int group = first_group;
   int next_boundary = (group + 1) * gs;
   const uint32_t* meta0 = meta + row0 * groups;
   const uint32_t* meta1 = meta + row1 * groups;
-  uint32_t m0 = __ldg(meta0 + group), m1 = __ldg(meta1 + group);
-  uint32_t p0 = __ldg(meta0 + min(group + 1, last_group));
-  uint32_t p1 = __ldg(meta1 + min(group + 1, last_group));
-  float s0 = meta_scale(m0), s1 = meta_scale(m1);
-  uint32_t z0 = meta_zero_pair(m0), z1 = meta_zero_pair(m1);
-
-  const int tiles_here = static_cast<int>(kt1 - kt0);
-  const uint4* tp = tiles + kt0 * 32;                 // this warp's first tile, this lane
-  const uint32_t* xp[NB];                             // x words of this warp's first tile
+  uint32_t p0 = __ldg(meta0 + group), p1 = __ldg(meta1 + group);
+  float s0 = 0.0f, s1 = 0.0f, z0 = 0.0f, z1 = 0.0f;
+  float2 xg[NB];  // this group's Σ x for batch rows 8 nb + 2t, + 1
+  const int t = lane & 3;
+  const float* xsum_lane = xsum + 2 * t;
+  // Group boundary: scale the finished group's sums (less (128 + zero) · Σ x: the A operands
+  // are 128 + code), move to the prefetched meta and prefetch the next.
+  auto close_group = [&] {
 #pragma unroll
-  for (int nb = 0; nb < NB; ++nb) xp[nb] = xrow[nb] + kt0 * (kW4TileCols / 2);
+    for (int nb = 0; nb < NB; ++nb) {
+      acc[nb][0] += s0 * fmaf(-z0, xg[nb].x, d[nb][0]);
+      acc[nb][1] += s0 * fmaf(-z0, xg[nb].y, d[nb][1]);
+      acc[nb][2] += s1 * fmaf(-z1, xg[nb].x, d[nb][2]);
+      acc[nb][3] += s1 * fmaf(-z1, xg[nb].y, d[nb][3]);
+      d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
+    }
+  };
+  auto open_group = [&] {
+    s0 = meta_scale(p0);
+    s1 = meta_scale(p1);
+    z0 = w4::meta_offset_zero(p0);
+    z1 = w4::meta_offset_zero(p1);
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      xg[nb] = *reinterpret_cast<const float2*>(xsum_lane + (group - first_group) * 8 * NB + nb * 8);
+    }
+    p0 = __ldg(meta0 + min(group + 1, last_group));
+    p1 = __ldg(meta1 + min(group + 1, last_group));
+  };
+  open_group();
   int col = static_cast<int>(kt0 * kW4TileCols);
 
-  // Software pipeline: the next 4 tiles' code loads are issued before the current 4 are used.
-  uint4 q[kUnroll], qn[kUnroll];
+  for (int c = 0; c < chunks; ++c) {
+    // Refill the stage read in the previous iteration: every lane is done with it.
+    __syncwarp();
+    if (lane == 0 && c + kStages - 1 < chunks) issue(c + kStages - 1);
+    mbarrier_wait(bars + (c % kStages) * 8, (c / kStages) & 1);
+    const unsigned char* stage = ring_ptr + (c % kStages) * kStageBytes;
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u) q[u] = u < tiles_here ? __ldg(tp + u * 32) : make_uint4(0, 0, 0, 0);
-  for (int base = 0; base < tiles_here; base += kUnroll) {
+    for (int j = 0; j < kChunkTiles; ++j) {
+      const int i = c * kChunkTiles + j;
+      if (i >= tiles_here) break;
+      const uint4 q = *reinterpret_cast<const uint4*>(stage + j * kW4TileBytes);
+      uint32_t b[NB][4][2];  // [8-row batch block][k16 step][register]
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      qn[u] = base + kUnroll + u < tiles_here ? __ldg(tp + (kUnroll + u) * 32)
-                                              : make_uint4(0, 0, 0, 0);
-    }
+      for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (base + u >= tiles_here) break;
-      // This tile's B operands (x), all issued before its first product.
-      uint32_t b[4][NB][2];
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-#pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
-          b[s][nb][0] = xok[nb] ? __ldg(xp[nb] + u * 32 + s * 8) : 0u;
-          b[s][nb][1] = xok[nb] ? __ldg(xp[nb] + u * 32 + s * 8 + 4) : 0u;
+        for (int h = 0; h < 2; ++h) {
+          uint32_t f[4];
+          ldmatrix_x4(f, xaddr[nb] + xstep[nb] * static_cast<uint32_t>(i * 128 + h * 64));
+          b[nb][2 * h][0] = f[0];
+          b[nb][2 * h][1] = f[1];
+          b[nb][2 * h + 1][0] = f[2];
+          b[nb][2 * h + 1][1] = f[3];
         }
       }
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
-        if (col >= next_boundary) {
-          // Group boundary: scale the finished group's sums, move to the prefetched meta.
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb) {
-            acc[nb][0] += s0 * d[nb][0];
-            acc[nb][1] += s0 * d[nb][1];
-            acc[nb][2] += s1 * d[nb][2];
-            acc[nb][3] += s1 * d[nb][3];
-            d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
-          }
+        // Boundaries are multiples of 32 columns: only even steps can start a group.
+        if ((s & 1) == 0 && col + 16 * s >= next_boundary) {
+          close_group();
           ++group;
           next_boundary += gs;
-          m0 = p0;
-          m1 = p1;
-          p0 = __ldg(meta0 + min(group + 1, last_group));
-          p1 = __ldg(meta1 + min(group + 1, last_group));
-          s0 = meta_scale(m0);
-          s1 = meta_scale(m1);
-          z0 = meta_zero_pair(m0);
-          z1 = meta_zero_pair(m1);
+          open_group();
         }
-        col += 16;
-        const uint32_t word = s == 0 ? q[u].x : s == 1 ? q[u].y : s == 2 ? q[u].z : q[u].w;
+        const uint32_t word = s == 0 ? q.x : s == 1 ? q.y : s == 2 ? q.z : q.w;
         uint32_t a[4];
-        w4::codes_to_operand(word, z0, z1, a);
+        w4::codes_to_offset_operand(word, a);
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[s][nb][0], b[s][nb][1]);
+        for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[nb][s][0], b[nb][s][1]);
       }
+      col += static_cast<int>(kW4TileCols);
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) q[u] = qn[u];
-    tp += kUnroll * 32;
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb) xp[nb] += kUnroll * (kW4TileCols / 2);
   }
-#pragma unroll
-  for (int nb = 0; nb < NB; ++nb) {
-    acc[nb][0] += s0 * d[nb][0];
-    acc[nb][1] += s0 * d[nb][1];
-    acc[nb][2] += s1 * d[nb][2];
-    acc[nb][3] += s1 * d[nb][3];
-  }
+  close_group();
   // c0, c1: row g, batch 2t, 2t + 1; c2, c3: row g + 8.
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
@@ -226,7 +335,7 @@ __global__ void w4_dequantize_kernel(const uint32_t* __restrict__ words,
     const int64_t row = i / chunks, c0 = (i % chunks) * 8;
     const uint32_t mt = __ldg(meta + row * groups + c0 / group_size);
     const float scale = meta_scale(mt);
-    const float zero = __half2float(__ushort_as_half(static_cast<unsigned short>(mt >> 16)));
+    const float zero = w4::meta_zero(mt);
     float v[8];
 #pragma unroll
     for (int j = 0; j < 8; j += 2) {  // columns c, c + 1: nibbles p and p + 4 of one word
@@ -245,68 +354,75 @@ __global__ void w4_dequantize_kernel(const uint32_t* __restrict__ words,
 }
 
 // The grid of one pass of up to 8 * NB rows: K splits so that row tiles x splits gives about
-// 64 warps per multiprocessor of an H200 (132): about 3 waves of the 16-20 resident warps, so
-// that the last wave's tail stays small; each split at least 4 tiles (one unrolled batch) where
-// k allows.
-struct MmaShape {
+// warps_per_sm warps per multiprocessor of an H200 (132), each split at least kStages tiles (a
+// ring's worth) where k allows, and x's slice within kMaxXSliceBytes.
+struct DecodeShape {
   int nb;
   int64_t row_tiles, splits, kt_per_split;
+  int smem_bytes;
 };
 
-MmaShape mma_shape(int64_t m, int64_t n, int64_t k) {
-  MmaShape s{};
+DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int64_t group_size, int warps_per_sm) {
+  DecodeShape s{};
   s.nb = m <= 8 ? 1 : 2;
   s.row_tiles = w4_padded_rows(n) / kW4TileRows;
   const int64_t KT = k / kW4TileCols;
-  const int64_t target = 132 * 64;
+  const int64_t target = int64_t{132} * warps_per_sm;
   int64_t splits = std::max<int64_t>(1, (target + s.row_tiles - 1) / s.row_tiles);
-  splits = std::min(splits, std::max<int64_t>(1, KT / kUnroll));
+  splits = std::min(splits, std::max<int64_t>(1, KT / (kStages * kChunkTiles)));
   s.kt_per_split = (KT + splits - 1) / splits;
+  const int mv = static_cast<int>(m);
+  while (s.kt_per_split > 1 && decode_smem_bytes(mv, s.nb, s.kt_per_split, group_size) > kMaxSmemBytes)
+    --s.kt_per_split;
   s.splits = (KT + s.kt_per_split - 1) / s.kt_per_split;
+  s.smem_bytes = decode_smem_bytes(mv, s.nb, s.kt_per_split, group_size);
   return s;
 }
 
 constexpr int64_t kPassRows = 16;
 
 // Bytes of the workspace: partial sums (when split) then, 16-byte aligned, the permuted x.
-std::size_t partial_floats(int64_t m, int64_t n, int64_t k) {
-  const MmaShape s = mma_shape(std::min(m, kPassRows), n, k);
+// The most splits are taken at the smallest group size (32: the most group sums in shared memory,
+// the shortest K ranges), so that bound serves every weight of this shape.
+std::size_t partial_floats(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
+  const DecodeShape s = decode_shape(std::min(m, kPassRows), n, k, 32, warps_per_sm);
   return s.splits > 1 ? std::size_t(s.splits) * std::min(m, kPassRows) * n : 0;
 }
-std::size_t permuted_offset(int64_t m, int64_t n, int64_t k) {
-  return (partial_floats(m, n, k) * 4 + 15) / 16 * 16;
+std::size_t permuted_offset(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
+  return (partial_floats(m, n, k, warps_per_sm) * 4 + 15) / 16 * 16;
+}
+
+template <int NB, typename Out>
+cudaError_t launch_decode(const DecodeShape& s, const bf16* x, int m_valid, const W4Weights& w,
+                          Out* y, int64_t ldy, float* partial, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((s.row_tiles + kWarpsPerBlock - 1) / kWarpsPerBlock),
+                  static_cast<unsigned>(s.splits));
+  w4_decode_kernel<NB, Out><<<grid, kWarpsPerBlock * 32, s.smem_bytes, stream>>>(
+      x, m_valid, reinterpret_cast<const uint4*>(w.codes), w.meta, w.n, w.k, w.group_size,
+      w.groups(), s.row_tiles, s.kt_per_split, y, ldy, partial);
+  return cudaGetLastError();
 }
 
 template <typename Out>
 cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t ldy,
-                     void* workspace, cudaStream_t stream) {
+                     void* workspace, int warps_per_sm, cudaStream_t stream) {
   auto* partial = static_cast<float*>(workspace);
   const bf16* xs = x;
   if (w.perm != nullptr) {
-    auto* xp = reinterpret_cast<bf16*>(static_cast<char*>(workspace) + permuted_offset(m, w.n, w.k));
+    auto* xp = reinterpret_cast<bf16*>(static_cast<char*>(workspace) +
+                                       permuted_offset(m, w.n, w.k, warps_per_sm));
     const cudaError_t err = w4::permute_columns(x, w.perm, m, w.k, xp, stream);
     if (err != cudaSuccess) return err;
     xs = xp;
   }
-  const auto* codes = reinterpret_cast<const uint4*>(w.codes);
   for (int64_t r0 = 0; r0 < m; r0 += kPassRows) {
     const int64_t rows = std::min<int64_t>(kPassRows, m - r0);
-    const MmaShape s = mma_shape(rows, w.n, w.k);
+    const DecodeShape s = decode_shape(rows, w.n, w.k, w.group_size, warps_per_sm);
     const bf16* xr = xs + r0 * w.k;
     Out* yr = y + r0 * ldy;
     const int mv = static_cast<int>(rows);
-    const unsigned blocks =
-        static_cast<unsigned>((s.row_tiles * s.splits + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    if (s.nb == 1) {
-      w4_mma_kernel<1, Out><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-          xr, w.k, mv, codes, w.meta, w.n, w.k, w.group_size, w.groups(), s.row_tiles, s.splits,
-          s.kt_per_split, yr, ldy, partial);
-    } else {
-      w4_mma_kernel<2, Out><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(
-          xr, w.k, mv, codes, w.meta, w.n, w.k, w.group_size, w.groups(), s.row_tiles, s.splits,
-          s.kt_per_split, yr, ldy, partial);
-    }
-    cudaError_t err = cudaGetLastError();
+    cudaError_t err = s.nb == 1 ? launch_decode<1, Out>(s, xr, mv, w, yr, ldy, partial, stream)
+                                : launch_decode<2, Out>(s, xr, mv, w, yr, ldy, partial, stream);
     if (err != cudaSuccess) return err;
     if (s.splits > 1) {
       err = w4::reduce_splits<Out>(partial, static_cast<int>(s.splits), mv, w.n, yr, ldy, stream);
@@ -345,15 +461,17 @@ template cudaError_t reduce_splits<bf16>(const float*, int, int, int64_t, bf16*,
 
 namespace launch {
 
-std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k) {
-  return permuted_offset(m, n, k) + std::size_t(m) * k * sizeof(bf16);
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
+  return permuted_offset(m, n, k, warps_per_sm) + std::size_t(m) * k * sizeof(bf16);
 }
 
 cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                    bool float_out, void* workspace, cudaStream_t stream) {
+                    bool float_out, void* workspace, int warps_per_sm, cudaStream_t stream) {
   if (m == 0 || w.n == 0) return cudaSuccess;
-  return float_out ? gemv_any<float>(x, m, w, static_cast<float*>(y), ldy, workspace, stream)
-                   : gemv_any<bf16>(x, m, w, static_cast<bf16*>(y), ldy, workspace, stream);
+  return float_out ? gemv_any<float>(x, m, w, static_cast<float*>(y), ldy, workspace,
+                                     warps_per_sm, stream)
+                   : gemv_any<bf16>(x, m, w, static_cast<bf16*>(y), ldy, workspace,
+                                    warps_per_sm, stream);
 }
 
 cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) {

@@ -9,7 +9,7 @@
 //   codes  [n_padded * k / 2] bytes: tiles of 16 rows x 64 stored columns in the operand order
 //                                  of the tensor cores' mma.m16n8k16 (kernels/cuda/quant_layout.h;
 //                                  n_padded = n rounded up to 16, padding codes zero);
-//   meta   uint32 [n_padded, groups] {fp16 scale (low half), fp16 zero (high half)}: 4/group_size
+//   meta   uint32 [n_padded, groups] {fp16 scale (low half), bf16 128 + zero (high half)}: 4/group_size
 //                                  bytes per weight (0.031 at g128);
 //   perm   int32  [k] or null      input column of each stored column (act-order; null = identity);
 //   groups are uniform runs of group_size stored columns (32, 64, 128, ... or k), k % 64 == 0.
@@ -82,14 +82,19 @@ W4HostLayout make_w4_layout(int64_t n, int64_t k, const uint8_t* codes, const fl
                             const float* zeros, const int32_t* perm, const int64_t* group_begin,
                             int64_t groups);
 
+// The decode kernel's grid: K splits for about this many warps per multiprocessor (the
+// benchmark sweeps it; the tests run two values).
+inline constexpr int kW4DecodeWarpsPerSm = 32;
 // Workspace of the decode kernel for m rows: split-K partial sums float [splits, min(m, 16), n],
 // then (16-byte aligned) x in stored-column order, bf16 [m, k] (act-order).
-std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k);
+std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k,
+                                    int warps_per_sm = kW4DecodeWarpsPerSm);
 
 // Decode path. x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy] (columns [0, n)).
 // Any m (16 rows per pass over the weights).
 void w4_gemv(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-             GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+             GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
+             int warps_per_sm = kW4DecodeWarpsPerSm);
 
 // Tiled path. x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy]. Any m.
 // workspace: w4_gemm_tc_workspace_bytes(m, n, k): split-K partial sums float [splits, m, n],

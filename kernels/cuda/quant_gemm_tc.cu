@@ -32,6 +32,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
+#include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_layout.h"
 #include "kernels/cuda/w4_common.cuh"
 
@@ -57,27 +58,12 @@ struct Tc {
   static constexpr int kSmemBytes = kStages * kStageBytes;
 };
 
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global → shared, or 16 zero bytes when !valid (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int Pending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address)
-               : "memory");
-}
+using ptx::cp_async16;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
+using ptx::ldmatrix_x4;
+using ptx::mma_bf16;
+using ptx::smem_address;
 
 // x: bf16 [m, k] (stored-column order); codes: tiles as uint4; meta [n_padded, groups];
 // y: Out [m, ldy] when gridDim.z == 1, else partial float [gridDim.z, m, n].
@@ -107,14 +93,14 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
       const int rt = rt_block + c / 32;
       const bool ok = rt < row_tiles;
       const uint4* src = codes + (int64_t{ok ? rt : 0} * KT + kt) * 32 + c % 32;
-      cp_async16(code_dst + c * 16, src, ok);
+      cp_async16(code_dst + c * 16, src, ok ? 16 : 0);
     }
     const uint32_t x_dst = smem_address(st + kCodeStageBytes);
     for (int c = tid; c < T::kBatch * 8; c += T::kThreads) {
       const int r = c >> 3, chunk = c & 7, b = batch0 + r;
       const bool ok = b < m;
       const bf16* src = x + int64_t{ok ? b : 0} * k + kt * kW4TileCols + chunk * 8;
-      cp_async16(x_dst + r * kXRowBytes + ((chunk ^ (r & 7)) << 4), src, ok);
+      cp_async16(x_dst + r * kXRowBytes + ((chunk ^ (r & 7)) << 4), src, ok ? 16 : 0);
     }
   };
 
@@ -218,8 +204,8 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
         ldmatrix_x4(b, x_tile + row * kXRowBytes + ((chunk ^ r8) << 4));
 #pragma unroll
         for (int i = 0; i < kTilesPerWarp; ++i) {
-          w4::mma_bf16(d[i][2 * jj], a[i], b[0], b[1]);
-          w4::mma_bf16(d[i][2 * jj + 1], a[i], b[2], b[3]);
+          mma_bf16(d[i][2 * jj], a[i], b[0], b[1]);
+          mma_bf16(d[i][2 * jj + 1], a[i], b[2], b[3]);
         }
       }
     }

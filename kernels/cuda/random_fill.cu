@@ -56,15 +56,14 @@ __global__ void fill_f32_kernel(float* out, int64_t count, float scale, float of
   }
 }
 
-// out: W4 meta uint32 [count] = {fp16 scale in [0.5, 1.5) * scale, fp16 zero in [0, 16)}.
+// out: W4 meta uint32 [count] = {fp16 scale in [0.5, 1.5) * scale, bf16 128 + zero, zero an
+// integer in [0, 16)} (kernels/cuda/w4_common.cuh).
 __global__ void fill_w4_meta_kernel(uint32_t* out, int64_t count, float scale, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count;
        i += int64_t{gridDim.x} * blockDim.x) {
     const uint64_t h = splitmix(seed + static_cast<uint64_t>(i));
     const __half s = __float2half_rn(scale * (1.0f + 0.5f * unit(h)));
-    const __half z = __float2half_rn(static_cast<float>(h & 0xF));
-    out[i] = static_cast<uint32_t>(__half_as_ushort(s)) |
-             (static_cast<uint32_t>(__half_as_ushort(z)) << 16);
+    out[i] = static_cast<uint32_t>(__half_as_ushort(s)) | ((0x4300u | (h & 0xF)) << 16);
   }
 }
 

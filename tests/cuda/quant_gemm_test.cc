@@ -74,18 +74,16 @@ std::string name(const Case& c) {
          " g=" + std::to_string(c.group_size) + (c.act_order ? " act-order" : "");
 }
 
-// w4_gemv and w4_gemm_tc: the same operands, the same workspace contract.
-using W4Kernel = void (*)(const bf16*, int64_t, const W4Weights&, void*, int64_t, GemmOut, void*,
-                          std::size_t, cudaStream_t);
-using W4WorkspaceBytes = std::size_t (*)(int64_t, int64_t, int64_t);
-
 class CudaQuantGemm : public ::testing::Test {
  protected:
   // One kernel against the CPU reference on a fresh random weight and x: float32 out (exact
   // bf16 products, code - zero and x, summed in float32 by the tensor cores per group, then
   // scaled: float32 rounding in another order than the CPU's) and bf16 out with row stride
   // n + 8, whose padding must stay untouched (poison).
-  void check_kernel(const Case& c, const char* what, W4Kernel kernel, W4WorkspaceBytes ws_bytes) {
+  // kernel: w4_gemv or w4_gemm_tc's operands; ws_bytes(m, n, k): its workspace.
+  template <typename Kernel, typename WorkspaceBytes>
+  void check_kernel(const Case& c, const std::string& what, Kernel kernel,
+                    WorkspaceBytes ws_bytes) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
     auto x = random_floats(c.m * c.k, rng_);
     round_to_bf16(x);
@@ -101,7 +99,7 @@ class CudaQuantGemm : public ::testing::Test {
            s());
     sync();
     const double err = relative_error(download<float>(d_y, want.size()), want);
-    std::printf("w4 %s %s: float out error %.3g\n", what, name(c).c_str(), err);
+    std::printf("w4 %s %s: float out error %.3g\n", what.c_str(), name(c).c_str(), err);
     EXPECT_LT(err, 10 * kF32Tolerance) << what << " " << name(c);
     const int64_t ldy = c.n + 8;
     DeviceBuffer d_yb(c.m * ldy * 2, "y");
@@ -135,9 +133,11 @@ class CudaQuantGemm : public ::testing::Test {
 
 
 // Decode kernel (tensor cores): 1..8 rows (one n8 tile, partly empty), 9..16 (two), more than 16
-// (several passes, the last one short), row counts n not a multiple of 16 (padded tiles), float
-// and bf16 outputs with a padded row stride, one and several K splits; the 70B shard shapes at TP 8 (qkv 1280 x 8192, o 8192 x 1024, gate_up 7168 x 8192,
-// down 8192 x 3584) and TP 4 down (8192 x 7168).
+// (several passes, the last one short), row counts n not a multiple of 16 (padded tiles, a
+// block past the last row tile), float and bf16 outputs with a padded row stride, one and
+// several K splits (three grid targets: few long splits, the default, many short ones; 16
+// rows cap the x slice at 15 tiles); the 70B shard shapes at TP 8 (qkv 1280 x 8192, o 8192 x
+// 1024, gate_up 7168 x 8192, down 8192 x 3584) and TP 4 down (8192 x 7168).
 TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
   const Case cases[] = {
       {1, 256, 256, 128, false},   {2, 96, 4096, 4096, false},  {3, 1280, 8192, 128, false},
@@ -146,7 +146,19 @@ TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
       {6, 8192, 7168, 128, false}, {1, 40, 128, 32, false},   {17, 1280, 8192, 128, false},
       {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
   };
-  for (const Case& c : cases) check_kernel(c, "decode", w4_gemv, w4_gemv_workspace_bytes);
+  for (const int warps : {2, kW4DecodeWarpsPerSm, 64}) {
+    const auto kernel = [warps](const bf16* x, int64_t m, const W4Weights& w, void* y,
+                                int64_t ldy, GemmOut out, void* ws, std::size_t ws_bytes,
+                                cudaStream_t stream) {
+      w4_gemv(x, m, w, y, ldy, out, ws, ws_bytes, stream, warps);
+    };
+    const auto bytes = [warps](int64_t m, int64_t n, int64_t k) {
+      return w4_gemv_workspace_bytes(m, n, k, warps);
+    };
+    for (const Case& c : cases) {
+      check_kernel(c, "decode (" + std::to_string(warps) + " warps/SM)", kernel, bytes);
+    }
+  }
 }
 
 // Tiled kernel (w4_gemm_tc): every CTA batch (16, 32, 64 rows with one warp along x, 128 with
@@ -161,7 +173,11 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
       {200, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
       {17, 7168, 1024, 128, false}, {9, 640, 2048, 64, true},     {32, 1280, 8192, 128, false},
   };
-  for (const Case& c : cases) check_kernel(c, "tiled", w4_gemm_tc, w4_gemm_tc_workspace_bytes);
+  const auto kernel = [](const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                         GemmOut out, void* ws, std::size_t ws_bytes, cudaStream_t stream) {
+    w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream);
+  };
+  for (const Case& c : cases) check_kernel(c, "tiled", kernel, w4_gemm_tc_workspace_bytes);
 }
 
 // w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt) with the workspace
