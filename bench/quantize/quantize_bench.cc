@@ -39,7 +39,7 @@ double seconds(F&& f) {
 
 std::vector<float> activations(int64_t rows, int64_t in, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  constexpr int64_t kLatent = 32;  // rank of the shared component: correlated inputs
+  constexpr int64_t kLatent = 8;  // rank of the shared component: correlated inputs
   std::vector<float> mix(kLatent * in), scale(in), x(rows * in);
   for (auto& v : mix) v = normal(rng);
   for (int64_t i = 0; i < in; ++i) scale[i] = std::pow(10.0f, 2.0f * (i % 17) / 16.0f - 1.0f);
@@ -48,7 +48,7 @@ std::vector<float> activations(int64_t rows, int64_t in, std::mt19937& rng) {
     for (auto& v : z) v = normal(rng);
     for (int64_t i = 0; i < in; ++i) {
       float acc = 0.5f * normal(rng);
-      for (int64_t k = 0; k < kLatent; ++k) acc += z[k] * mix[k * in + i] / 6.0f;
+      for (int64_t k = 0; k < kLatent; ++k) acc += z[k] * mix[k * in + i] / 3.0f;
       x[r * in + i] = acc * scale[i];
     }
   }
