@@ -38,7 +38,9 @@ void gather_symmetric(const double* h, const int32_t* perm, double* out, int64_t
 // caller), q[o][j] (permuted column order), and add (w - q)^2 / U_jj^2 / 2 to loss[o].
 // Grouped grids take a group's scale / zero when its first column is reached, from the
 // updated block, into scales / zeros [groups, out]; with one group per row (`per_row`) they
-// are read from there instead (the caller computed them from the whole row).
+// are read from there instead (the caller computed them from the whole row). The in-block
+// updates stay in shared memory: w's columns [i1, i1 + width) in device memory keep their
+// values from before the block, and nothing reads them again.
 struct GptqBlock {
   const double* w;
   const double* u;
