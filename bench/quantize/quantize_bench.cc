@@ -5,8 +5,9 @@
 //                  [--group-size 128] [--bits 4] [--act-order] [--no-cpu] [--json out.json]
 // Shapes are out:in of one fused linear (the defaults: kjv-llama's qkv, o, gate_up, down).
 // Wall-clock seconds around each call, host <-> device copies included; the GPU does one
-// untimed warm-up first (library initialisation). Without a device it times the CPU alone. Inputs: correlated activations
-// x = z M (M random, channel scales from 0.1 to 10), weights N(0, 0.02).
+// untimed warm-up first (library initialisation). Without a device it times the CPU alone.
+// Inputs: correlated activations x = z M + noise (M random of rank 8, channel scales from 0.1
+// to 10), weights N(0, 0.02).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -71,7 +72,8 @@ int run(int argc, char** argv) {
   app.add_option("--json", json_path, "write the results here");
   CLI11_PARSE(app, argc, argv);
 
-  require(!no_cpu || quantize::cuda_numerics_available(), "--no-cpu and no CUDA device: nothing to time");
+  require(!no_cpu || quantize::cuda_numerics_available(),
+          "--no-cpu and no CUDA device: nothing to time");
   std::unique_ptr<quantize::CudaNumerics> gpu;
   std::mt19937 rng(1234);
   if (quantize::cuda_numerics_available()) {

@@ -233,7 +233,8 @@ TEST(CudaNumerics, AwqSearchMatchesTheCpu) {
     const std::vector<float>* means[] = {&mean, nullptr};
     for (const std::vector<float>* m : means) {
       const auto got = gpu.awq_search_scales(x.data(), n, in, {&w1, &w2}, {64, 32}, grid, 20, m);
-      const auto want = quant::awq_search_scales(x.data(), n, in, {&w1, &w2}, {64, 32}, grid, 20, m);
+      const auto want =
+          quant::awq_search_scales(x.data(), n, in, {&w1, &w2}, {64, 32}, grid, 20, m);
       const std::string what =
           "group " + std::to_string(group) + (m != nullptr ? " given abs-mean" : " own abs-mean");
       EXPECT_NEAR(got.loss_unscaled, want.loss_unscaled, 1e-4 * want.loss_unscaled) << what;

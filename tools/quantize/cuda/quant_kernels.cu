@@ -207,7 +207,8 @@ __global__ void squared_error_kernel(const float* y, const float* ref, int64_t n
 }
 
 unsigned blocks_for(int64_t n, int threads, int64_t cap = 65536) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((n + threads - 1) / threads, cap)));
+  const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, cap);
+  return static_cast<unsigned>(std::max<int64_t>(1, blocks));
 }
 
 void check_launch() { SHARDSERVE_CUDA_CHECK(cudaGetLastError()); }
