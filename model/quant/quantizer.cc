@@ -143,6 +143,29 @@ QuantizedLinear quantize_rtn(const std::vector<float>& w, int64_t out, int64_t i
   return l;
 }
 
+std::vector<int64_t> gptq_column_order(const std::vector<double>& diagonal, bool act_order) {
+  std::vector<int64_t> perm(diagonal.size());
+  std::iota(perm.begin(), perm.end(), 0);
+  if (act_order) {
+    std::stable_sort(perm.begin(), perm.end(),
+                     [&](int64_t a, int64_t b) { return diagonal[a] > diagonal[b]; });
+  }
+  return perm;
+}
+
+std::vector<float> awq_candidate_scales(const std::vector<float>& abs_mean, double alpha) {
+  std::vector<float> s(abs_mean.size());
+  float smax = 0, smin = std::numeric_limits<float>::infinity();
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    s[i] = std::max(static_cast<float>(std::pow(static_cast<double>(abs_mean[i]), alpha)), 1e-4f);
+    smax = std::max(smax, s[i]);
+    smin = std::min(smin, s[i]);
+  }
+  const float norm = std::sqrt(smax * smin);
+  for (auto& v : s) v /= norm;
+  return s;
+}
+
 void accumulate_hessian(const float* x, int64_t rows, int64_t in, double weight,
                         std::vector<double>& hessian) {
   require(static_cast<int64_t>(hessian.size()) == in * in, "accumulate_hessian: H is not [{}, {}]",
@@ -182,12 +205,9 @@ QuantizedLinear quantize_gptq(const std::vector<float>& w_in, int64_t out, int64
       ++st.dead_columns;
     }
   }
-  std::vector<int64_t> perm(in);
-  std::iota(perm.begin(), perm.end(), 0);
-  if (opt.act_order) {
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int64_t a, int64_t b) { return h[a * in + a] > h[b * in + b]; });
-  }
+  std::vector<double> diagonal(in);
+  for (int64_t i = 0; i < in; ++i) diagonal[i] = h[i * in + i];
+  const std::vector<int64_t> perm = gptq_column_order(diagonal, opt.act_order);
   // Permuted copies: wp[o][p] = w[o][perm[p]], hp[p][q] = h[perm[p]][perm[q]].
   std::vector<double> wp(out * in), hp(in * in);
   for (int64_t o = 0; o < out; ++o)
@@ -300,17 +320,10 @@ AwqSearch awq_search_scales(const float* x, int64_t n, int64_t in,
 
   AwqSearch best;
   best.loss = std::numeric_limits<double>::infinity();
-  std::vector<float> s(in);
+  std::vector<float> s;
   for (int step = 0; step < grid_points; ++step) {
     const double alpha = static_cast<double>(step) / grid_points;
-    float smax = 0, smin = std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < in; ++i) {
-      s[i] = std::max(static_cast<float>(std::pow(static_cast<double>(mean[i]), alpha)), 1e-4f);
-      smax = std::max(smax, s[i]);
-      smin = std::min(smin, s[i]);
-    }
-    const float norm = std::sqrt(smax * smin);
-    for (auto& v : s) v /= norm;
+    s = awq_candidate_scales(mean, alpha);
     int64_t row0 = 0;
     for (std::size_t k = 0; k < weights.size(); ++k) {
       ws = *weights[k];

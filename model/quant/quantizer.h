@@ -63,6 +63,11 @@ QuantizedLinear quantize_gptq(const std::vector<float>& w, int64_t out, int64_t 
                               std::vector<double> hessian, const QuantGrid& grid,
                               const GptqOptions& options, GptqStats* stats = nullptr);
 
+// The order in which quantize_gptq visits the columns, from H's diagonal (dead inputs already
+// set to 1): 0, 1, ..., in - 1, or under act-order by decreasing diagonal (stable: ties keep
+// their index order). Shared with the GPU quantizer so that both permute identically.
+std::vector<int64_t> gptq_column_order(const std::vector<double>& diagonal, bool act_order);
+
 // Accumulates H += 2/N_total * X^T X for a chunk X [rows, in] (N_total: the final token count).
 void accumulate_hessian(const float* x, int64_t rows, int64_t in, double weight,
                         std::vector<double>& hessian);
@@ -73,6 +78,10 @@ struct AwqSearch {
   double loss = 0;            // output MSE with the chosen s
   double loss_unscaled = 0;   // output MSE with s = 1 (plain round-to-nearest)
 };
+
+// One AWQ candidate: s_i = max(mean_i^alpha, 1e-4), normalised by sqrt(max s * min s).
+// Shared with the GPU search so that both try exactly the same scales.
+std::vector<float> awq_candidate_scales(const std::vector<float>& abs_mean, double alpha);
 
 // AWQ's search for one group of linears sharing the input x [n, in] (e.g. q/k/v): for alpha in
 // {0, 1/grid_points, ..., (grid_points-1)/grid_points}, s = mean_n|x|^alpha normalised by

@@ -147,6 +147,42 @@ TEST(RoundTrip, GptqAndAwqCheckpointsHoldTheQuantizersResult) {
   }
 }
 
+// The report says where the arithmetic ran and how long each stage's Numerics call took; an
+// explicit CpuNumerics is the default's arithmetic exactly.
+TEST(Report, RecordsTheDeviceAndTheArithmeticSeconds) {
+  const fs::path src = tiny_model_dir("report_src", 51);
+  const auto calib = calibration_windows(random_ids(4 * 15, 52, 61), 1, 16, 4);
+  for (Method m : {Method::kGptq, Method::kAwq}) {
+    const Options o = tiny_options(m, m == Method::kAwq ? quant::WriteOptions::Format::kAwq
+                                                        : quant::WriteOptions::Format::kGptq);
+    CpuNumerics cpu;
+    const Result r = quantize_model(src, calib, o, {}, &cpu);
+    EXPECT_EQ(r.report["device"], "cpu");
+    double sum = 0;
+    for (const auto& layer : r.report["layers"]) {
+      for (const char* stage : {"qkv", "o", "gate_up", "down"}) {
+        const auto& st = layer[stage];
+        ASSERT_TRUE(st.contains("numerics_seconds")) << stage;
+        EXPECT_GE(st["numerics_seconds"].get<double>(), 0.0) << stage;
+        EXPECT_LE(st["numerics_seconds"].get<double>(), st["seconds"].get<double>()) << stage;
+      }
+      EXPECT_LE(layer["numerics_seconds"].get<double>(), layer["seconds"].get<double>());
+      sum += layer["numerics_seconds"].get<double>();
+    }
+    EXPECT_NEAR(r.report["numerics_seconds"].get<double>(), sum, 1e-9);
+    const Result d = quantize_model(src, calib, o);
+    ASSERT_EQ(r.linears.size(), d.linears.size());
+    for (const auto& [name, l] : r.linears) {
+      EXPECT_EQ(l.q, d.linears.at(name).q) << name;
+      EXPECT_EQ(l.scales, d.linears.at(name).scales) << name;
+    }
+    EXPECT_EQ(r.overrides, d.overrides);
+  }
+  const Result rtn =
+      quantize_model(src, {}, tiny_options(Method::kRtn, quant::WriteOptions::Format::kGptq));
+  EXPECT_EQ(rtn.report["device"], "cpu");  // RTN's arithmetic is always the CPU's
+}
+
 TEST(RoundTrip, QuantizedModelStaysCloseToTheOriginal) {
   // End to end on a tame tiny random model: 8-bit logits are near the original's, 4-bit
   // further (a sanity check that nothing is scrambled on the way; the real quality numbers are

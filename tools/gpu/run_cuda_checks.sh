@@ -3,8 +3,10 @@
 # tools/gpu/stage_cuda_checks.sh; run from the sent checkout's root): the GPU tests, the
 # LLaMA-70B W4 benchmark, compute-sanitizer memcheck and racecheck on the kernel tests.
 # At most 8 files to $OUT; a short summary is printed last.
-#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu]   (kernel_bench: also the 8B op
-#   benchmark; ncu: Nsight Compute counters of the W4 decode kernel, last)
+#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu | quantize]   (kernel_bench: also the
+#   8B op benchmark; ncu: Nsight Compute counters of the W4 decode kernel, last; quantize: only
+#   the GPU quantizer's test, memcheck and benchmark, and the quantize tool on the demo model
+#   with --device cpu and cuda compared, into quantize.log, and nothing else)
 # Environment: SERVICE=0 skips the served binaries' checks, SERVING_REQUESTS=0 the serving
 # benchmark (a kernel-only run); MEMCHECK_FILTER / RACECHECK_FILTER pick the sanitizer tests.
 set -uo pipefail
@@ -21,6 +23,55 @@ status() { echo "$1: exit $2" >> "$sum"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv;
   compute-sanitizer --version 2>/dev/null | head -2; } > "$sum" 2>&1
 cat "$sum"
+
+if [ "${1:-}" = quantize ]; then
+  # The GPU quantizer alone (docs/quantization.md, "GPU"): its test, under memcheck, CPU vs GPU
+  # seconds per step, then the tool on kjv-llama with each device, reports and codes compared;
+  # nothing else runs in this mode (about 4 minutes).
+  # Calibration text for timing only: the held-out text repeated (the committed calibration
+  # text is made by tools/quantize/make_calibration.py from a corpus not in the checkout).
+  for i in 1 2 3 4 5; do cat models/eval/heldout.txt; done > /tmp/calib.txt
+  # cuSOLVER, cuSPARSE, nvJitLink are not carried (stage_cuda_checks.sh): where the loader does
+  # not find them, take them from the image's CUDA wheels (nvidia-cusolver, ...).
+  if ldd "$bin/quantize" | grep -q "not found"; then
+    for l in libcusolver.so.12 libcusparse.so.12 libnvJitLink.so.13; do
+      d=$(find / -xdev -name "$l" -not -path "/proc/*" 2>/dev/null | head -1)
+      [ -n "$d" ] && export LD_LIBRARY_PATH=$(dirname "$d"):$LD_LIBRARY_PATH
+    done
+  fi
+  ldd "$bin/quantize" | grep -E "cusolver|cusparse|nvJitLink|not found" > "$out/quantize.log"
+  { timeout 60 "$bin/quant_cuda_numerics_test"; echo "quant_cuda_numerics_test exit $?"
+    timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/quant_cuda_numerics_test"
+    echo "quant_cuda_numerics_memcheck exit $?"
+    timeout 120 "$bin/quantize_bench" --rows 65536
+    timeout 150 "$bin/quantize_bench" --no-cpu --rows 16384 \
+      --shapes 10240:8192,8192:8192,57344:8192,8192:28672; echo "quantize_bench exit $?"
+    for m in gptq awq; do
+      extra=(); [ $m = gptq ] && extra=(--desc-act)
+      for d in cpu cuda; do
+        timeout 90 "$bin/quantize" --model models/kjv-llama --out /tmp/q-$m-$d --method $m \
+          "${extra[@]}" --calib /tmp/calib.txt --device $d --report /tmp/q-$m-$d.json 2>/dev/null
+        echo "quantize $m --device $d exit $?"
+      done
+      python3 tools/quantize/compare_checkpoints.py /tmp/q-$m-cpu /tmp/q-$m-cuda
+      python3 - "$m" <<'PY'
+import json, sys
+m = sys.argv[1]
+r = {d: json.load(open(f"/tmp/q-{m}-{d}.json")) for d in ("cpu", "cuda")}
+print(m, "seconds cpu %.1f cuda %.1f; numerics cpu %.2f cuda %.2f" % tuple(
+    r[d][k] for k in ("seconds", "numerics_seconds") for d in ("cpu", "cuda")))
+for lc, lg in zip(r["cpu"]["layers"], r["cuda"]["layers"]):
+    stages = [s for s in lc if isinstance(lc[s], dict)]
+    print(" layer %d numerics s cpu %.2f cuda %.2f |" % (lc["layer"], lc["numerics_seconds"],
+          lg["numerics_seconds"]), " ".join("%s %s" % (s, {k: (round(lc[s][k], 6), round(lg[s][k], 6))
+          for k in ("loss", "alpha", "mse") if k in lc[s]}) for s in stages))
+PY
+    done; } >> "$out/quantize.log" 2>&1
+  status quantize "$(grep -c 'exit 0$' "$out/quantize.log") of 7 passed"
+  echo "==== summary"; cat "$sum"
+  echo "==== quantize"; grep -vE "^\[ (RUN|  OK) |^\s*$" "$out/quantize.log" | tail -120
+  exit 0
+fi
 
 # Inner limits add up to under 7 minutes (the device tool allows 10 per command; a session's
 # device time is often shorter): most important first.

@@ -155,8 +155,10 @@ json provenance(const Options& o, int64_t calibration_tokens) {
 }
 
 Result quantize_model(const std::filesystem::path& model_dir, const std::vector<int32_t>& calib,
-                      const Options& o, const Progress& progress) {
+                      const Options& o, const Progress& progress, Numerics* numerics) {
   validate(o);
+  CpuNumerics cpu;
+  Numerics& num = numerics != nullptr ? *numerics : cpu;
   const model::ModelConfig config = model::load_model_config(model_dir);
   require(!config.quantization, "{} is already quantized (quantization_config is present)",
           model_dir.string());
@@ -167,6 +169,8 @@ Result quantize_model(const std::filesystem::path& model_dir, const std::vector<
   const int64_t L = config.num_hidden_layers;
   Result result;
   result.report = {{"method", method_name(o.method)}, {"layers", json::array()}};
+  // RTN is arithmetic on the CPU whatever the device (it takes well under a second).
+  result.report["device"] = o.method == Method::kRtn ? "cpu" : num.name();
   const auto t_start = std::chrono::steady_clock::now();
 
   if (o.method == Method::kRtn) {
@@ -188,27 +192,31 @@ Result quantize_model(const std::filesystem::path& model_dir, const std::vector<
   std::vector<float> x = fwd.embed(calib);
   const int64_t n = static_cast<int64_t>(calib.size());
   const int64_t total = L * 4;
+  double total_numerics = 0;
   for (int64_t l = 0; l < L; ++l) {
     auto& lw = w.layers[l];
     const auto linears = layer_linears(lw, config);
     json layer_report = {{"layer", l}};
-    auto t_stage = std::chrono::steady_clock::now();
+    const auto t_layer = std::chrono::steady_clock::now();
+    auto t_stage = t_layer;
+    double layer_numerics = 0;
     StageHook hook = [&](int64_t layer, Stage stage, const std::vector<float>& input) -> bool {
       const int idx = static_cast<int>(stage);
       if (progress) progress(layer * 4 + idx, total, layer, stage_name(stage));
       const LayerLinears& ll = linears[idx];
       json st;
       bool changed = false;
+      double numerics_seconds = 0;  // the Numerics call alone: what --device changes
       if (o.method == Method::kGptq) {
-        std::vector<double> h(ll.in * ll.in, 0.0);
-        quant::accumulate_hessian(input.data(), n, ll.in, 2.0 / static_cast<double>(n), h);
         quant::GptqOptions go;
         go.act_order = o.desc_act;
         go.damp = o.damp;
         go.block = o.block;
         quant::GptqStats gs;
-        const QuantizedLinear q = quant::quantize_gptq(*ll.weight, ll.out, ll.in, std::move(h),
-                                                       grid, go, &gs);
+        const auto t_num = std::chrono::steady_clock::now();
+        const QuantizedLinear q =
+            num.gptq(*ll.weight, ll.out, ll.in, input.data(), n, grid, go, &gs);
+        numerics_seconds = seconds_since(t_num);
         store(result, layer, ll, q);
         *ll.weight = q.dequantize();  // later stages see the quantized layer (true sequential)
         st = {{"loss", gs.loss}, {"dead_columns", gs.dead_columns}};
@@ -221,9 +229,10 @@ Result quantize_model(const std::filesystem::path& model_dir, const std::vector<
           // AutoAWQ scales v_proj -> o_proj only when their shapes match (no GQA); so do we.
           st = {{"skipped", "grouped-query attention: v_proj rows do not match o_proj inputs"}};
         } else {
-          const quant::AwqSearch s =
-              quant::awq_search_scales(xs.data(), m, ll.in, {ll.weight}, {ll.out}, grid,
-                                       o.awq_grid, &mean);
+          const auto t_num = std::chrono::steady_clock::now();
+          const quant::AwqSearch s = num.awq_search_scales(xs.data(), m, ll.in, {ll.weight},
+                                                           {ll.out}, grid, o.awq_grid, &mean);
+          numerics_seconds = seconds_since(t_num);
           scale_columns(*ll.weight, ll.out, ll.in, s.scales);
           const int64_t q_rows = config.q_size(), kv = config.kv_size();
           const int64_t H = config.hidden_size, F = config.intermediate_size;
@@ -248,6 +257,8 @@ Result quantize_model(const std::filesystem::path& model_dir, const std::vector<
         }
       }
       st["seconds"] = seconds_since(t_stage);
+      st["numerics_seconds"] = numerics_seconds;
+      layer_numerics += numerics_seconds;
       t_stage = std::chrono::steady_clock::now();
       layer_report[stage_name(stage)] = st;
       return changed;
@@ -262,10 +273,14 @@ Result quantize_model(const std::filesystem::path& model_dir, const std::vector<
       result.overrides[p + "post_attention_layernorm.weight"] = lw.post_norm;
       // x went through the scaled full-precision layer, as AutoAWQ feeds the next layer.
     }
+    layer_report["seconds"] = seconds_since(t_layer);  // calibration forward included
+    layer_report["numerics_seconds"] = layer_numerics;
+    total_numerics += layer_numerics;
     result.report["layers"].push_back(layer_report);
   }
   if (progress) progress(total, total, L - 1, "done");
   result.report["seconds"] = seconds_since(t_start);
+  result.report["numerics_seconds"] = total_numerics;
   result.report["calibration_tokens"] = n;
   return result;
 }

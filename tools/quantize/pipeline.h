@@ -13,6 +13,7 @@
 #include "model/quant/formats.h"
 #include "model/quant/quantizer.h"
 #include "model/quant/writer.h"
+#include "tools/quantize/numerics.h"
 
 namespace shardserve::quantize {
 
@@ -45,7 +46,7 @@ quant::QuantGrid grid_for(const Options& options);
 struct Result {
   std::map<std::string, quant::QuantizedLinear> linears;  // "model.layers.0.self_attn.q_proj"
   std::map<std::string, std::vector<float>> overrides;    // AWQ: folded RMSNorm weights
-  nlohmann::json report;  // per layer and stage: losses, AWQ alphas, seconds
+  nlohmann::json report;  // device; per layer and stage: losses, AWQ alphas, seconds
 };
 
 // Progress: (done units, total units, layer, stage name). Units are layer stages.
@@ -57,10 +58,12 @@ using Progress = std::function<void(int64_t done, int64_t total, int64_t layer,
 std::vector<int32_t> calibration_windows(const std::vector<int32_t>& ids, int32_t bos,
                                          int64_t seq_len, int64_t count);
 
-// `calibration`: token windows (a multiple of options.seq_len); unused by RTN.
+// `calibration`: token windows (a multiple of options.seq_len); unused by RTN. `numerics`: where
+// the GPTQ / AWQ arithmetic runs (null: CpuNumerics); its name goes into the report as
+// "device", with each layer's seconds.
 Result quantize_model(const std::filesystem::path& model_dir,
                       const std::vector<int32_t>& calibration, const Options& options,
-                      const Progress& progress = {});
+                      const Progress& progress = {}, Numerics* numerics = nullptr);
 
 // The quantization_config "shardserve" entry recording how a model was made.
 nlohmann::json provenance(const Options& options, int64_t calibration_tokens);
