@@ -92,6 +92,10 @@ void CudaGraph::launch(cudaStream_t stream) const {
 void copy_to_device(void* dst, const void* src, std::size_t bytes) {
   SHARDSERVE_CUDA_CHECK_CTX(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice),
                             fmt::format("{} bytes", bytes));
+  // From pageable memory cudaMemcpy may return before its DMA lands, and it is ordered only on
+  // the legacy stream, not on our non-blocking streams: a kernel enqueued next could read the
+  // old bytes (seen: CudaKernels.RmsNormAndAddRmsNormMatchCpu failing 2 runs in 6, 2026-12-02).
+  SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 void copy_to_host(void* dst, const void* src, std::size_t bytes) {
   SHARDSERVE_CUDA_CHECK_CTX(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost),

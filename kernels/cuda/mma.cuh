@@ -60,9 +60,8 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Bulk (TMA) copies and the mbarriers that count their bytes. A bulk copy moves a contiguous
-// run of bytes without occupying the L1's per-request tracking, which is what caps cp.async
-// and plain loads at ~1.8 TB/s on an H200 however many are in flight (docs/PERF.md, run 11).
+// Bulk (TMA) copies and the mbarriers that count their bytes: one thread moves a contiguous run
+// of bytes (a multiple of 16) with one instruction, holding no registers while it is in flight.
 __device__ __forceinline__ void mbarrier_init(uint32_t bar, int arrivals) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
 }

@@ -19,27 +19,27 @@
 //      through a private ring of kStages chunks of kChunkTiles tiles in shared memory: lane 0
 //      issues one bulk (TMA) copy per chunk, completing on the stage's mbarrier, kStages - 1
 //      chunks (6 KB) in flight. Lane l then reads its 16 bytes at l * 16 of each tile (its A
-//      operands; conflict-free). Run 11 measured why bulk copies: the same ring filled by
-//      per-lane cp.async (7 tiles in flight per warp, 44 warps per SM) ran at 1.84 TB/s, as fast
-//      as the register-pipelined version before it (2 KB per warp) and flat across grid sizes:
-//      per-request loads cap near 43 % of the copy bandwidth, bulk copies do not (cuBLASLt's
-//      TMA loads reach 89 %).
-//   3. The block sums x over each group's columns of its range (float32, per batch row) into
-//      shared memory: the zero is applied once per group through them (step 5).
-//   4. Per k16 step: (word >> 4p) & 0x000F000F | 0x43004300 (one LOP3) makes A register p the
-//      bf16 pair {128 + code, 128 + code} (exact: 128..143). B = x[8 batch rows][16 columns]
-//      comes from shared memory by ldmatrix (one .x4 per two k16 steps and 8 rows). One mma per
-//      8 batch rows accumulates Σ (128 + code) · x in float32 for the group.
-//   5. At each group boundary (tracked by column, no division; tested at even k16 steps only,
-//      boundaries being multiples of 32 columns): acc += scale · (d - (128 + zero) · Σ x), d the
-//      group's mma sum. Against subtracting the zero in each operand (one bf16x2 subtraction per
-//      register, exact) this saves 16 instructions per tile, 20 % of the kernel's instructions
-//      (it is issue-bound, Nsight Compute run 12), at the price of float32 cancellation: d is
-//      ~20x larger than the result, so float out errors rise from ~2e-7 to ~(see run 13).
-//   6. A warp writes its 16 rows x 8 NB batch columns to y (one split) or to the split's partial
+//      operands; conflict-free). Neither this ring nor the per-lane cp.async ring before it
+//      (runs 11-12) was faster than the register pipeline they replaced, at any grid size: the
+//      kernel is issue-bound (run 13), not short of loads in flight. The bulk copies stay for
+//      their cost: one instruction per 4 tiles for the warp, not one per lane and tile, and no
+//      registers held by loads in flight.
+//   3. Per k16 step: (word >> 4p) & 0x000F000F | 0x43004300 (one LOP3) makes A register p the
+//      bf16 pair {128 + code, 128 + code} (exact: 128..143); one bf16x2 subtraction of
+//      {128 + zero} (meta's high half, twice) gives code - zero exactly (|code - zero| <= 15).
+//      B = x[8 batch rows][16 columns] comes from shared memory by ldmatrix (one .x4 per two k16
+//      steps and 8 rows). One mma per 8 batch rows accumulates Σ (code - zero) · x in float32
+//      for the group.
+//   4. At each group boundary (tracked by column, no division; tested at even k16 steps only,
+//      boundaries being multiples of 32 columns) the group sum is scaled by the rows' fp16
+//      scales into the float32 accumulators: acc += scale · Σ (code - zero) · x. (Applying the
+//      zero once per group instead, through x group sums computed in the prologue, saved the 16
+//      subtractions per tile but ran 27 % slower, run 15: the prologue's sums and second barrier
+//      cost more; reverted.)
+//   5. A warp writes its 16 rows x 8 NB batch columns to y (one split) or to the split's partial
 //      sums [split, m, n], which w4_reduce_kernel adds in split order (deterministic).
 //   Splits: enough warps for `warps_per_sm` per multiprocessor (the benchmark sweeps it), each
-//   warp at least kStages tiles long, the x slice at most kMaxXSliceBytes.
+//   warp at least kStages tiles long, the block within kMaxSmemBytes of shared memory.
 //
 // Dequantize kernel (prefill path): one thread per 32-bit word (8 codes of 2 rows):
 // dense[row][perm[c]] = bf16(scale * (code - zero)), bf16 pairs when perm is the identity; then
@@ -80,25 +80,14 @@ using ptx::mbarrier_wait;
 using ptx::mma_bf16;
 using ptx::smem_address;
 using w4::meta_scale;
+using w4::meta_zero_pair;
 using w4::to_out;
 
-// Groups that meet a K range of kt tiles starting at tile kt0 (its first and last may be cut).
-__host__ __device__ inline int groups_in_range(int64_t kt0, int64_t kt, int64_t group_size) {
-  const int64_t c0 = kt0 * kW4TileCols, c1 = c0 + kt * kW4TileCols;
-  return static_cast<int>((c1 - 1) / group_size - c0 / group_size + 1);
-}
-// Most groups any split of kt_per_split tiles meets.
-__host__ __device__ inline int max_groups_in_split(int64_t kt_per_split, int64_t group_size) {
-  return static_cast<int>((kt_per_split * kW4TileCols + group_size - 2) / group_size + 1);
-}
-
 // Shared memory of a block: the rings [warp][stage], their mbarriers [warp][stage], x
-// [m_valid][x_row_bytes], 16 zero bytes, the x group sums float [groups][8 NB].
-__host__ __device__ inline int decode_smem_bytes(int m_valid, int nb, int64_t kt_per_split,
-                                                 int64_t group_size) {
+// [m_valid][x_row_bytes], 16 zero bytes.
+__host__ __device__ inline int decode_smem_bytes(int m_valid, int64_t kt_per_split) {
   return kRingBytes + kBarrierBytes +
-         m_valid * static_cast<int>(kt_per_split * kW4TileCols * 2 + kXRowPad) + 16 +
-         max_groups_in_split(kt_per_split, group_size) * 8 * nb * 4;
+         m_valid * static_cast<int>(kt_per_split * kW4TileCols * 2 + kXRowPad) + 16;
 }
 
 // x: bf16 [m_valid, k] (stored-column order, rows 16-byte aligned); codes: tiles
@@ -120,9 +109,6 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   const int x_row_bytes = static_cast<int>(kt_per_split * kW4TileCols * 2) + kXRowPad;
   unsigned char* xs = smem + kRingBytes + kBarrierBytes;
   unsigned char* zeros = xs + m_valid * x_row_bytes;
-  float* xsum = reinterpret_cast<float*>(zeros + 16);  // [group - first_group][8 NB]
-  const int first_group = static_cast<int>(kt0 * kW4TileCols / group_size);
-  const int n_groups = groups_in_range(kt0, tiles_here, group_size);
   const bool active = rt < row_tiles;
   const uint32_t ring = smem_address(smem) + warp * (kStages * kStageBytes);
   const unsigned char* ring_ptr = smem + warp * (kStages * kStageBytes) + lane * 16;
@@ -156,28 +142,6 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   }
   cp_async_wait<0>();  // x has landed (this thread's part) ...
   __syncthreads();     // ... and every thread's part
-  // 2. Σ x over each group's columns in this range, per batch row (0 past m): one warp per
-  // (group, row), lanes striding over 16-byte chunks.
-  {
-    const int64_t c_begin = kt0 * kW4TileCols, c_end = c_begin + tiles_here * kW4TileCols;
-    for (int item = warp; item < n_groups * 8 * NB; item += kWarpsPerBlock) {
-      const int gi = item / (8 * NB), r = item % (8 * NB);
-      float sum = 0.0f;
-      if (r < m_valid) {
-        const int64_t g0 = max(c_begin, (first_group + gi) * group_size) - c_begin;
-        const int64_t g1 = min(c_end, (first_group + gi + 1) * group_size) - c_begin;
-        for (int64_t c = g0 + lane * 8; c < g1; c += 32 * 8) {
-          float v[8];
-          load8(reinterpret_cast<const bf16*>(xs + r * x_row_bytes) + c, v);
-#pragma unroll
-          for (int j = 0; j < 8; ++j) sum += v[j];
-        }
-      }
-      sum = warp_sum(sum);
-      if (lane == 0) xsum[item] = sum;
-    }
-  }
-  __syncthreads();
   if (!active) return;  // no copy of this warp is in flight, no barrier follows
 
   const int g = lane >> 2;
@@ -202,40 +166,38 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   // columns and the loop steps by 16, so each boundary is met exactly and the group advances
   // by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the instructions per code.
   const int gs = static_cast<int>(group_size), last_group = static_cast<int>(groups - 1);
-  int group = first_group;
+  int group = static_cast<int>(kt0 * kW4TileCols / group_size);
   int next_boundary = (group + 1) * gs;
   const uint32_t* meta0 = meta + row0 * groups;
   const uint32_t* meta1 = meta + row1 * groups;
-  uint32_t p0 = __ldg(meta0 + group), p1 = __ldg(meta1 + group);
-  float s0 = 0.0f, s1 = 0.0f, z0 = 0.0f, z1 = 0.0f;
-  float2 xg[NB];  // this group's Σ x for batch rows 8 nb + 2t, + 1
-  const int t = lane & 3;
-  const float* xsum_lane = xsum + 2 * t;
-  // Group boundary: scale the finished group's sums (less (128 + zero) · Σ x: the A operands
-  // are 128 + code), move to the prefetched meta and prefetch the next.
+  uint32_t m0 = __ldg(meta0 + group), m1 = __ldg(meta1 + group);
+  uint32_t p0 = __ldg(meta0 + min(group + 1, last_group));
+  uint32_t p1 = __ldg(meta1 + min(group + 1, last_group));
+  float s0 = meta_scale(m0), s1 = meta_scale(m1);
+  uint32_t z0 = meta_zero_pair(m0), z1 = meta_zero_pair(m1);
+  // Group boundary: scale the finished group's sums, move to the prefetched meta.
   auto close_group = [&] {
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
-      acc[nb][0] += s0 * fmaf(-z0, xg[nb].x, d[nb][0]);
-      acc[nb][1] += s0 * fmaf(-z0, xg[nb].y, d[nb][1]);
-      acc[nb][2] += s1 * fmaf(-z1, xg[nb].x, d[nb][2]);
-      acc[nb][3] += s1 * fmaf(-z1, xg[nb].y, d[nb][3]);
+      acc[nb][0] += s0 * d[nb][0];
+      acc[nb][1] += s0 * d[nb][1];
+      acc[nb][2] += s1 * d[nb][2];
+      acc[nb][3] += s1 * d[nb][3];
       d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
     }
   };
-  auto open_group = [&] {
-    s0 = meta_scale(p0);
-    s1 = meta_scale(p1);
-    z0 = w4::meta_offset_zero(p0);
-    z1 = w4::meta_offset_zero(p1);
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb) {
-      xg[nb] = *reinterpret_cast<const float2*>(xsum_lane + (group - first_group) * 8 * NB + nb * 8);
-    }
+  auto open_next_group = [&] {
+    ++group;
+    next_boundary += gs;
+    m0 = p0;
+    m1 = p1;
     p0 = __ldg(meta0 + min(group + 1, last_group));
     p1 = __ldg(meta1 + min(group + 1, last_group));
+    s0 = meta_scale(m0);
+    s1 = meta_scale(m1);
+    z0 = meta_zero_pair(m0);
+    z1 = meta_zero_pair(m1);
   };
-  open_group();
   int col = static_cast<int>(kt0 * kW4TileCols);
 
   for (int c = 0; c < chunks; ++c) {
@@ -267,13 +229,11 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
         // Boundaries are multiples of 32 columns: only even steps can start a group.
         if ((s & 1) == 0 && col + 16 * s >= next_boundary) {
           close_group();
-          ++group;
-          next_boundary += gs;
-          open_group();
+          open_next_group();
         }
         const uint32_t word = s == 0 ? q.x : s == 1 ? q.y : s == 2 ? q.z : q.w;
         uint32_t a[4];
-        w4::codes_to_offset_operand(word, a);
+        w4::codes_to_operand(word, z0, z1, a);
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[nb][s][0], b[nb][s][1]);
       }
@@ -282,6 +242,7 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   }
   close_group();
   // c0, c1: row g, batch 2t, 2t + 1; c2, c3: row g + 8.
+  const int t = lane & 3;
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
@@ -354,38 +315,36 @@ __global__ void w4_dequantize_kernel(const uint32_t* __restrict__ words,
 }
 
 // The grid of one pass of up to 8 * NB rows: K splits so that row tiles x splits gives about
-// warps_per_sm warps per multiprocessor of an H200 (132), each split at least kStages tiles (a
-// ring's worth) where k allows, and x's slice within kMaxXSliceBytes.
+// warps_per_sm warps per multiprocessor of an H200 (132), each split at least kStages tiles
+// where k allows (as measured in run 14), and the block's shared memory within kMaxSmemBytes.
 struct DecodeShape {
   int nb;
   int64_t row_tiles, splits, kt_per_split;
   int smem_bytes;
 };
 
-DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int64_t group_size, int warps_per_sm) {
+DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
   DecodeShape s{};
   s.nb = m <= 8 ? 1 : 2;
   s.row_tiles = w4_padded_rows(n) / kW4TileRows;
   const int64_t KT = k / kW4TileCols;
   const int64_t target = int64_t{132} * warps_per_sm;
   int64_t splits = std::max<int64_t>(1, (target + s.row_tiles - 1) / s.row_tiles);
-  splits = std::min(splits, std::max<int64_t>(1, KT / (kStages * kChunkTiles)));
+  splits = std::min(splits, std::max<int64_t>(1, KT / kStages));
   s.kt_per_split = (KT + splits - 1) / splits;
   const int mv = static_cast<int>(m);
-  while (s.kt_per_split > 1 && decode_smem_bytes(mv, s.nb, s.kt_per_split, group_size) > kMaxSmemBytes)
+  while (s.kt_per_split > 1 && decode_smem_bytes(mv, s.kt_per_split) > kMaxSmemBytes)
     --s.kt_per_split;
   s.splits = (KT + s.kt_per_split - 1) / s.kt_per_split;
-  s.smem_bytes = decode_smem_bytes(mv, s.nb, s.kt_per_split, group_size);
+  s.smem_bytes = decode_smem_bytes(mv, s.kt_per_split);
   return s;
 }
 
 constexpr int64_t kPassRows = 16;
 
 // Bytes of the workspace: partial sums (when split) then, 16-byte aligned, the permuted x.
-// The most splits are taken at the smallest group size (32: the most group sums in shared memory,
-// the shortest K ranges), so that bound serves every weight of this shape.
 std::size_t partial_floats(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
-  const DecodeShape s = decode_shape(std::min(m, kPassRows), n, k, 32, warps_per_sm);
+  const DecodeShape s = decode_shape(std::min(m, kPassRows), n, k, warps_per_sm);
   return s.splits > 1 ? std::size_t(s.splits) * std::min(m, kPassRows) * n : 0;
 }
 std::size_t permuted_offset(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
@@ -417,7 +376,7 @@ cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64
   }
   for (int64_t r0 = 0; r0 < m; r0 += kPassRows) {
     const int64_t rows = std::min<int64_t>(kPassRows, m - r0);
-    const DecodeShape s = decode_shape(rows, w.n, w.k, w.group_size, warps_per_sm);
+    const DecodeShape s = decode_shape(rows, w.n, w.k, warps_per_sm);
     const bf16* xr = xs + r0 * w.k;
     Out* yr = y + r0 * ldy;
     const int mv = static_cast<int>(rows);

@@ -43,10 +43,11 @@ namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
 // docs/PERF.md).
-// H200, 70B layer at TP 1 (2026-12-02): decode 240 / 262 µs at 1 / 2 rows against the tiled
-// kernel's 279 / 285, tiled ahead from 4 rows (282 vs 296; 389 vs 1169 at 32); tiled 1172 µs
-// vs dense 1627 at 128 rows, 2082 vs 1757 at 256 (crossover near 200).
-inline constexpr int64_t kW4DecodeMaxRows = 2;
+// H200, 70B layer at TP 1 (2026-12-02, run 14, the bulk-copy decode kernel): decode 208 / 215 /
+// 226 / 268 µs at 1 / 2 / 4 / 8 rows against the tiled kernel's 255 / 257 / 257 / 260: tiled
+// ahead from 8 rows; tiled 1172 µs vs dense 1627 at 128 rows, 2082 vs 1757 at 256 (crossover
+// near 200, run 5).
+inline constexpr int64_t kW4DecodeMaxRows = 4;
 inline constexpr int64_t kW4TiledMaxRows = 192;
 
 // A W4 weight on the device (pointers into device memory; not owned).

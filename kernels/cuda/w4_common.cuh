@@ -32,10 +32,6 @@ __device__ __forceinline__ float meta_scale(uint32_t m) {
 }
 // {128 + zero, 128 + zero} as a bf16 pair: the high half twice (one PRMT).
 __device__ __forceinline__ uint32_t meta_zero_pair(uint32_t m) { return __byte_perm(m, 0, 0x3232); }
-// 128 + zero as a float: the high half is its bf16 bit pattern, so this is exact.
-__device__ __forceinline__ float meta_offset_zero(uint32_t m) {
-  return __uint_as_float(m & 0xFFFF0000u);
-}
 // The zero as a float (0..15).
 __device__ __forceinline__ float meta_zero(uint32_t m) { return static_cast<float>((m >> 16) & 0xFu); }
 
@@ -56,16 +52,10 @@ __device__ __forceinline__ uint32_t nibbles_to_bf16_pair(uint32_t w) {
   return r;
 }
 
-// The A operand without the zero: bf16 pairs {128 + code} (the decode kernel subtracts
-// (128 + zero) · Σ x once per group instead: 4 fewer instructions per k16 step).
-__device__ __forceinline__ void codes_to_offset_operand(uint32_t word, uint32_t (&a)[4]) {
-#pragma unroll
-  for (int p = 0; p < 4; ++p) a[p] = nibbles_to_bf16_pair(word >> (4 * p));
-}
-
 __device__ __forceinline__ void codes_to_operand(uint32_t word, uint32_t z_lo, uint32_t z_hi,
                                                  uint32_t (&a)[4]) {
-  codes_to_offset_operand(word, a);
+#pragma unroll
+  for (int p = 0; p < 4; ++p) a[p] = nibbles_to_bf16_pair(word >> (4 * p));
   a[0] = bf16x2_sub(a[0], z_lo);
   a[1] = bf16x2_sub(a[1], z_hi);
   a[2] = bf16x2_sub(a[2], z_lo);

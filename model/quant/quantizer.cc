@@ -22,15 +22,6 @@ float fp16_scale(float s) {
   return fp16_to_float(h);
 }
 
-void check_grid(const QuantGrid& g, int64_t in) {
-  require(g.bits == 4 || g.bits == 8, "quantizer: bits {} is not supported (supported: 4, 8)",
-          g.bits);
-  require(g.group_size == -1 || (g.group_size > 0 && in % g.group_size == 0),
-          "quantizer: group_size {} does not divide in_features {}", g.group_size, in);
-  require(g.style == QuantGrid::Style::kGptq || g.bits == 4,
-          "quantizer: the awq grid is 4-bit only, not {}", g.bits);
-}
-
 // Lower Cholesky factor of the symmetric positive-definite a [n, n] (in place, upper zeroed).
 // Returns false when a pivot is not positive.
 bool cholesky_lower(std::vector<double>& a, int64_t n) {
@@ -82,6 +73,44 @@ bool upper_cholesky_of_inverse(std::vector<double> h, int64_t n, std::vector<dou
 }
 
 }  // namespace
+
+void check_grid(const QuantGrid& g, int64_t in) {
+  require(g.bits == 4 || g.bits == 8, "quantizer: bits {} is not supported (supported: 4, 8)",
+          g.bits);
+  require(g.group_size == -1 || (g.group_size > 0 && in % g.group_size == 0),
+          "quantizer: group_size {} does not divide in_features {}", g.group_size, in);
+  require(g.style == QuantGrid::Style::kGptq || g.bits == 4,
+          "quantizer: the awq grid is 4-bit only, not {}", g.bits);
+}
+
+AwqProblem awq_problem(const float* x, int64_t n, int64_t in,
+                       const std::vector<const std::vector<float>*>& weights,
+                       const std::vector<int64_t>& outs, const QuantGrid& grid, int grid_points,
+                       const std::vector<float>* abs_mean) {
+  check_grid(grid, in);
+  require(!weights.empty() && weights.size() == outs.size() && grid_points > 0 && n > 0,
+          "awq_search_scales: {} weights, {} shapes, {} grid points, {} tokens", weights.size(),
+          outs.size(), grid_points, n);
+  AwqProblem p;
+  for (std::size_t k = 0; k < weights.size(); ++k) {
+    require(static_cast<int64_t>(weights[k]->size()) == outs[k] * in,
+            "awq_search_scales: weight {} is not [{}, {}]", k, outs[k], in);
+    p.total_out += outs[k];
+  }
+  p.mean.assign(in, 0.0f);
+  if (abs_mean) {
+    require(static_cast<int64_t>(abs_mean->size()) == in, "awq_search_scales: abs_mean size");
+    p.mean = *abs_mean;
+  } else {
+    std::vector<double> acc(in, 0.0);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t i = 0; i < in; ++i) acc[i] += std::fabs(x[r * in + i]);
+    for (int64_t i = 0; i < in; ++i) p.mean[i] = static_cast<float>(acc[i] / n);
+  }
+  p.wcat.reserve(p.total_out * in);
+  for (const auto* w : weights) p.wcat.insert(p.wcat.end(), w->begin(), w->end());
+  return p;
+}
 
 GroupParams find_group_params(const float* w, int64_t n, int64_t stride, const QuantGrid& grid) {
   const int32_t maxq = (1 << grid.bits) - 1;
@@ -291,30 +320,10 @@ AwqSearch awq_search_scales(const float* x, int64_t n, int64_t in,
                             const std::vector<const std::vector<float>*>& weights,
                             const std::vector<int64_t>& outs, const QuantGrid& grid,
                             int grid_points, const std::vector<float>* abs_mean) {
-  check_grid(grid, in);
-  require(!weights.empty() && weights.size() == outs.size() && grid_points > 0 && n > 0,
-          "awq_search_scales: {} weights, {} shapes, {} grid points, {} tokens", weights.size(),
-          outs.size(), grid_points, n);
-  int64_t total_out = 0;
-  for (std::size_t k = 0; k < weights.size(); ++k) {
-    require(static_cast<int64_t>(weights[k]->size()) == outs[k] * in,
-            "awq_search_scales: weight {} is not [{}, {}]", k, outs[k], in);
-    total_out += outs[k];
-  }
-  std::vector<float> mean(in, 0.0f);
-  if (abs_mean) {
-    require(static_cast<int64_t>(abs_mean->size()) == in, "awq_search_scales: abs_mean size");
-    mean = *abs_mean;
-  } else {
-    std::vector<double> acc(in, 0.0);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t i = 0; i < in; ++i) acc[i] += std::fabs(x[r * in + i]);
-    for (int64_t i = 0; i < in; ++i) mean[i] = static_cast<float>(acc[i] / n);
-  }
-  // Full-precision outputs of the concatenated linears.
-  std::vector<float> wcat;
-  wcat.reserve(total_out * in);
-  for (const auto* w : weights) wcat.insert(wcat.end(), w->begin(), w->end());
+  AwqProblem prob = awq_problem(x, n, in, weights, outs, grid, grid_points, abs_mean);
+  const int64_t total_out = prob.total_out;
+  const std::vector<float>& mean = prob.mean;
+  const std::vector<float>& wcat = prob.wcat;
   std::vector<float> ref(n * total_out), y(n * total_out), wq(total_out * in), ws;
   kernels::cpu::matmul_nt(x, wcat.data(), ref.data(), n, total_out, in);
 

@@ -72,6 +72,23 @@ std::vector<int64_t> gptq_column_order(const std::vector<double>& diagonal, bool
 void accumulate_hessian(const float* x, int64_t rows, int64_t in, double weight,
                         std::vector<double>& hessian);
 
+// Refuses what the quantizers cannot write (bits other than 4 / 8, a group size not dividing
+// in, the AWQ grid at 8 bits), naming the value.
+void check_grid(const QuantGrid& g, int64_t in);
+
+// What awq_search_scales (this file's and the GPU's, tools/quantize/cuda) starts from, after
+// checking its operands: the linears concatenated [total_out, in] and the per-channel mean |x|
+// (abs_mean when given, else from x in double).
+struct AwqProblem {
+  int64_t total_out = 0;
+  std::vector<float> wcat;
+  std::vector<float> mean;
+};
+AwqProblem awq_problem(const float* x, int64_t n, int64_t in,
+                       const std::vector<const std::vector<float>*>& weights,
+                       const std::vector<int64_t>& outs, const QuantGrid& grid, int grid_points,
+                       const std::vector<float>* abs_mean);
+
 struct AwqSearch {
   std::vector<float> scales;  // [in] s: the linears use W * s (columns), their input x / s
   double alpha = 0;           // the chosen exponent of s = mean|x|^alpha (normalised)

@@ -120,6 +120,9 @@ inline std::vector<float> download_bf16(const DeviceBuffer& buf, std::size_t cou
 // All bytes 0xFF: NaN as float32 and as bf16, -1 as int32.
 inline void poison(DeviceBuffer& buf) {
   SHARDSERVE_CUDA_CHECK(cudaMemset(buf.data(), 0xFF, buf.bytes()));
+  // cudaMemset is asynchronous and on the legacy stream, which our non-blocking test streams do
+  // not wait for: without this the poison could land after the kernel's output.
+  SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
 inline double relative_error(const std::vector<float>& got, const std::vector<float>& want) {

@@ -33,16 +33,6 @@ cuda::KernelGrid kernel_grid(const quant::QuantGrid& g, int64_t in) {
   return k;
 }
 
-// quantizer.cc's check_grid (the same refusals, so that both paths accept the same inputs).
-void check_grid(const quant::QuantGrid& g, int64_t in) {
-  require(g.bits == 4 || g.bits == 8, "quantizer: bits {} is not supported (supported: 4, 8)",
-          g.bits);
-  require(g.group_size == -1 || (g.group_size > 0 && in % g.group_size == 0),
-          "quantizer: group_size {} does not divide in_features {}", g.group_size, in);
-  require(g.style == quant::QuantGrid::Style::kGptq || g.bits == 4,
-          "quantizer: the awq grid is 4-bit only, not {}", g.bits);
-}
-
 }  // namespace
 
 bool cuda_numerics_available() { return kernels::cuda::cuda_device_available(); }
@@ -133,7 +123,7 @@ bool CudaNumerics::Impl::upper_cholesky_of_inverse(double* a, int64_t n, DeviceB
 QuantizedLinear CudaNumerics::Impl::gptq(const std::vector<float>& w_in, int64_t out, int64_t in,
                                          const DeviceBuffer& h, const quant::QuantGrid& grid,
                                          const quant::GptqOptions& opt, quant::GptqStats* stats) {
-  check_grid(grid, in);
+  quant::check_grid(grid, in);
   require(static_cast<int64_t>(w_in.size()) == out * in &&
               h.bytes() == static_cast<std::size_t>(in) * in * sizeof(double),
           "quantize_gptq: W has {} values for [{}, {}] and H {} bytes for [{}, {}]", w_in.size(),
@@ -321,30 +311,12 @@ quant::AwqSearch CudaNumerics::awq_search_scales(
     const float* x, int64_t n, int64_t in, const std::vector<const std::vector<float>*>& weights,
     const std::vector<int64_t>& outs, const quant::QuantGrid& grid, int grid_points,
     const std::vector<float>* abs_mean) {
-  check_grid(grid, in);
-  require(!weights.empty() && weights.size() == outs.size() && grid_points > 0 && n > 0,
-          "awq_search_scales: {} weights, {} shapes, {} grid points, {} tokens", weights.size(),
-          outs.size(), grid_points, n);
-  int64_t total_out = 0;
-  for (std::size_t k = 0; k < weights.size(); ++k) {
-    require(static_cast<int64_t>(weights[k]->size()) == outs[k] * in,
-            "awq_search_scales: weight {} is not [{}, {}]", k, outs[k], in);
-    total_out += outs[k];
-  }
-  std::vector<float> mean(in, 0.0f);
-  if (abs_mean) {
-    require(static_cast<int64_t>(abs_mean->size()) == in, "awq_search_scales: abs_mean size");
-    mean = *abs_mean;
-  } else {  // as quantizer.cc: per channel, in double
-    std::vector<double> acc(in, 0.0);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t i = 0; i < in; ++i) acc[i] += std::fabs(x[r * in + i]);
-    for (int64_t i = 0; i < in; ++i) mean[i] = static_cast<float>(acc[i] / n);
-  }
+  const quant::AwqProblem prob =
+      quant::awq_problem(x, n, in, weights, outs, grid, grid_points, abs_mean);
+  const int64_t total_out = prob.total_out;
+  const std::vector<float>& mean = prob.mean;
+  const std::vector<float>& wcat = prob.wcat;
   const Impl& im = *impl_;
-  std::vector<float> wcat;
-  wcat.reserve(total_out * in);
-  for (const auto* w : weights) wcat.insert(wcat.end(), w->begin(), w->end());
   DeviceBuffer x_d(static_cast<std::size_t>(n) * in * sizeof(float), "AWQ inputs");
   DeviceBuffer w_d(wcat.size() * sizeof(float), "AWQ weights");
   DeviceBuffer wq_d(wcat.size() * sizeof(float), "AWQ candidate weights");
