@@ -159,7 +159,9 @@ class CudaGraph {
   cudaGraphExec_t exec_ = nullptr;
 };
 
-// Blocking helpers for set-up code and tests (never used inside a step).
+// Blocking helpers for set-up code and tests (never used inside a step). copy_to_device waits
+// for the whole device afterwards, so that work on any stream, non-blocking ones included,
+// sees the bytes.
 void copy_to_device(void* dst, const void* src, std::size_t bytes);
 void copy_to_host(void* dst, const void* src, std::size_t bytes);
 

@@ -163,8 +163,8 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
     for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
   // Meta of the current group and, prefetched, of the next (boundaries are multiples of 32
-  // columns and the loop steps by 16, so each boundary is met exactly and the group advances
-  // by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the instructions per code.
+  // columns and are tested at every other k16 step, so each is met exactly and the group
+  // advances by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the instructions per code.
   const int gs = static_cast<int>(group_size), last_group = static_cast<int>(groups - 1);
   int group = static_cast<int>(kt0 * kW4TileCols / group_size);
   int next_boundary = (group + 1) * gs;

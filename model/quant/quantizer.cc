@@ -211,41 +211,66 @@ void accumulate_hessian(const float* x, int64_t rows, int64_t in, double weight,
   }
 }
 
+GptqColumns gptq_columns(const std::vector<float>& w_in, int64_t out, int64_t in,
+                         std::vector<double> h_diagonal, const QuantGrid& grid,
+                         const GptqOptions& opt) {
+  check_grid(grid, in);
+  require(static_cast<int64_t>(w_in.size()) == out * in &&
+              static_cast<int64_t>(h_diagonal.size()) == in,
+          "quantize_gptq: W has {} values for [{}, {}] and H's diagonal {} for {}", w_in.size(),
+          out, in, h_diagonal.size(), in);
+  GptqColumns c;
+  c.group_size = grid.group_size == -1 ? in : grid.group_size;
+  c.block = std::max<int64_t>(opt.block, 1);
+  require(grid.group_size == -1 || c.block % c.group_size == 0,
+          "quantize_gptq: block {} is not a multiple of group_size {}", c.block, c.group_size);
+  std::vector<double> w(w_in.begin(), w_in.end());
+  for (int64_t i = 0; i < in; ++i) {
+    if (h_diagonal[i] == 0) {  // never active: its weights cannot matter, AutoGPTQ zeroes them
+      h_diagonal[i] = 1;
+      for (int64_t o = 0; o < out; ++o) w[o * in + i] = 0;
+      ++c.dead_columns;
+    }
+  }
+  c.diagonal = std::move(h_diagonal);
+  c.perm = gptq_column_order(c.diagonal, opt.act_order);
+  c.wp.resize(out * in);
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t p = 0; p < in; ++p) c.wp[o * in + p] = w[o * in + c.perm[p]];
+  for (int64_t p = 0; p < in; ++p) c.mean_diag += c.diagonal[c.perm[p]];
+  c.mean_diag /= static_cast<double>(in);
+  return c;
+}
+
+void AwqSearch::consider(int step, double a, double mse, const std::vector<float>& s) {
+  if (step == 0) loss_unscaled = mse;
+  if (mse < loss) {
+    loss = mse;
+    alpha = a;
+    scales = s;
+  }
+}
+
 QuantizedLinear quantize_gptq(const std::vector<float>& w_in, int64_t out, int64_t in,
                               std::vector<double> h, const QuantGrid& grid,
                               const GptqOptions& opt, GptqStats* stats) {
-  check_grid(grid, in);
-  require(static_cast<int64_t>(w_in.size()) == out * in &&
-              static_cast<int64_t>(h.size()) == in * in,
-          "quantize_gptq: W has {} values for [{}, {}] and H {} for [{}, {}]", w_in.size(), out,
-          in, h.size(), in, in);
-  const int64_t gs = grid.group_size == -1 ? in : grid.group_size;
-  const int64_t block = std::max<int64_t>(opt.block, 1);
-  require(grid.group_size == -1 || block % gs == 0,
-          "quantize_gptq: block {} is not a multiple of group_size {}", block, gs);
+  require(static_cast<int64_t>(h.size()) == in * in, "quantize_gptq: H has {} values for [{}, {}]",
+          h.size(), in, in);
+  std::vector<double> h_diagonal(in);
+  for (int64_t i = 0; i < in; ++i) h_diagonal[i] = h[i * in + i];
+  GptqColumns cols = gptq_columns(w_in, out, in, std::move(h_diagonal), grid, opt);
+  const int64_t gs = cols.group_size, block = cols.block;
+  const std::vector<int64_t>& perm = cols.perm;
+  std::vector<double>& wp = cols.wp;
   QuantizedLinear l = QuantizedLinear::empty(grid.bits, out, in, grid.group_size);
   GptqStats st;
-
-  std::vector<double> w(w_in.begin(), w_in.end());
-  for (int64_t i = 0; i < in; ++i) {
-    if (h[i * in + i] == 0) {  // never active: its weights cannot matter, AutoGPTQ zeroes them
-      h[i * in + i] = 1;
-      for (int64_t o = 0; o < out; ++o) w[o * in + i] = 0;
-      ++st.dead_columns;
-    }
-  }
-  std::vector<double> diagonal(in);
-  for (int64_t i = 0; i < in; ++i) diagonal[i] = h[i * in + i];
-  const std::vector<int64_t> perm = gptq_column_order(diagonal, opt.act_order);
-  // Permuted copies: wp[o][p] = w[o][perm[p]], hp[p][q] = h[perm[p]][perm[q]].
-  std::vector<double> wp(out * in), hp(in * in);
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t p = 0; p < in; ++p) wp[o * in + p] = w[o * in + perm[p]];
+  st.dead_columns = cols.dead_columns;
+  for (int64_t i = 0; i < in; ++i) h[i * in + i] = cols.diagonal[i];
+  // Permuted copy: hp[p][q] = h[perm[p]][perm[q]].
+  std::vector<double> hp(in * in);
   for (int64_t p = 0; p < in; ++p)
     for (int64_t q = 0; q < in; ++q) hp[p * in + q] = h[perm[p] * in + perm[q]];
-  double mean_diag = 0;
-  for (int64_t p = 0; p < in; ++p) mean_diag += hp[p * in + p];
-  mean_diag /= static_cast<double>(in);
+  const double mean_diag = cols.mean_diag;
   std::vector<double> u;
   double damp = opt.damp;
   for (int attempt = 0;; ++attempt) {
@@ -347,12 +372,7 @@ AwqSearch awq_search_scales(const float* x, int64_t n, int64_t in,
     double mse = 0;
     for (int64_t k = 0; k < n * total_out; ++k) mse += double(y[k] - ref[k]) * (y[k] - ref[k]);
     mse /= static_cast<double>(n * total_out);
-    if (step == 0) best.loss_unscaled = mse;
-    if (mse < best.loss) {
-      best.loss = mse;
-      best.alpha = alpha;
-      best.scales = s;
-    }
+    best.consider(step, alpha, mse, s);
   }
   return best;
 }

@@ -68,6 +68,22 @@ QuantizedLinear quantize_gptq(const std::vector<float>& w, int64_t out, int64_t 
 // their index order). Shared with the GPU quantizer so that both permute identically.
 std::vector<int64_t> gptq_column_order(const std::vector<double>& diagonal, bool act_order);
 
+// What both GPTQ paths (quantize_gptq and the GPU's, tools/quantize/cuda) do on the host before
+// the factorisation: check the operands, zero the weights of dead inputs (diagonal 0, set to 1),
+// pick the column order and permute W by it. h_diagonal: [in] H's diagonal.
+struct GptqColumns {
+  int64_t group_size = 0;       // in for per-row grids
+  int64_t block = 0;            // the lazy-batch width (>= 1)
+  std::vector<double> diagonal; // [in] H's diagonal, dead inputs 1
+  std::vector<int64_t> perm;    // [in] gptq_column_order
+  std::vector<double> wp;       // [out, in] wp[o][p] = w[o][perm[p]], dead inputs 0
+  double mean_diag = 0;         // mean of the diagonal, summed in column order (damping unit)
+  int64_t dead_columns = 0;
+};
+GptqColumns gptq_columns(const std::vector<float>& w, int64_t out, int64_t in,
+                         std::vector<double> h_diagonal, const QuantGrid& grid,
+                         const GptqOptions& options);
+
 // Accumulates H += 2/N_total * X^T X for a chunk X [rows, in] (N_total: the final token count).
 void accumulate_hessian(const float* x, int64_t rows, int64_t in, double weight,
                         std::vector<double>& hessian);
@@ -94,6 +110,10 @@ struct AwqSearch {
   double alpha = 0;           // the chosen exponent of s = mean|x|^alpha (normalised)
   double loss = 0;            // output MSE with the chosen s
   double loss_unscaled = 0;   // output MSE with s = 1 (plain round-to-nearest)
+
+  // The search's step over candidates (start from loss = infinity): step 0 (alpha 0, s = 1)
+  // also records loss_unscaled; a strictly lower mse replaces the best.
+  void consider(int step, double alpha, double mse, const std::vector<float>& s);
 };
 
 // One AWQ candidate: s_i = max(mean_i^alpha, 1e-4), normalised by sqrt(max s * min s).

@@ -30,13 +30,13 @@ if [ "${1:-}" = quantize ]; then
   # nothing else runs in this mode (about 4 minutes).
   # Calibration text for timing only: the held-out text repeated (the committed calibration
   # text is made by tools/quantize/make_calibration.py from a corpus not in the checkout).
-  for i in 1 2 3 4 5; do cat models/eval/heldout.txt; done > /tmp/calib.txt
+  for _ in 1 2 3 4 5; do cat models/eval/heldout.txt; done > /tmp/calib.txt
   # cuSOLVER, cuSPARSE, nvJitLink are not carried (stage_cuda_checks.sh): where the loader does
   # not find them, take them from the image's CUDA wheels (nvidia-cusolver, ...).
   if ldd "$bin/quantize" | grep -q "not found"; then
     for l in libcusolver.so.12 libcusparse.so.12 libnvJitLink.so.13; do
       d=$(find / -xdev -name "$l" -not -path "/proc/*" 2>/dev/null | head -1)
-      [ -n "$d" ] && export LD_LIBRARY_PATH=$(dirname "$d"):$LD_LIBRARY_PATH
+      [ -n "$d" ] && LD_LIBRARY_PATH=$(dirname "$d"):$LD_LIBRARY_PATH && export LD_LIBRARY_PATH
     done
   fi
   ldd "$bin/quantize" | grep -E "cusolver|cusparse|nvJitLink|not found" > "$out/quantize.log"

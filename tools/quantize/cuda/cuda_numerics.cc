@@ -123,15 +123,16 @@ bool CudaNumerics::Impl::upper_cholesky_of_inverse(double* a, int64_t n, DeviceB
 QuantizedLinear CudaNumerics::Impl::gptq(const std::vector<float>& w_in, int64_t out, int64_t in,
                                          const DeviceBuffer& h, const quant::QuantGrid& grid,
                                          const quant::GptqOptions& opt, quant::GptqStats* stats) {
-  quant::check_grid(grid, in);
-  require(static_cast<int64_t>(w_in.size()) == out * in &&
-              h.bytes() == static_cast<std::size_t>(in) * in * sizeof(double),
-          "quantize_gptq: W has {} values for [{}, {}] and H {} bytes for [{}, {}]", w_in.size(),
-          out, in, h.bytes(), in, in);
-  const int64_t gs = grid.group_size == -1 ? in : grid.group_size;
-  const int64_t block = std::max<int64_t>(opt.block, 1);
-  require(grid.group_size == -1 || block % gs == 0,
-          "quantize_gptq: block {} is not a multiple of group_size {}", block, gs);
+  require(h.bytes() == static_cast<std::size_t>(in) * in * sizeof(double),
+          "quantize_gptq: H has {} bytes for [{}, {}]", h.bytes(), in, in);
+  // Host side, shared with quantizer.cc: dead inputs, the column order, the mean diagonal.
+  std::vector<double> h_diagonal(in);
+  SHARDSERVE_CUDA_CHECK(cudaMemcpy2DAsync(h_diagonal.data(), sizeof(double), h.data(),
+                                          (in + 1) * sizeof(double), sizeof(double), in,
+                                          cudaMemcpyDeviceToHost, s()));
+  stream.synchronize();
+  quant::GptqColumns cols = quant::gptq_columns(w_in, out, in, std::move(h_diagonal), grid, opt);
+  const int64_t gs = cols.group_size, block = cols.block;
   const int64_t width_max = std::min(block, in);
   require(width_max <= cuda::kGptqMaxBlockWidth,
           "quantize_gptq on the GPU: block {} is wider than the column kernel's {} (use a "
@@ -139,31 +140,12 @@ QuantizedLinear CudaNumerics::Impl::gptq(const std::vector<float>& w_in, int64_t
           block, cuda::kGptqMaxBlockWidth);
   QuantizedLinear l = QuantizedLinear::empty(grid.bits, out, in, grid.group_size);
   quant::GptqStats st;
-
-  // Host side, exactly as quantizer.cc: dead inputs, the column order, the mean diagonal.
-  std::vector<double> diag(in);
-  SHARDSERVE_CUDA_CHECK(cudaMemcpy2DAsync(diag.data(), sizeof(double), h.data(),
-                                          (in + 1) * sizeof(double), sizeof(double), in,
-                                          cudaMemcpyDeviceToHost, s()));
-  stream.synchronize();
-  std::vector<double> w(w_in.begin(), w_in.end());
-  for (int64_t i = 0; i < in; ++i) {
-    if (diag[i] == 0) {
-      diag[i] = 1;
-      for (int64_t o = 0; o < out; ++o) w[o * in + i] = 0;
-      ++st.dead_columns;
-    }
-  }
-  const std::vector<int64_t> perm = quant::gptq_column_order(diag, opt.act_order);
-  std::vector<double> wp(out * in), hp_diag(in);
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t p = 0; p < in; ++p) wp[o * in + p] = w[o * in + perm[p]];
-  double mean_diag = 0;
-  for (int64_t p = 0; p < in; ++p) {
-    hp_diag[p] = diag[perm[p]];
-    mean_diag += hp_diag[p];
-  }
-  mean_diag /= static_cast<double>(in);
+  st.dead_columns = cols.dead_columns;
+  const std::vector<int64_t>& perm = cols.perm;
+  const std::vector<double>& wp = cols.wp;
+  const double mean_diag = cols.mean_diag;
+  std::vector<double> hp_diag(in);
+  for (int64_t p = 0; p < in; ++p) hp_diag[p] = cols.diagonal[perm[p]];
   std::vector<int32_t> perm32(perm.begin(), perm.end());
   const bool identity = !opt.act_order;
 
@@ -229,22 +211,22 @@ QuantizedLinear CudaNumerics::Impl::gptq(const std::vector<float>& w_in, int64_t
   DeviceBuffer loss_d(static_cast<std::size_t>(out) * sizeof(double), "GPTQ loss");
   SHARDSERVE_CUDA_CHECK(cudaMemsetAsync(loss_d.data(), 0, loss_d.bytes(), s()));
   const double minus_one = -1.0, one = 1.0;
+  cuda::GptqBlock b{};  // the same operands for every block but i1 and width
+  b.w = w_d.as<double>();
+  b.u = u.as<double>();
+  b.out = out;
+  b.in = in;
+  b.err_ld = width_max;
+  b.per_row = per_row;
+  b.scales = scales_d.as<float>();
+  b.zeros = zeros_d.as<int32_t>();
+  b.q = q_d.as<uint8_t>();
+  b.err = err_d.as<double>();
+  b.loss = loss_d.as<double>();
   for (int64_t i1 = 0; i1 < in; i1 += block) {
     const int64_t width = std::min(block, in - i1), i2 = i1 + width;
-    cuda::GptqBlock b{};
-    b.w = w_d.as<double>();
-    b.u = u.as<double>();
-    b.out = out;
-    b.in = in;
     b.i1 = i1;
     b.width = width;
-    b.err_ld = width_max;
-    b.per_row = per_row;
-    b.scales = scales_d.as<float>();
-    b.zeros = zeros_d.as<int32_t>();
-    b.q = q_d.as<uint8_t>();
-    b.err = err_d.as<double>();
-    b.loss = loss_d.as<double>();
     cuda::gptq_block(b, kg, s());
     if (i2 == in) break;
     // Column-major: W^T[i2:, :] -= (U[i1:i2, i2:])^T Err^T, i.e. W[:, i2:] -= Err U[i1:i2, i2:].
@@ -354,12 +336,7 @@ quant::AwqSearch CudaNumerics::awq_search_scales(
     double mse = 0;
     for (const double p : partials) mse += p;
     mse /= static_cast<double>(n * total_out);
-    if (step == 0) best.loss_unscaled = mse;
-    if (mse < best.loss) {
-      best.loss = mse;
-      best.alpha = alpha;
-      best.scales = s;
-    }
+    best.consider(step, alpha, mse, s);
   }
   return best;
 }
