@@ -43,7 +43,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_service_test import Job, alive, fail, make_requests, make_tiny_model, read_jsonl, write_config  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
-from service_testing import Proc, cmake_list, free_port_range, scrape_metrics  # noqa: E402
+from service_testing import Proc, cmake_list, free_port_range, scrape_metrics, wait_for_state  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "client", "python"))
 
 RECOVERY = ["--enable-recovery", "--mca", "orte_abort_on_non_zero_status", "0"]
@@ -322,11 +322,21 @@ def scenario_abort(args, workdir):
         if args.gateway:
             gateway = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--port", "0"], workdir)
             gw_base = gateway.listening(60)
-        # The ZeroMQ load first: the Python and HTTP requests below queue behind its 32 x 200
-        # tokens, so none of them can finish before the fault.
+        # The ZeroMQ load first, all of it received before the Python and HTTP requests below are
+        # sent: those queue behind its 32 x 200 tokens (16 run at a time), so none of them can
+        # finish before the fault. (Sent at once, the Python client's request once overtook part
+        # of the load on the coordinator's poll and finished before the gateway's arrived.)
+        from shardserve_client import Client as PyClient
+        admin = PyClient(endpoint)
         client = Client(endpoint)
         for s in specs:
             client.submit(s["id"], s["prompt_ids"], s["max_tokens"])
+
+        def load_received():
+            client.pump(0.05)
+            known = sum(r["id"].startswith("req-") for r in admin.status(requests=True)["requests"])
+            return known + len(client.ends) == n, f"{known} live and {len(client.ends)} ended of {n}"
+        wait_for_state("the coordinator holding the whole ZeroMQ load", load_received, 30, interval=0)
         py = {"tokens": 0}
 
         def python_client_stream():  # its own thread, its own socket
@@ -350,8 +360,6 @@ def scenario_abort(args, workdir):
                 name = "http_stream" if stream else "http_whole"
                 http[name] = curl_start(args, workdir, name, gw_base, body)
         # Mid-load, with the Python client's and the gateway's requests live in the service.
-        from shardserve_client import Client as PyClient
-        admin = PyClient(endpoint)
         others = 1 + len(http)
         deadline = time.monotonic() + 30
         live, seen = [], set()
