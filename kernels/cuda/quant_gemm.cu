@@ -70,6 +70,7 @@ constexpr int kMaxSmemBytes = 48 * 1024;
 
 using ptx::bulk_copy_to_shared;
 using ptx::cp_async16;
+using ptx::cp_async4;
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;
 using ptx::ldmatrix_x4;
@@ -83,10 +84,19 @@ using w4::meta_scale;
 using w4::meta_zero_pair;
 using w4::to_out;
 
-// Shared memory of a block: the rings [warp][stage], their mbarriers [warp][stage], x
-// [m_valid][x_row_bytes], 16 zero bytes.
-__host__ __device__ inline int decode_smem_bytes(int m_valid, int64_t kt_per_split) {
-  return kRingBytes + kBarrierBytes +
+// Groups a split of kt_per_split tiles can touch (it need not start on a group boundary).
+__host__ __device__ inline int decode_meta_groups(int64_t kt_per_split, int64_t group_size) {
+  return static_cast<int>((kt_per_split * kW4TileCols + group_size - 1) / group_size) + 1;
+}
+// Shared memory of a block: the rings [warp][stage], their mbarriers [warp][stage], the meta
+// [warp][split group][8][2] (uint32: rows g and g + 8 of the warp's row tile side by side, one
+// 8-byte read per lane), x [m_valid][x_row_bytes], 16 zero bytes.
+__host__ __device__ inline int decode_meta_bytes(int64_t kt_per_split, int64_t group_size) {
+  return kWarpsPerBlock * decode_meta_groups(kt_per_split, group_size) * kW4TileRows * 4;
+}
+__host__ __device__ inline int decode_smem_bytes(int m_valid, int64_t kt_per_split,
+                                                 int64_t group_size) {
+  return kRingBytes + kBarrierBytes + decode_meta_bytes(kt_per_split, group_size) +
          m_valid * static_cast<int>(kt_per_split * kW4TileCols * 2 + kXRowPad) + 16;
 }
 
@@ -107,7 +117,10 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   const int64_t kt0 = split * kt_per_split;
   const int tiles_here = static_cast<int>(min(KT, kt0 + kt_per_split) - kt0);
   const int x_row_bytes = static_cast<int>(kt_per_split * kW4TileCols * 2) + kXRowPad;
-  unsigned char* xs = smem + kRingBytes + kBarrierBytes;
+  const int meta_groups = decode_meta_groups(kt_per_split, group_size);
+  uint32_t* meta_s = reinterpret_cast<uint32_t*>(smem + kRingBytes + kBarrierBytes) +
+                     warp * meta_groups * kW4TileRows;
+  unsigned char* xs = smem + kRingBytes + kBarrierBytes + decode_meta_bytes(kt_per_split, group_size);
   unsigned char* zeros = xs + m_valid * x_row_bytes;
   const bool active = rt < row_tiles;
   const uint32_t ring = smem_address(smem) + warp * (kStages * kStageBytes);
@@ -124,7 +137,21 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
     bulk_copy_to_shared(ring + (c % kStages) * kStageBytes, src + c * kChunkTiles * 32, bytes, bar);
   };
 
-  // 1. Stage x (this block's K range, m_valid rows) with cp.async, and start the ring.
+  // The split's groups: [first_group, first_group + split_groups).
+  const int gs = static_cast<int>(group_size);
+  const int first_group = static_cast<int>(kt0 * kW4TileCols / group_size);
+  const int split_groups =
+      static_cast<int>(((kt0 + tiles_here) * kW4TileCols - 1) / group_size) + 1 - first_group;
+
+  // 1. Stage x (this block's K range, m_valid rows) and each warp's meta for the split with
+  // cp.async, and start the ring. (Loaded from global memory in the loop, one group ahead, the
+  // meta words stalled the warps on the long scoreboard: run 19's top stall.)
+  if (active) {
+    const uint32_t* msrc = meta + rt * kW4TileRows * groups + first_group;
+    for (int r = 0; r < kW4TileRows; ++r)
+      for (int gl = lane; gl < split_groups; gl += 32)
+        cp_async4(smem_address(meta_s + (gl * 8 + (r & 7)) * 2 + (r >> 3)), msrc + r * groups + gl);
+  }
   {
     const int x_chunks = tiles_here * static_cast<int>(kW4TileCols / 8);  // 16 bytes each
     const bf16* xsrc = x + kt0 * kW4TileCols;
@@ -162,20 +189,23 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
-  // Meta of the current group and, prefetched, of the next (boundaries are multiples of 32
-  // columns and are tested at every other k16 step, so each is met exactly and the group
-  // advances by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the instructions per code.
-  const int gs = static_cast<int>(group_size), last_group = static_cast<int>(groups - 1);
-  int group = static_cast<int>(kt0 * kW4TileCols / group_size);
-  int next_boundary = (group + 1) * gs;
-  const uint32_t* meta0 = meta + row0 * groups;
-  const uint32_t* meta1 = meta + row1 * groups;
-  uint32_t m0 = __ldg(meta0 + group), m1 = __ldg(meta1 + group);
-  uint32_t p0 = __ldg(meta0 + min(group + 1, last_group));
-  uint32_t p1 = __ldg(meta1 + min(group + 1, last_group));
-  float s0 = meta_scale(m0), s1 = meta_scale(m1);
-  uint32_t z0 = meta_zero_pair(m0), z1 = meta_zero_pair(m1);
-  // Group boundary: scale the finished group's sums, move to the prefetched meta.
+  // Meta of the current group, rows g and g + 8, from the staged words (boundaries are
+  // multiples of 32 columns and are tested at every other k16 step, so each is met exactly and
+  // the group advances by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the
+  // instructions per code.
+  const uint2* meta_g = reinterpret_cast<const uint2*>(meta_s) + g;  // [split group][8]
+  int next_boundary = (first_group + 1) * gs;
+  float s0, s1;
+  uint32_t z0, z1;
+  auto load_meta = [&] {
+    const uint2 mg = *meta_g;
+    s0 = meta_scale(mg.x);
+    s1 = meta_scale(mg.y);
+    z0 = meta_zero_pair(mg.x);
+    z1 = meta_zero_pair(mg.y);
+  };
+  load_meta();
+  // Group boundary: scale the finished group's sums, move to the next group's staged meta.
   auto close_group = [&] {
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb) {
@@ -187,16 +217,9 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
     }
   };
   auto open_next_group = [&] {
-    ++group;
     next_boundary += gs;
-    m0 = p0;
-    m1 = p1;
-    p0 = __ldg(meta0 + min(group + 1, last_group));
-    p1 = __ldg(meta1 + min(group + 1, last_group));
-    s0 = meta_scale(m0);
-    s1 = meta_scale(m1);
-    z0 = meta_zero_pair(m0);
-    z1 = meta_zero_pair(m1);
+    meta_g += 8;
+    load_meta();
   };
   int col = static_cast<int>(kt0 * kW4TileCols);
 
@@ -323,7 +346,7 @@ struct DecodeShape {
   int smem_bytes;
 };
 
-DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
+DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int64_t group_size, int warps_per_sm) {
   DecodeShape s{};
   s.nb = m <= 8 ? 1 : 2;
   s.row_tiles = w4_padded_rows(n) / kW4TileRows;
@@ -333,18 +356,22 @@ DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
   splits = std::min(splits, std::max<int64_t>(1, KT / kStages));
   s.kt_per_split = (KT + splits - 1) / splits;
   const int mv = static_cast<int>(m);
-  while (s.kt_per_split > 1 && decode_smem_bytes(mv, s.kt_per_split) > kMaxSmemBytes)
+  while (s.kt_per_split > 1 &&
+         decode_smem_bytes(mv, s.kt_per_split, group_size) > kMaxSmemBytes)
     --s.kt_per_split;
   s.splits = (KT + s.kt_per_split - 1) / s.kt_per_split;
-  s.smem_bytes = decode_smem_bytes(mv, s.kt_per_split);
+  s.smem_bytes = decode_smem_bytes(mv, s.kt_per_split, group_size);
   return s;
 }
 
 constexpr int64_t kPassRows = 16;
+// The workspace is sized for the smallest group (the most meta per tile, so the shortest
+// splits and the most partial sums); any other group size needs no more.
+constexpr int64_t kSmallestGroup = 32;
 
 // Bytes of the workspace: partial sums (when split) then, 16-byte aligned, the permuted x.
 std::size_t partial_floats(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
-  const DecodeShape s = decode_shape(std::min(m, kPassRows), n, k, warps_per_sm);
+  const DecodeShape s = decode_shape(std::min(m, kPassRows), n, k, kSmallestGroup, warps_per_sm);
   return s.splits > 1 ? std::size_t(s.splits) * std::min(m, kPassRows) * n : 0;
 }
 std::size_t permuted_offset(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
@@ -376,7 +403,7 @@ cudaError_t gemv_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64
   }
   for (int64_t r0 = 0; r0 < m; r0 += kPassRows) {
     const int64_t rows = std::min<int64_t>(kPassRows, m - r0);
-    const DecodeShape s = decode_shape(rows, w.n, w.k, warps_per_sm);
+    const DecodeShape s = decode_shape(rows, w.n, w.k, w.group_size, warps_per_sm);
     const bf16* xr = xs + r0 * w.k;
     Out* yr = y + r0 * ldy;
     const int mv = static_cast<int>(rows);
