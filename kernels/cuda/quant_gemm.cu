@@ -14,7 +14,9 @@
 //   of the split's tiles; one barrier (after x is staged), none in the loop.
 //   1. The block copies its K range of x, m rows, into shared memory (cp.async; rows padded by
 //      16 bytes so the 8 rows an ldmatrix reads fall in distinct banks); B rows past m point to
-//      16 zero bytes.
+//      16 zero bytes. Each warp copies beside it the meta words of its 16 rows for the split's
+//      groups, [group][8][2] (rows g and g + 8 side by side: one 8-byte read per lane and group),
+//      so that no global load is waited for inside the loop.
 //   2. Each warp streams its row tile's code tiles (contiguous in memory for its K range)
 //      through a private ring of kStages chunks of kChunkTiles tiles in shared memory: lane 0
 //      issues one bulk (TMA) copy per chunk, completing on the stage's mbarrier, kStages - 1
