@@ -5,6 +5,8 @@
 // went wrong. Code throws; the process boundary (main, a request handler) catches and reports.
 #include <fmt/format.h>
 
+#include <cstdio>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -26,6 +28,19 @@ template <typename... Args>
 template <typename... Args>
 void require(bool condition, fmt::format_string<Args...> format, Args&&... args) {
   if (!condition) throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
+
+// The process boundary of a command-line tool: main() { return run_reporting_errors("name",
+// run, argc, argv); }. An exception escaping run becomes one line "name: message" on stderr and
+// exit status 1.
+inline int run_reporting_errors(const char* program, int (*run)(int, char**), int argc,
+                                char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 1;
+  }
 }
 
 }  // namespace shardserve

@@ -177,10 +177,5 @@ int run(int argc, char** argv) {
 }  // namespace shardserve
 
 int main(int argc, char** argv) {
-  try {
-    return shardserve::run(argc, argv);
-  } catch (const shardserve::Error& e) {
-    std::fprintf(stderr, "quantize_bench: %s\n", e.what());
-    return 1;
-  }
+  return shardserve::run_reporting_errors("quantize_bench", shardserve::run, argc, argv);
 }

@@ -552,10 +552,5 @@ int run(int argc, char** argv) {
 }  // namespace shardserve::bench
 
 int main(int argc, char** argv) {
-  try {
-    return shardserve::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "scheduler_sim: %s\n", e.what());
-    return 1;
-  }
+  return shardserve::run_reporting_errors("scheduler_sim", shardserve::bench::run, argc, argv);
 }
