@@ -119,10 +119,10 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   const int64_t kt0 = split * kt_per_split;
   const int tiles_here = static_cast<int>(min(KT, kt0 + kt_per_split) - kt0);
   const int x_row_bytes = static_cast<int>(kt_per_split * kW4TileCols * 2) + kXRowPad;
-  const int meta_groups = decode_meta_groups(kt_per_split, group_size);
-  uint32_t* meta_s = reinterpret_cast<uint32_t*>(smem + kRingBytes + kBarrierBytes) +
-                     warp * meta_groups * kW4TileRows;
-  unsigned char* xs = smem + kRingBytes + kBarrierBytes + decode_meta_bytes(kt_per_split, group_size);
+  uint32_t* const meta_all = reinterpret_cast<uint32_t*>(smem + kRingBytes + kBarrierBytes);
+  const int meta_warp_words = decode_meta_groups(kt_per_split, group_size) * kW4TileRows;
+  uint32_t* meta_s = meta_all + warp * meta_warp_words;
+  unsigned char* xs = reinterpret_cast<unsigned char*>(meta_all + kWarpsPerBlock * meta_warp_words);
   unsigned char* zeros = xs + m_valid * x_row_bytes;
   const bool active = rt < row_tiles;
   const uint32_t ring = smem_address(smem) + warp * (kStages * kStageBytes);

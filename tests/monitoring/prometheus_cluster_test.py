@@ -474,7 +474,8 @@ def main():
     allreduce = prom.scalar("sum(shardserve_worker_allreduce_duration_seconds_sum)")
     if not allreduce or allreduce <= 0:
         fail(f"no all-reduce time recorded ({allreduce})")
-    print(f"ok: KV use peaked at {used:.2f} (Prometheus saw {scraped_peak:.2f}); every rank's forward passes equal its replica's steps "
+    print(f"ok: KV use peaked at {used:.2f} (Prometheus saw {scraped_peak:.2f}); every rank's "
+          "forward passes equal its replica's steps "
           f"{step_of}; heartbeats fresh; all-reduce time {allreduce:.3f} s")
 
     if args.front == "file":

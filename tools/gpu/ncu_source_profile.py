@@ -64,7 +64,7 @@ def main():
     def top_reasons(r):
         best = sorted(((number(r, s), s[len("stall_"):]) for s in stalls), reverse=True)[:2]
         return ",".join(f"{name}:{v}" for v, name in best if v)
-    print(f"instructions with the most samples (index, per unit, samples, reasons, SASS):")
+    print("instructions with the most samples (index, per unit, samples, reasons, SASS):")
     ranked = sorted(range(len(rows)), key=lambda i: -number(rows[i], samples_key))[: a.top]
     for i in ranked:
         r = rows[i]

@@ -111,7 +111,8 @@ grep -E "KV pool|error|failed|graphs|replica 0:" /tmp/serving/serving.log 2>/dev
 if [ "${1:-}" = ncu ]; then
   # Hardware counters of the W4 decode kernel at batch 1: the benchmark's fifth launch of it, the
   # qkv projection of a 70B layer (10240 x 8192: 81920 code tiles), with the per-instruction
-  # stall samples condensed by tools/gpu/ncu_source_profile.py (decode_profile.txt, .tsv).
+  # stall samples condensed by tools/gpu/ncu_source_profile.py (its summary appended to ncu.log,
+  # every instruction in decode_profile.tsv).
   timeout 100 ncu --clock-control none -k regex:w4_decode_kernel --launch-skip 4 --launch-count 1 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
     --section SourceCounters -o /tmp/decode "$bin/llama70b_bench" /tmp/ncu_bench.json > "$out/ncu.log" 2>&1
