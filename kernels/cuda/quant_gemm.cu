@@ -148,11 +148,15 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   // 1. Stage x (this block's K range, m_valid rows) and each warp's meta for the split with
   // cp.async, and start the ring. (Loaded from global memory in the loop, one group ahead, the
   // meta words stalled the warps on the long scoreboard: run 19's top stall.)
+  // Lane l copies row l % 16 of the warp's tile, groups l / 16, l / 16 + 2, ...: one 4-byte copy
+  // and two additions per iteration. (A loop over the 16 rows with the lanes over the groups
+  // left most lanes idle at ~10 groups a split and cost ~40 instructions per code tile in the
+  // short qkv splits, run 20.)
   if (active) {
-    const uint32_t* msrc = meta + rt * kW4TileRows * groups + first_group;
-    for (int r = 0; r < kW4TileRows; ++r)
-      for (int gl = lane; gl < split_groups; gl += 32)
-        cp_async4(smem_address(meta_s + (gl * 8 + (r & 7)) * 2 + (r >> 3)), msrc + r * groups + gl);
+    const int r = lane & 15;
+    const uint32_t* msrc = meta + (rt * kW4TileRows + r) * groups + first_group;
+    const uint32_t mdst = smem_address(meta_s + (r & 7) * 2 + (r >> 3));
+    for (int gl = lane >> 4; gl < split_groups; gl += 2) cp_async4(mdst + gl * 64, msrc + gl);
   }
   {
     const int x_chunks = tiles_here * static_cast<int>(kW4TileCols / 8);  // 16 bytes each
