@@ -88,6 +88,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--unloaded", type=int, default=40)
     ap.add_argument("--retry-ms", type=float, default=5)
+    ap.add_argument("--server-threads", type=int, default=1, help="the server's OMP_NUM_THREADS")
     ap.add_argument("--note", default="", help="free text for the .md (e.g. what else ran)")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "results"))
     ap.add_argument("--workdir", default="/tmp/overload_bench")
@@ -96,7 +97,8 @@ def main():
     cap = args.max_num_seqs + args.max_waiting
     srv = Proc("server", [args.server, "--model", args.model, "--listen", "tcp://127.0.0.1:*",
                           "--max-num-seqs", str(args.max_num_seqs), "--max-waiting", str(args.max_waiting),
-                          "--kv-blocks", "512"], args.workdir)
+                          "--kv-blocks", "512"], args.workdir,
+               env={"OMP_NUM_THREADS": str(args.server_threads)})
     endpoint = srv.listening(60)
     clients = args.factor * cap
     gw = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--host", "127.0.0.1", "--port", "0",
@@ -126,7 +128,7 @@ def main():
     result = {
         "bench": "overload", "tag": args.tag, "capacity": cap, "clients": clients,
         "max_num_seqs": args.max_num_seqs, "max_waiting": args.max_waiting, "max_tokens": args.max_tokens,
-        "seconds": args.seconds, "retry_ms": args.retry_ms, "cpus": os.cpu_count(),
+        "seconds": args.seconds, "retry_ms": args.retry_ms, "server_threads": args.server_threads, "cpus": os.cpu_count(),
         "load_generator": "bench/overload/overload_load (C++, cpp-httplib client, a thread per client)",
         "note": args.note,
         "unloaded_ms": unloaded.latency(200),
@@ -136,6 +138,13 @@ def main():
         "other_answers": unloaded.others() + at_capacity.others() + overload.others(),
         "machine": {p.name: p.machine() for p in (unloaded, at_capacity, overload)},
     }
+    # "10x capacity" as a rate: requests sent per second at 10x (every answer) over requests
+    # finished per second at capacity; the closed-loop clients' pause after a 429 sets it.
+    sent = sum(v["n"] for v in overload.raw["latency_ms_by_status"].values())
+    result["offered_per_s"] = round(sent / overload.wall_s, 1)
+    result["served_per_s_at_capacity"] = round(result["at_capacity_ms"]["n"] / at_capacity.wall_s, 1)
+    result["offered_over_capacity"] = round(result["offered_per_s"] / result["served_per_s_at_capacity"], 1) \
+        if result["served_per_s_at_capacity"] else None
     u99, a99 = result["unloaded_ms"]["p99"], result["admitted_ms"]["p99"]
     result["admitted_p99_over_unloaded_p99"] = round(a99 / u99, 2) if a99 and u99 else None
     c99 = result["at_capacity_ms"]["p99"]
@@ -149,7 +158,8 @@ def main():
                 f"Gateway + llm-local, capacity {cap} ({args.max_num_seqs} running + {args.max_waiting} waiting; "
                 f"gateway --max-active {args.max_num_seqs}: nothing the gateway admits waits), "
                 f"{clients} closed-loop HTTP clients for {args.seconds} s (C++ `overload_load`, a 429 "
-                f"retried after {args.retry_ms} ms), {args.max_tokens} tokens per request, "
+                f"retried after {args.retry_ms} ms), {args.max_tokens} tokens per request, the server on "
+                f"{args.server_threads} OpenMP thread(s), "
                 f"{os.cpu_count()} CPUs. Made by `bench/overload/overload_bench.py`.\n\n"
                 "| | requests | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- | --- |\n")
         for k, name in (("unloaded_ms", "unloaded (1 client)"),
@@ -158,6 +168,9 @@ def main():
                         ("rejected_ms", f"rejected (429) at {args.factor}x")):
             r = result[k]
             f.write(f"| {name} | {r['n']} | {r['p50']} | {r['p99']} | {r['max']} |\n")
+        f.write(f"\nOffered at {args.factor}x: {result['offered_per_s']} requests/s against "
+                f"{result['served_per_s_at_capacity']} served per second at capacity = "
+                f"{result['offered_over_capacity']}x.\n")
         f.write(f"\nadmitted p99 / unloaded p99 = {result['admitted_p99_over_unloaded_p99']}, "
                 f"/ at-capacity p99 = {result['admitted_p99_over_at_capacity_p99']} "
                 f"(target <= 1.5); rejection p99 {result['rejected_ms']['p99']} ms (target < 10). "
