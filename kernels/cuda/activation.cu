@@ -21,6 +21,9 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 template <int VEC>
 __global__ void silu_mul_kernel(const bf16* __restrict__ gate_up, bf16* __restrict__ out,
                                 int64_t rows, int64_t width) {
+  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
+  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
+  cudaTriggerProgrammaticLaunchCompletion();
   const int64_t per_row = width / VEC;
   for (int64_t item = blockIdx.x * int64_t{kThreads} + threadIdx.x; item < rows * per_row;
        item += int64_t{gridDim.x} * kThreads) {

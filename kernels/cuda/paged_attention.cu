@@ -83,6 +83,9 @@ struct AttentionArgs {
 // dynamic shared memory = GT * (1024 + 2 * groups) floats, groups = kWarps * 32 / L.
 template <int GT>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const AttentionArgs a) {
+  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
+  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
+  cudaTriggerProgrammaticLaunchCompletion();
   extern __shared__ float smem[];
   const int t = blockIdx.x;
   const int64_t row = a.rows != nullptr ? a.rows[t] : t;
@@ -242,6 +245,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const Attenti
 // Merges the splits of one (token, head). grid = (tokens, num_heads); block = head_dim threads
 // (at most 256).
 __global__ void attention_reduce_kernel(const AttentionArgs a) {
+  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
+  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
+  cudaTriggerProgrammaticLaunchCompletion();
   const int t = blockIdx.x, head = blockIdx.y, dim = threadIdx.x;
   const int hd = static_cast<int>(a.head_dim);
   const int visible = a.positions[t] + 1;

@@ -12,6 +12,11 @@
 // Decode kernel (w4_decode_kernel<NB, Out>: up to 8 * NB rows of x per pass, NB = 1 or 2):
 //   grid (row tiles / 4, K splits); block = 4 warps over 4 consecutive row tiles and one K range
 //   of the split's tiles; one barrier (after x is staged), none in the loop.
+//   0. The kernel is launched as a programmatic dependent of the one before it in the stream
+//      (the kernels that produce a GEMM's x allow it at their start): it starts its weights'
+//      copies (meta and the first code chunks), then waits for that kernel, then stages x. So
+//      codes and meta must be complete before the kernel ahead of it starts (true of weights
+//      loaded or made before the first forward pass).
 //   1. The block copies its K range of x, m rows, into shared memory (cp.async; rows padded by
 //      16 bytes so the 8 rows an ldmatrix reads fall in distinct banks); B rows past m point to
 //      16 zero bytes. Each warp copies beside it the meta words of its 16 rows for the split's
@@ -158,6 +163,14 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
     const uint32_t mdst = smem_address(meta_s + (r & 7) * 2 + (r >> 3));
     for (int gl = lane >> 4; gl < split_groups; gl += 2) cp_async4(mdst + gl * 64, msrc + gl);
   }
+  if (active && lane == 0) {
+    for (int st = 0; st < kStages; ++st) mbarrier_init(bars + st * 8, 1);
+    mbarrier_init_fence();
+    for (int c = 0; c < min(kStages - 1, chunks); ++c) issue(c);
+  }
+  // Only x comes from the kernel before this one: launched as its programmatic dependent, the
+  // block has started the weights' copies above while that kernel finished.
+  cudaGridDependencySynchronize();
   {
     const int x_chunks = tiles_here * static_cast<int>(kW4TileCols / 8);  // 16 bytes each
     const bf16* xsrc = x + kt0 * kW4TileCols;
@@ -167,11 +180,6 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
     }
     if (threadIdx.x == 0) *reinterpret_cast<uint4*>(zeros) = make_uint4(0, 0, 0, 0);
     cp_async_commit();
-  }
-  if (active && lane == 0) {
-    for (int st = 0; st < kStages; ++st) mbarrier_init(bars + st * 8, 1);
-    mbarrier_init_fence();
-    for (int c = 0; c < min(kStages - 1, chunks); ++c) issue(c);
   }
   cp_async_wait<0>();  // x has landed (this thread's part) ...
   __syncthreads();     // ... and every thread's part
@@ -291,6 +299,7 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
 // xp[b][c] = x[b][perm[c]]. x: bf16 [m, k]; xp: bf16 [m, k].
 __global__ void w4_permute_kernel(const bf16* __restrict__ x, const int32_t* __restrict__ perm,
                                   int64_t m, int64_t k, bf16* __restrict__ xp) {
+  cudaTriggerProgrammaticLaunchCompletion();  // the decode kernel may start (and wait for us)
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * k;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t b = i / k, c = i % k;
@@ -389,10 +398,23 @@ cudaError_t launch_decode(const DecodeShape& s, const bf16* x, int m_valid, cons
                           Out* y, int64_t ldy, float* partial, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.row_tiles + kWarpsPerBlock - 1) / kWarpsPerBlock),
                   static_cast<unsigned>(s.splits));
-  w4_decode_kernel<NB, Out><<<grid, kWarpsPerBlock * 32, s.smem_bytes, stream>>>(
-      x, m_valid, reinterpret_cast<const uint4*>(w.codes), w.meta, w.n, w.k, w.group_size,
-      w.groups(), s.row_tiles, s.kt_per_split, y, ldy, partial);
-  return cudaGetLastError();
+  // A programmatic dependent launch: the blocks may start before the kernel ahead of this one
+  // in the stream ends (once all its blocks have started, if it allows it) and wait for it in
+  // cudaGridDependencySynchronize; the weights' copies before that overlap its tail.
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(kWarpsPerBlock * 32);
+  config.dynamicSmemBytes = static_cast<std::size_t>(s.smem_bytes);
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, w4_decode_kernel<NB, Out>, x, m_valid,
+                            reinterpret_cast<const uint4*>(w.codes), w.meta, w.n, w.k,
+                            w.group_size, w.groups(), s.row_tiles, s.kt_per_split, y, ldy,
+                            partial);
 }
 
 template <typename Out>

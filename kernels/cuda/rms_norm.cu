@@ -28,6 +28,9 @@ __global__ void add_rms_norm_kernel(float* __restrict__ residual,
                                     const DeltaT* __restrict__ delta,
                                     const float* __restrict__ weight, bf16* __restrict__ out,
                                     int64_t dim, float eps) {
+  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
+  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
+  cudaTriggerProgrammaticLaunchCompletion();
   __shared__ float scratch[32];
   float* x = residual + blockIdx.x * dim;
   const DeltaT* d = delta != nullptr ? delta + blockIdx.x * dim : nullptr;
