@@ -7,6 +7,7 @@
 // (g / (1 + exp(-g)) * u, the CPU's formula). Bytes: rows * width * (4 read + 2 written).
 #include <algorithm>
 
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/vec.cuh"
 
@@ -21,9 +22,7 @@ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f
 template <int VEC>
 __global__ void silu_mul_kernel(const bf16* __restrict__ gate_up, bf16* __restrict__ out,
                                 int64_t rows, int64_t width) {
-  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
-  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
-  cudaTriggerProgrammaticLaunchCompletion();
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   const int64_t per_row = width / VEC;
   for (int64_t item = blockIdx.x * int64_t{kThreads} + threadIdx.x; item < rows * per_row;
        item += int64_t{gridDim.x} * kThreads) {
@@ -55,11 +54,11 @@ cudaError_t silu_mul(const bf16* gate_up, bf16* out, int64_t rows, int64_t width
   const unsigned blocks =
       static_cast<unsigned>(std::min<int64_t>((items + kThreads - 1) / kThreads, 132 * 16));
   if (vec) {
-    silu_mul_kernel<8><<<blocks, kThreads, 0, stream>>>(gate_up, out, rows, width);
-  } else {
-    silu_mul_kernel<1><<<blocks, kThreads, 0, stream>>>(gate_up, out, rows, width);
+    return launch_dependent(silu_mul_kernel<8>, blocks, kThreads, 0, stream, gate_up, out, rows,
+                            width);
   }
-  return cudaGetLastError();
+  return launch_dependent(silu_mul_kernel<1>, blocks, kThreads, 0, stream, gate_up, out, rows,
+                          width);
 }
 
 }  // namespace launch

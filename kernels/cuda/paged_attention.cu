@@ -28,6 +28,7 @@
 // step that mixes both.
 #include <cfloat>
 
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/vec.cuh"
 
@@ -46,6 +47,7 @@ __global__ void write_kv_kernel(bf16* __restrict__ pool_k, bf16* __restrict__ po
                                 int64_t row, const bf16* __restrict__ k,
                                 const bf16* __restrict__ v, int64_t src_stride,
                                 const int32_t* __restrict__ slots) {
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   const int64_t t = blockIdx.x;
   const int64_t slot = slots[t];
   if (slot < 0) return;
@@ -83,9 +85,7 @@ struct AttentionArgs {
 // dynamic shared memory = GT * (1024 + 2 * groups) floats, groups = kWarps * 32 / L.
 template <int GT>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const AttentionArgs a) {
-  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
-  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
-  cudaTriggerProgrammaticLaunchCompletion();
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   extern __shared__ float smem[];
   const int t = blockIdx.x;
   const int64_t row = a.rows != nullptr ? a.rows[t] : t;
@@ -245,9 +245,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(const Attenti
 // Merges the splits of one (token, head). grid = (tokens, num_heads); block = head_dim threads
 // (at most 256).
 __global__ void attention_reduce_kernel(const AttentionArgs a) {
-  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
-  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
-  cudaTriggerProgrammaticLaunchCompletion();
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   const int t = blockIdx.x, head = blockIdx.y, dim = threadIdx.x;
   const int hd = static_cast<int>(a.head_dim);
   const int visible = a.positions[t] + 1;
@@ -272,8 +270,7 @@ cudaError_t launch_attention(const AttentionArgs& a, int64_t tokens, cudaStream_
       sizeof(float) * GT * (static_cast<std::size_t>(groups) * a.head_dim + 2 * groups);
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(a.num_heads / GT),
                   static_cast<unsigned>(a.num_splits));
-  paged_attention_kernel<GT><<<grid, kThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  return launch_dependent(paged_attention_kernel<GT>, grid, kThreads, smem, stream, a);
 }
 
 }  // namespace
@@ -283,9 +280,9 @@ namespace launch {
 cudaError_t write_kv(const PagedKvPool& pool, const bf16* k, const bf16* v, int64_t src_stride,
                      const int32_t* slots, int64_t tokens, cudaStream_t stream) {
   if (tokens == 0) return cudaSuccess;
-  write_kv_kernel<<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(
-      pool.k, pool.v, pool.num_kv_heads * pool.head_dim, k, v, src_stride, slots);
-  return cudaGetLastError();
+  return launch_dependent(write_kv_kernel, static_cast<unsigned>(tokens), kThreads, 0, stream,
+                          pool.k, pool.v, pool.num_kv_heads * pool.head_dim, k, v, src_stride,
+                          slots);
 }
 
 cudaError_t paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_stride, bf16* out,
@@ -328,10 +325,9 @@ cudaError_t paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_st
     status = launch_attention<1>(a, batch.tokens, stream);
   }
   if (status != cudaSuccess || split.num_splits == 1) return status;
-  attention_reduce_kernel<<<dim3(static_cast<unsigned>(batch.tokens),
-                                 static_cast<unsigned>(num_heads)),
-                            static_cast<unsigned>(pool.head_dim), 0, stream>>>(a);
-  return cudaGetLastError();
+  return launch_dependent(attention_reduce_kernel,
+                          dim3(static_cast<unsigned>(batch.tokens), static_cast<unsigned>(num_heads)),
+                          static_cast<unsigned>(pool.head_dim), 0, stream, a);
 }
 
 }  // namespace launch

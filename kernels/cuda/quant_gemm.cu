@@ -13,10 +13,10 @@
 //   grid (row tiles / 4, K splits); block = 4 warps over 4 consecutive row tiles and one K range
 //   of the split's tiles; one barrier (after x is staged), none in the loop.
 //   0. The kernel is launched as a programmatic dependent of the one before it in the stream
-//      (the kernels that produce a GEMM's x allow it at their start): it starts its weights'
-//      copies (meta and the first code chunks), then waits for that kernel, then stages x. So
-//      codes and meta must be complete before the kernel ahead of it starts (true of weights
-//      loaded or made before the first forward pass).
+//      (dependent_launch.cuh; so are the norm, SiLU, attention and reduction kernels around it):
+//      it starts its weights' copies (meta and the first code chunks), then waits for that
+//      kernel, then stages x. So codes and meta must be complete before the kernel ahead of it
+//      starts (true of weights loaded or made before the first forward pass).
 //   1. The block copies its K range of x, m rows, into shared memory (cp.async; rows padded by
 //      16 bytes so the 8 rows an ldmatrix reads fall in distinct banks); B rows past m point to
 //      16 zero bytes. Each warp copies beside it the meta words of its 16 rows for the split's
@@ -55,6 +55,7 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_layout.h"
@@ -170,9 +171,10 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
     mbarrier_init_fence();
     for (int c = 0; c < min(kStages - 1, chunks); ++c) issue(c);
   }
-  // Only x comes from the kernel before this one: launched as its programmatic dependent, the
-  // block has started the weights' copies above while that kernel finished.
-  cudaGridDependencySynchronize();
+  // Only x comes from the kernel before this one: launched as its programmatic dependent
+  // (dependent_launch.cuh), the block has started the weights' copies above while that kernel
+  // finished.
+  begin_dependent();
   {
     const int x_chunks = tiles_here * static_cast<int>(kW4TileCols / 8);  // 16 bytes each
     const bf16* xsrc = x + kt0 * kW4TileCols;
@@ -301,7 +303,7 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
 // xp[b][c] = x[b][perm[c]]. x: bf16 [m, k]; xp: bf16 [m, k].
 __global__ void w4_permute_kernel(const bf16* __restrict__ x, const int32_t* __restrict__ perm,
                                   int64_t m, int64_t k, bf16* __restrict__ xp) {
-  cudaTriggerProgrammaticLaunchCompletion();  // the decode kernel may start (and wait for us)
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * k;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t b = i / k, c = i % k;
@@ -313,6 +315,7 @@ __global__ void w4_permute_kernel(const bf16* __restrict__ x, const int32_t* __r
 template <typename Out>
 __global__ void w4_reduce_kernel(const float* __restrict__ partial, int splits, int m_valid,
                                  int64_t n, Out* __restrict__ y, int64_t ldy) {
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   const int64_t total = int64_t{m_valid} * n;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -400,23 +403,10 @@ cudaError_t launch_decode(const DecodeShape& s, const bf16* x, int m_valid, cons
                           Out* y, int64_t ldy, float* partial, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.row_tiles + kWarpsPerBlock - 1) / kWarpsPerBlock),
                   static_cast<unsigned>(s.splits));
-  // A programmatic dependent launch: the blocks may start before the kernel ahead of this one
-  // in the stream ends (once all its blocks have started, if it allows it) and wait for it in
-  // cudaGridDependencySynchronize; the weights' copies before that overlap its tail.
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = dim3(kWarpsPerBlock * 32);
-  config.dynamicSmemBytes = static_cast<std::size_t>(s.smem_bytes);
-  config.stream = stream;
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, w4_decode_kernel<NB, Out>, x, m_valid,
-                            reinterpret_cast<const uint4*>(w.codes), w.meta, w.n, w.k,
-                            w.group_size, w.groups(), s.row_tiles, s.kt_per_split, y, ldy,
-                            partial);
+  return launch_dependent(w4_decode_kernel<NB, Out>, grid, kWarpsPerBlock * 32,
+                          static_cast<std::size_t>(s.smem_bytes), stream, x, m_valid,
+                          reinterpret_cast<const uint4*>(w.codes), w.meta, w.n, w.k,
+                          w.group_size, w.groups(), s.row_tiles, s.kt_per_split, y, ldy, partial);
 }
 
 template <typename Out>
@@ -456,8 +446,7 @@ cudaError_t permute_columns(const bf16* x, const int32_t* perm, int64_t m, int64
                             cudaStream_t stream) {
   const int64_t total = m * k;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
-  w4_permute_kernel<<<blocks, 256, 0, stream>>>(x, perm, m, k, xp);
-  return cudaGetLastError();
+  return launch_dependent(w4_permute_kernel, blocks, 256, 0, stream, x, perm, m, k, xp);
 }
 
 template <typename Out>
@@ -465,8 +454,8 @@ cudaError_t reduce_splits(const float* partial, int splits, int m, int64_t n, Ou
                           int64_t ldy, cudaStream_t stream) {
   const int64_t total = int64_t{m} * n;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 132 * 8));
-  w4_reduce_kernel<Out><<<blocks, 256, 0, stream>>>(partial, splits, m, n, y, ldy);
-  return cudaGetLastError();
+  return launch_dependent(w4_reduce_kernel<Out>, blocks, 256, 0, stream, partial, splits, m, n, y,
+                          ldy);
 }
 template cudaError_t reduce_splits<float>(const float*, int, int, int64_t, float*, int64_t,
                                           cudaStream_t);

@@ -10,6 +10,7 @@
 // Bytes (add form, bf16 delta): rows * dim * (4 + 2 read, 4 + 2 written) + dim * 4.
 // One kernel template over the delta's type (float, bf16); the plain norm is DeltaT = float
 // with a null delta.
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/vec.cuh"
 
@@ -28,9 +29,7 @@ __global__ void add_rms_norm_kernel(float* __restrict__ residual,
                                     const DeltaT* __restrict__ delta,
                                     const float* __restrict__ weight, bf16* __restrict__ out,
                                     int64_t dim, float eps) {
-  // A W4 decode GEMM after this kernel may start its weight copies now; it waits for this
-  // kernel to end before it reads what this one writes (quant_gemm.cu, step 0).
-  cudaTriggerProgrammaticLaunchCompletion();
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   __shared__ float scratch[32];
   float* x = residual + blockIdx.x * dim;
   const DeltaT* d = delta != nullptr ? delta + blockIdx.x * dim : nullptr;
@@ -90,9 +89,8 @@ template <typename DeltaT>
 cudaError_t add_rms_norm_t(float* residual, const DeltaT* delta, const float* weight, bf16* out,
                            int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  add_rms_norm_kernel<DeltaT><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      residual, delta, weight, out, dim, eps);
-  return cudaGetLastError();
+  return launch_dependent(add_rms_norm_kernel<DeltaT>, static_cast<unsigned>(rows), kThreads, 0,
+                          stream, residual, delta, weight, out, dim, eps);
 }
 
 cudaError_t add_rms_norm(float* residual, const bf16* delta, const float* weight, bf16* out,

@@ -10,6 +10,7 @@
 // head_dim / 2 is a multiple of 8. Rotation in float32, result rounded to bf16.
 #include <cstdint>
 
+#include "kernels/cuda/dependent_launch.cuh"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/vec.cuh"
 
@@ -26,6 +27,7 @@ template <int VEC>
 __global__ void rope_kernel(bf16* __restrict__ x, int64_t row_stride,
                             const int32_t* __restrict__ positions, int64_t heads,
                             int64_t head_dim, const float* __restrict__ inv_freq) {
+  begin_dependent();  // launched by launch_dependent (dependent_launch.cuh)
   extern __shared__ float table[];
   const int64_t half = head_dim / 2;
   float* cos_t = table;
@@ -73,13 +75,11 @@ cudaError_t apply_rope(bf16* x, int64_t row_stride, const int32_t* positions, in
   const bool vec = (head_dim / 2) % 8 == 0 && row_stride % 8 == 0 &&
                    reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
   if (vec) {
-    rope_kernel<8><<<static_cast<unsigned>(tokens), kThreads, smem, stream>>>(
-        x, row_stride, positions, heads, head_dim, inv_freq);
-  } else {
-    rope_kernel<1><<<static_cast<unsigned>(tokens), kThreads, smem, stream>>>(
-        x, row_stride, positions, heads, head_dim, inv_freq);
+    return launch_dependent(rope_kernel<8>, static_cast<unsigned>(tokens), kThreads, smem, stream,
+                            x, row_stride, positions, heads, head_dim, inv_freq);
   }
-  return cudaGetLastError();
+  return launch_dependent(rope_kernel<1>, static_cast<unsigned>(tokens), kThreads, smem, stream, x,
+                          row_stride, positions, heads, head_dim, inv_freq);
 }
 
 }  // namespace launch
