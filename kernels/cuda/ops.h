@@ -13,7 +13,11 @@
 //     of these calls can be captured in a CUDA graph; scratch memory (the split-K workspace of
 //     attention) is passed in, sized by the matching *_workspace_bytes function;
 //   * arguments are validated on the host first (shapes, alignment of 16-byte vector access);
-//     a bad argument or a failed launch throws shardserve::Error naming the op and the values.
+//     a bad argument or a failed launch throws shardserve::Error naming the op and the values;
+//   * the decode step's short kernels are programmatic dependent launches
+//     (dependent_launch.cuh): each waits for the kernel ahead before it touches memory, except
+//     that the 4-bit GEMM streams its weights before that wait, so weights must be complete
+//     before the work that uses them is enqueued behind another kernel.
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 

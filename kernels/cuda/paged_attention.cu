@@ -325,9 +325,9 @@ cudaError_t paged_attention(const PagedKvPool& pool, const bf16* q, int64_t q_st
     status = launch_attention<1>(a, batch.tokens, stream);
   }
   if (status != cudaSuccess || split.num_splits == 1) return status;
-  return launch_dependent(attention_reduce_kernel,
-                          dim3(static_cast<unsigned>(batch.tokens), static_cast<unsigned>(num_heads)),
-                          static_cast<unsigned>(pool.head_dim), 0, stream, a);
+  const dim3 grid(static_cast<unsigned>(batch.tokens), static_cast<unsigned>(num_heads));
+  return launch_dependent(attention_reduce_kernel, grid, static_cast<unsigned>(pool.head_dim), 0,
+                          stream, a);
 }
 
 }  // namespace launch
