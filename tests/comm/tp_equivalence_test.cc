@@ -170,7 +170,7 @@ void check_model(const fs::path& dir, const std::vector<std::vector<int32_t>>& p
 TEST(TensorParallel, TinyRandomModelMatchesSingleProcess) {
   testing_support::TinyLlama model;
   model.make(7);
-  const auto dir = fs::path(testing::TempDir()) / ("tp_tiny_llama_rank" + std::to_string(world_rank()));
+  const auto dir = testing_support::process_temp_dir("tp_tiny_llama");
   model.write(dir);
   check_model(dir, {random_tokens(5, 21, model.vocab), random_tokens(11, 22, model.vocab),
                     random_tokens(20, 23, model.vocab)},
@@ -181,7 +181,7 @@ TEST(TensorParallel, TiedEmbeddingsMatchSingleProcess) {
   testing_support::TinyLlama model;
   model.tied = true;
   model.make(9);
-  const auto dir = fs::path(testing::TempDir()) / ("tp_tiny_tied_rank" + std::to_string(world_rank()));
+  const auto dir = testing_support::process_temp_dir("tp_tiny_tied");
   model.write(dir);
   check_model(dir, {random_tokens(7, 31, model.vocab), random_tokens(13, 32, model.vocab)}, nullptr);
 }

@@ -21,6 +21,7 @@ namespace {
 
 using testing_support::make_plan;
 using testing_support::SeqChunk;
+using testing_support::process_temp_dir;
 using testing_support::TinyLlama;
 using ::testing::HasSubstr;
 
@@ -36,8 +37,8 @@ struct Fixture {
   explicit Fixture(bool tied = false, uint32_t seed = 7) {
     model.tied = tied;
     model.make(seed);
-    const auto dir = std::filesystem::path(testing::TempDir()) /
-                     ("tiny_llama_" + std::to_string(seed) + (tied ? "_tied" : ""));
+    const auto dir =
+        process_temp_dir("tiny_llama_" + std::to_string(seed) + (tied ? "_tied" : ""));
     model.write(dir);
     config = model::load_model_config(dir);
     const auto ckpt = model::Checkpoint::open(dir);

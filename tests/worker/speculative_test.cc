@@ -36,6 +36,7 @@ using coordinator::SpeculativeMethod;
 using testing_support::EngineOptions;
 using testing_support::EngineRequest;
 using testing_support::LoadedModel;
+using testing_support::process_temp_dir;
 using testing_support::run_engine;
 using testing_support::TinyLlama;
 
@@ -68,8 +69,8 @@ fs::path tiny_model(uint32_t seed, int64_t vocab, int64_t hidden = 32) {
   m.vocab = vocab;
   m.hidden = hidden;
   m.make(seed);
-  const fs::path dir = fs::path(::testing::TempDir()) /
-                       ("spec_tiny_" + std::to_string(seed) + "_" + std::to_string(vocab));
+  const fs::path dir =
+      process_temp_dir("spec_tiny_" + std::to_string(seed) + "_" + std::to_string(vocab));
   m.write(dir);
   return dir;
 }
@@ -83,8 +84,8 @@ fs::path tiny_noisy_copy(uint32_t seed, int64_t vocab, double noise) {
   std::normal_distribution<double> n(0.0, noise);
   for (auto& [name, values] : m.w)
     for (auto& v : values) v = bf16_to_float(float_to_bf16(static_cast<float>(v + n(rng))));
-  const fs::path dir = fs::path(::testing::TempDir()) /
-                       ("spec_noisy_" + std::to_string(seed) + "_" + std::to_string(vocab));
+  const fs::path dir =
+      process_temp_dir("spec_noisy_" + std::to_string(seed) + "_" + std::to_string(vocab));
   m.write(dir);
   return dir;
 }

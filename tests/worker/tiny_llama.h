@@ -3,6 +3,9 @@
 // model.safetensors in bf16), and an independent dense float64 forward pass over the same
 // (bf16-rounded) weights: no paging, no fusing, no sharding. The worker's paged, batched,
 // chunked, sharded forward must agree with it.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +19,13 @@
 #include "model/safetensors_writer.h"
 
 namespace shardserve::testing_support {
+
+// A directory for `name` under the test temp dir, unique to this process. ctest runs each test
+// case as its own process, two at a time, and two cases writing one model directory at once
+// read each other's half-written files (seen: "data offsets out of bounds").
+inline std::filesystem::path process_temp_dir(const std::string& name) {
+  return std::filesystem::path(::testing::TempDir()) / (name + "-" + std::to_string(::getpid()));
+}
 
 struct TinyLlama {
   int64_t vocab = 61, hidden = 32, ffn = 48, layers = 2, heads = 4, kv_heads = 2, head_dim = 8;
