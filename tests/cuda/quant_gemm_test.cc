@@ -14,6 +14,7 @@
 
 #include "common/half.h"
 #include "kernels/cpu/quant_matmul.h"
+#include "kernels/cpu/rms_norm.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/quant_gemm.h"
@@ -218,6 +219,55 @@ TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
       std::printf("w4 matmul %s: error %.3g\n", name(c).c_str(), err);
       EXPECT_LT(err, kBf16Tolerance) << name(c);
     }
+  }
+}
+
+// The decode kernel is a programmatic dependent launch that copies its weights before it waits
+// for the kernel ahead (dependent_launch.cuh). Here that kernel writes the kernel's x: rms_norm,
+// itself dependent, lets the GEMM be scheduled as soon as it has waited for its own
+// predecessor. Four rounds share one x buffer, poisoned with NaN first, launched back to back
+// without a synchronisation, so a GEMM reading x early reads NaN or the previous round's row.
+// Each round must match the CPU's rms_norm (rounded to bf16, as the kernel writes x) then
+// quant_matmul_nt. A read before the wait shows only when the GEMM's blocks get to x before the
+// norm has written it: likely (the norm of 4096-float rows takes microseconds, the GEMM's
+// blocks are resident and copying weights meanwhile), not certain.
+TEST_F(CudaQuantGemm, DecodeKernelReadsTheXItsPredecessorWrites) {
+  const int64_t m = 2, n = 4096, k = 4096, rounds = 4;
+  const float eps = 1e-5f;
+  const auto w = random_quant(rng_, n, k, 128, false);
+  auto dw = upload_w4(to_w4(w));
+  const auto norm_weight = random_floats(k, rng_);
+  std::vector<std::vector<float>> residuals, wants;
+  for (int64_t r = 0; r < rounds; ++r) {
+    residuals.push_back(random_floats(m * k, rng_));
+    std::vector<float> x(m * k);
+    cpu::rms_norm(residuals.back().data(), norm_weight.data(), x.data(), m, k, eps);
+    round_to_bf16(x);
+    wants.emplace_back(m * n);
+    cpu::quant_matmul_nt(x.data(), w, wants.back().data(), m);
+  }
+  std::vector<DeviceBuffer> d_residuals, d_ys;
+  for (int64_t r = 0; r < rounds; ++r) {
+    d_residuals.push_back(upload(residuals[r]));
+    d_ys.emplace_back(m * n * 4, "y");
+    poison(d_ys.back());
+  }
+  auto d_weight = upload(norm_weight);
+  DeviceBuffer d_x(m * k * 2, "x");
+  poison(d_x);
+  const std::size_t ws_bytes = std::max<std::size_t>(w4_gemv_workspace_bytes(m, n, k), 16);
+  DeviceBuffer ws(ws_bytes, "ws");
+  for (int64_t r = 0; r < rounds; ++r) {
+    rms_norm(d_residuals[r].as<float>(), d_weight.as<float>(), d_x.as<bf16>(), m, k, eps, s());
+    w4_gemv(d_x.as<bf16>(), m, dw.view, d_ys[r].data(), n, GemmOut::kFloat, ws.data(), ws_bytes,
+            s());
+  }
+  sync();
+  for (int64_t r = 0; r < rounds; ++r) {
+    // bf16 rounding of x can differ by one unit where the CPU and GPU norms differ in the last
+    // float bit: far below the error of a stale or poisoned x (order 1 or NaN).
+    EXPECT_LT(relative_error(download<float>(d_ys[r], m * n), wants[r]), kBf16Tolerance)
+        << "round " << r;
   }
 }
 
