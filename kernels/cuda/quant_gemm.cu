@@ -153,13 +153,13 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   const int split_groups =
       static_cast<int>(((kt0 + tiles_here) * kW4TileCols - 1) / group_size) + 1 - first_group;
 
-  // 1. Stage x (this block's K range, m_valid rows) and each warp's meta for the split with
-  // cp.async, and start the ring. (Loaded from global memory in the loop, one group ahead, the
-  // meta words stalled the warps on the long scoreboard: run 19's top stall.)
-  // Lane l copies row l % 16 of the warp's tile, groups l / 16, l / 16 + 2, ...: one 4-byte copy
-  // and two additions per iteration. (A loop over the 16 rows with the lanes over the groups
-  // left most lanes idle at ~10 groups a split and cost ~40 instructions per code tile in the
-  // short qkv splits, run 20.)
+  // 1. The weights first: each warp's meta for the split by cp.async and the ring's first
+  // chunks; then, after the wait for the kernel ahead, x (this block's K range, m_valid rows).
+  // (Loaded from global memory in the loop, one group ahead, the meta words stalled the warps
+  // on the long scoreboard: run 19's top stall.) Lane l copies row l % 16 of the warp's tile,
+  // groups l / 16, l / 16 + 2, ...: one 4-byte copy and two additions per iteration. (A loop
+  // over the 16 rows with the lanes over the groups left most lanes idle at ~10 groups a split
+  // and cost ~40 instructions per code tile in the short qkv splits, run 20.)
   if (active) {
     const int r = lane & 15;
     const uint32_t* msrc = meta + (rt * kW4TileRows + r) * groups + first_group;
