@@ -56,6 +56,10 @@ class Proc:
             if m:
                 return m
             if self.proc.poll() is not None:
+                # What it wrote just before exiting may have landed after the read above.
+                m = re.search(pattern, self.text())
+                if m:
+                    return m
                 fail(f"{self.name} exited ({self.proc.returncode}) before printing /{pattern}/", self)
             time.sleep(0.05)
         fail(f"{self.name}: no /{pattern}/ within {timeout} s", self)
