@@ -152,14 +152,17 @@ def file_expectations(output, expect, t_serving):
     return want, summary
 
 
-CANCEL_EACH = 4  # --front zmq: requests cancelled once accepted, and as many at their first token
+CANCEL_EACH = 4  # --front zmq: requests cancelled while queued, and as many at their first token
 
 
 class ZmqWorkload:
     """--front zmq: the workload through the Python client over ZeroMQ. Every request is
-    submitted at once (streamed); the last ordinary ones (queued behind 60 others, so never
-    scheduled) are cancelled as soon as they are accepted, the first ones at their first token
-    (one that ends before its cancel arrives ends "length": counted as the client saw it).
+    submitted at once (streamed); the last ordinary ones (queued behind 60 others) are cancelled
+    right behind their own submit on the same socket, so the coordinator reads the cancel before
+    it can schedule them, however fast the engine (waiting for their "accepted" first lost the
+    race on a fast machine: the tiny model served 60 requests in the 0.5 s the client spent
+    reading). The first ones are cancelled at their first token (one that ends before its cancel
+    arrives ends "length": counted as the client saw it).
     What the client receives is tallied, and the counters are computed from that alone."""
 
     def __init__(self, python_client, endpoint, reqs):
@@ -168,17 +171,19 @@ class ZmqWorkload:
         self.client = Client(endpoint)
         self.reqs = reqs
         ordinary = [r["id"] for r in reqs if r["id"].startswith("req-")]
-        self.cancel_on_accept = set(ordinary[-CANCEL_EACH:])
+        self.cancel_queued = set(ordinary[-CANCEL_EACH:])
         self.cancel_on_delta = set(ordinary[:CANCEL_EACH])
         self.state = {r["id"]: {"prompt": len(r["prompt_ids"]), "accepted": False, "tokens": 0,
                                 "final": None, "error": None, "cancel_sent": False} for r in reqs}
 
     def submit_all(self):
-        """Submits everything and reads on until each request is accepted or refused, so the
-        cancels of the queued ones go out at once."""
+        """Submits everything, each queued one's cancel right behind it, and reads on until each
+        request is accepted or refused."""
         for r in self.reqs:
             self.client.submit(prompt_ids=r["prompt_ids"], id=r["id"], max_tokens=r["max_tokens"],
                                temperature=0.0, ignore_eos=True)
+            if r["id"] in self.cancel_queued:
+                self._cancel(r["id"])
         deadline = time.monotonic() + 20
         while any(not st["accepted"] and st["error"] is None for st in self.state.values()):
             if time.monotonic() > deadline:
@@ -200,8 +205,6 @@ class ZmqWorkload:
             fail(f"a message for no request of the workload: {m}")
         if kind == "accepted":
             st["accepted"] = True
-            if rid in self.cancel_on_accept:
-                self._cancel(rid)
         elif kind == "delta":
             st["tokens"] += len(m["token_ids"])
             if rid in self.cancel_on_delta:
@@ -239,7 +242,7 @@ class ZmqWorkload:
                 fail(f"{rid}: usage {f['usage']} but {st['tokens']} tokens streamed, prompt {st['prompt']}")
             if f["finish_reason"] == "length" and (st["tokens"] != MAX_TOKENS or f["timings"]["queue_s"] is None):
                 fail(f"{rid}: length after {st['tokens']} tokens, timings {f['timings']}")
-            if rid in self.cancel_on_accept and (f["finish_reason"] != "cancelled" or st["tokens"] != 0
+            if rid in self.cancel_queued and (f["finish_reason"] != "cancelled" or st["tokens"] != 0
                                                  or f["timings"]["queue_s"] is not None):
                 fail(f"{rid}, cancelled while queued: {f['finish_reason']} after {st['tokens']} tokens, "
                      f"timings {f['timings']}; want cancelled, no tokens, queue_s null (never scheduled)")
