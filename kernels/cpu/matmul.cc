@@ -1,50 +1,96 @@
 #include "kernels/cpu/matmul.h"
 
+#include <cstring>
+
+// Blocking. The output is cut into tiles of kTileRows x rows by kTileCols weight rows; a tile's
+// 8 accumulators stay in registers while k is walked once, so each weight vector loaded feeds
+// kTileRows products and each x vector kTileCols (the old one-row kernel did 5 loads per 4
+// products and was load-bound as soon as a step had more than one sequence). Threads split the
+// weight rows; a thread's 4 weight rows (4 x k floats) stay in L1 while every x row passes by.
+//
+// Summation order, the same on every machine. y[r][j] is kLanes partial sums (lane l takes
+// i = l mod 8 for i < k rounded down to 8), combined by one fixed tree, then the k % 8 tail in
+// order. GCC vector extensions fix that order in the code, not in the compiler's choice of
+// vector width, and the file is built with -ffp-contract=off (kernels/CMakeLists.txt), so the
+// AVX2 clone and the baseline one give the same bits, as do any m, any tile position and any
+// number of threads.
+
 namespace shardserve::kernels::cpu {
 namespace {
 
-// Four weight rows per pass: each x row is loaded once per four outputs, and the four
-// independent accumulators keep the FMA units busy. `omp simd` lets the compiler vectorise the
-// reductions (it fixes one summation order, so the result is still deterministic).
-void dot4(const float* x, const float* w0, const float* w1, const float* w2, const float* w3,
-          int64_t k, float* out) {
-  float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-  for (int64_t i = 0; i < k; ++i) {
-    a0 += x[i] * w0[i];
-    a1 += x[i] * w1[i];
-    a2 += x[i] * w2[i];
-    a3 += x[i] * w3[i];
-  }
-  out[0] = a0;
-  out[1] = a1;
-  out[2] = a2;
-  out[3] = a3;
+constexpr int kLanes = 8;
+constexpr int kTileRows = 2;
+constexpr int kTileCols = 4;
+using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
+
+// Lanes travel by reference: the baseline ABI has no 32-byte register to pass them in.
+[[gnu::always_inline]] inline void load(Lanes& v, const float* p) { std::memcpy(&v, p, sizeof v); }
+
+[[gnu::always_inline]] inline float finish(const Lanes& a, const float* x, const float* w,
+                                           int64_t k8, int64_t k) {
+  float s = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+  for (int64_t i = k8; i < k; ++i) s += x[i] * w[i];
+  return s;
 }
 
-float dot1(const float* x, const float* w, int64_t k) {
-  float a = 0;
-#pragma omp simd reduction(+ : a)
-  for (int64_t i = 0; i < k; ++i) a += x[i] * w[i];
-  return a;
+// x: [R, k] (row stride k); w: [C, k] (row stride k); y: [R, C] at row stride ldy.
+// next: the C x k weights the following block reads (contiguous), fetched into cache while this
+// tile computes, or nullptr.
+template <int R, int C>
+[[gnu::always_inline]] inline void tile(const float* x, const float* w, float* y, int64_t ldy,
+                                        int64_t k, const float* next) {
+  Lanes acc[R][C] = {};
+  const int64_t k8 = k / kLanes * kLanes;
+  for (int64_t i = 0; i < k8; i += kLanes) {
+    if (next) {
+      // C lines' worth of the next block per kLanes of this one: all of it by the loop's end.
+      __builtin_prefetch(next + C * i);
+      if constexpr (C * kLanes * sizeof(float) > 64) __builtin_prefetch(next + C * i + 16);
+    }
+    Lanes wv[C];
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) load(wv[c], w + c * k + i);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      Lanes xv;
+      load(xv, x + r * k + i);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c) acc[r][c] += xv * wv[c];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) y[r * ldy + c] = finish(acc[r][c], x + r * k, w + c * k, k8, k);
+}
+
+// Weight rows [j, j + C) against every x row. The first tile waits on memory for these weights
+// (the later ones find them in L1), so it fetches the next block's meanwhile: without that, at
+// 16 rows the step spent as long waiting as computing.
+template <int C>
+[[gnu::always_inline]] inline void column_block(const float* x, const float* w, float* y,
+                                                int64_t m, int64_t n, int64_t k, int64_t j) {
+  const float* next = j + 2 * C <= n ? w + (j + C) * k : nullptr;
+  int64_t r = 0;
+  for (; r + kTileRows <= m; r += kTileRows, next = nullptr)
+    tile<kTileRows, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
+  for (; r < m; ++r, next = nullptr) tile<1, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
+}
+
+// The x86-64 baseline has 4-wide SSE only; the AVX2 clone does each Lanes op in one instruction.
+// The loader picks the clone once (an ifunc), so no call pays for the choice.
+#if defined(__x86_64__)
+[[gnu::target_clones("avx2", "default")]]
+#endif
+void matmul_nt_impl(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k) {
+  const int64_t blocks = n / kTileCols;
+#pragma omp parallel for schedule(static) if (m * n * k > (1 << 18))
+  for (int64_t b = 0; b < blocks; ++b) column_block<kTileCols>(x, w, y, m, n, k, b * kTileCols);
+  for (int64_t j = blocks * kTileCols; j < n; ++j) column_block<1>(x, w, y, m, n, k, j);
 }
 
 }  // namespace
 
 void matmul_nt(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k) {
-  const int64_t n4 = n / 4 * 4;
-#pragma omp parallel for schedule(static) if (m * n * k > (1 << 18))
-  for (int64_t j = 0; j < n4; j += 4) {
-    const float* w0 = w + j * k;
-    for (int64_t r = 0; r < m; ++r) {
-      float out[4];
-      dot4(x + r * k, w0, w0 + k, w0 + 2 * k, w0 + 3 * k, k, out);
-      for (int c = 0; c < 4; ++c) y[r * n + j + c] = out[c];
-    }
-  }
-  for (int64_t j = n4; j < n; ++j) {
-    for (int64_t r = 0; r < m; ++r) y[r * n + j] = dot1(x + r * k, w + j * k, k);
-  }
+  matmul_nt_impl(x, w, y, m, n, k);
 }
 
 }  // namespace shardserve::kernels::cpu
