@@ -2,10 +2,12 @@
 
 #include <cstring>
 
-// Blocking. The output is cut into tiles of kTileRows x rows by kTileCols weight rows; a tile's
-// 8 accumulators stay in registers while k is walked once, so each weight vector loaded feeds
-// kTileRows products and each x vector kTileCols (the old one-row kernel did 5 loads per 4
-// products and was load-bound as soon as a step had more than one sequence). Threads split the
+// Blocking. The output is cut into tiles of kTileRows x rows (the last tile takes the 1-3 left)
+// by kTileCols weight rows; a tile's 16 accumulators stay in registers while k is walked once,
+// so each weight vector loaded feeds kTileRows products and each x vector kTileCols (the old
+// one-row kernel did 5 loads per 4 products and was load-bound as soon as a step had more than
+// one sequence). 4 x 4 measured faster than 2 x 4 and 4 x 2 at 4 and 16 rows
+// (docs/PERF.md, "The CPU projections"). Threads split the
 // weight rows; a thread's 4 weight rows (4 x k floats) stay in L1 while every x row passes by.
 //
 // Summation order, the same on every machine. y[r][j] is kLanes partial sums (lane l takes
@@ -19,7 +21,7 @@ namespace shardserve::kernels::cpu {
 namespace {
 
 constexpr int kLanes = 8;
-constexpr int kTileRows = 2;
+constexpr int kTileRows = 4;
 constexpr int kTileCols = 4;
 using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
 
@@ -72,7 +74,11 @@ template <int C>
   int64_t r = 0;
   for (; r + kTileRows <= m; r += kTileRows, next = nullptr)
     tile<kTileRows, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
-  for (; r < m; ++r, next = nullptr) tile<1, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
+  switch (m - r) {  // the rest in one tile, so that each weight vector is loaded once for it
+    case 3: return tile<3, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
+    case 2: return tile<2, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
+    case 1: return tile<1, C>(x + r * k, w + j * k, y + r * n + j, n, k, next);
+  }
 }
 
 // The x86-64 baseline has 4-wide SSE only; the AVX2 clone does each Lanes op in one instruction.

@@ -26,8 +26,8 @@ struct Shape {
   int64_t m, n, k;
 };
 
-// Odd m (a tile of 2 rows plus one), n not a multiple of 4 (the column tail), k not a multiple
-// of 8 (the lane tail), k below one vector, and the model's own shapes.
+// m = 7 (a 4-row tile and a 3-row one), m = 5 (4 and 1) and other small m, n not a multiple of 4 (the column
+// tail), k not a multiple of 8 (the lane tail), k below one vector, and the model's own shapes.
 const Shape kShapes[] = {{1, 1, 1},   {1, 5, 7},     {3, 7, 9},      {2, 4, 8},
                          {5, 13, 31}, {16, 512, 256}, {7, 1539, 768}, {64, 258, 100}};
 
@@ -65,7 +65,8 @@ TEST(Matmul, EachRowsBitsAreTheSameAloneOrBatchedAndOnAnyThreadCount) {
           << "m=" << s.m << " n=" << s.n << " k=" << s.k << ": row " << r
           << " differs between a batch and alone";
     }
-    // Starting one row later moves every row to the other place in its 2-row tile.
+    // Starting one row later moves every row to another place in its tile, and some rows
+    // between the 4-row tiles and the 1- to 3-row one that takes the rest.
     if (s.m > 1) {
       std::vector<float> shifted((s.m - 1) * s.n);
       matmul_nt(x.data() + s.k, w.data(), shifted.data(), s.m - 1, s.n, s.k);
