@@ -86,7 +86,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--factor", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--unloaded", type=int, default=40)
+    ap.add_argument("--unloaded", type=int, default=400,
+                    help="requests of the one-client phase (400: its p99 is a p99, not the max of 40)")
     ap.add_argument("--retry-ms", type=float, default=5)
     ap.add_argument("--server-threads", type=int, default=1, help="the server's OMP_NUM_THREADS")
     ap.add_argument("--note", default="", help="free text for the .md (e.g. what else ran)")
