@@ -42,7 +42,7 @@ class Phase:
 
     def __init__(self, args, port, body_file, procs, name, clients, seconds=0, requests=0, warmup=0):
         out = os.path.join(args.workdir, f"load-{name}.json")
-        cmd = [args.load_generator, "--port", str(port), "--body-file", body_file,
+        cmd = pinned(args.generator_cpus) + [args.load_generator, "--port", str(port), "--body-file", body_file,
                "--clients", str(clients), "--retry-ms", str(args.retry_ms), "--out", out,
                "--warmup", str(warmup), "--records"]
         if seconds:
@@ -74,6 +74,11 @@ class Phase:
                 "cpu_cores_used": self.cpu_share}
 
 
+def pinned(cpus):
+    """The command prefix that runs a process, and every thread it starts, on `cpus` only."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True)
@@ -90,19 +95,25 @@ def main():
                     help="requests of the one-client phase (400: its p99 is a p99, not the max of 40)")
     ap.add_argument("--retry-ms", type=float, default=5)
     ap.add_argument("--server-threads", type=int, default=1, help="the server's OMP_NUM_THREADS")
+    ap.add_argument("--server-cpus", default="",
+                    help="taskset CPU list for the server (e.g. 0); default: any")
+    ap.add_argument("--gateway-cpus", default="", help="taskset CPU list for the gateway")
+    ap.add_argument("--generator-cpus", default="",
+                    help="taskset CPU list for the load generator (e.g. 1): the clients off the "
+                         "service's cores, as in a deployment")
     ap.add_argument("--note", default="", help="free text for the .md (e.g. what else ran)")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "results"))
     ap.add_argument("--workdir", default="/tmp/overload_bench")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     cap = args.max_num_seqs + args.max_waiting
-    srv = Proc("server", [args.server, "--model", args.model, "--listen", "tcp://127.0.0.1:*",
+    srv = Proc("server", pinned(args.server_cpus) + [args.server, "--model", args.model, "--listen", "tcp://127.0.0.1:*",
                           "--max-num-seqs", str(args.max_num_seqs), "--max-waiting", str(args.max_waiting),
                           "--kv-blocks", "512"], args.workdir,
                env={"OMP_NUM_THREADS": str(args.server_threads)})
     endpoint = srv.listening(60)
     clients = args.factor * cap
-    gw = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--host", "127.0.0.1", "--port", "0",
+    gw = Proc("gateway", pinned(args.gateway_cpus) + [args.gateway, "--coordinator", endpoint, "--host", "127.0.0.1", "--port", "0",
                           "--threads", str(clients + 8), "--max-active", str(args.max_num_seqs)], args.workdir)
     base = gw.listening(60)
     port = int(base.rsplit(":", 1)[1].strip("/"))
@@ -130,6 +141,8 @@ def main():
         "bench": "overload", "tag": args.tag, "capacity": cap, "clients": clients,
         "max_num_seqs": args.max_num_seqs, "max_waiting": args.max_waiting, "max_tokens": args.max_tokens,
         "seconds": args.seconds, "retry_ms": args.retry_ms, "server_threads": args.server_threads, "cpus": os.cpu_count(),
+        "server_cpus": args.server_cpus or "any", "gateway_cpus": args.gateway_cpus or "any",
+        "generator_cpus": args.generator_cpus or "any",
         "load_generator": "bench/overload/overload_load (C++, cpp-httplib client, a thread per client)",
         "note": args.note,
         "unloaded_ms": unloaded.latency(200),
@@ -161,7 +174,11 @@ def main():
                 f"{clients} closed-loop HTTP clients for {args.seconds} s (C++ `overload_load`, a 429 "
                 f"retried after {args.retry_ms} ms), {args.max_tokens} tokens per request, the server on "
                 f"{args.server_threads} OpenMP thread(s), "
-                f"{os.cpu_count()} CPUs. Made by `bench/overload/overload_bench.py`.\n\n"
+                f"{os.cpu_count()} CPUs"
+                + (f" (pinned: server to CPU {args.server_cpus or 'any'}, gateway to "
+                   f"{args.gateway_cpus or 'any'}, load generator to {args.generator_cpus or 'any'})"
+                   if args.server_cpus or args.gateway_cpus or args.generator_cpus else "")
+                + ". Made by `bench/overload/overload_bench.py`.\n\n"
                 "| | requests | p50 ms | p99 ms | max ms |\n| --- | --- | --- | --- | --- |\n")
         for k, name in (("unloaded_ms", "unloaded (1 client)"),
                         ("at_capacity_ms", f"at capacity ({args.max_num_seqs} clients)"),
