@@ -43,11 +43,12 @@ namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
 // docs/PERF.md).
-// H200, 70B layer at TP 1 (2026-12-02, run 14, the bulk-copy decode kernel): decode 208 / 215 /
-// 226 / 268 µs at 1 / 2 / 4 / 8 rows against the tiled kernel's 255 / 257 / 257 / 260: tiled
-// ahead from 8 rows; tiled 1172 µs vs dense 1627 at 128 rows, 2082 vs 1757 at 256 (crossover
-// near 200, run 5).
-inline constexpr int64_t kW4DecodeMaxRows = 4;
+// H200, 70B layer at TP 1 (2026-12-03, run 24, the 3-chunk ring with PDL): decode 160.5 / 173.6 /
+// 179.9 / 218.6 / 328.8 µs at 1 / 2 / 4 / 8 / 16 rows against the tiled kernel's 248.0 / 249.9 /
+// 250.7 / 253.2 / 260.4: decode ahead up to 8 rows (at TP 2 too: 151.3 against 182.4 at 8 rows,
+// 218.0 against 171.7 at 16). (Run 14's decode kernel, 268 µs at 8 rows, had put the bound at 4.)
+// Tiled 1172 µs vs dense 1627 at 128 rows, 2082 vs 1757 at 256 (crossover near 200, run 5).
+inline constexpr int64_t kW4DecodeMaxRows = 8;
 inline constexpr int64_t kW4TiledMaxRows = 192;
 
 // A W4 weight on the device (pointers into device memory; not owned).

@@ -181,12 +181,15 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
   for (const Case& c : cases) check_kernel(c, "tiled", kernel, w4_gemm_tc_workspace_bytes);
 }
 
-// w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt) with the workspace
-// w4_matmul_workspace_bytes gives, and the dequantized matrix itself against the CPU's
-// dequantize (bf16 rounding of each weight only).
+// w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt; each bound from
+// both sides) with the workspace w4_matmul_workspace_bytes gives, and the dequantized matrix
+// itself against the CPU's dequantize (bf16 rounding of each weight only).
 TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
-  const Case cases[] = {{2, 512, 1024, 128, false},  {20, 512, 1024, 128, false},
+  const Case cases[] = {{2, 512, 1024, 128, false},
+                        {kW4DecodeMaxRows, 256, 1024, 128, true},
+                        {kW4DecodeMaxRows + 1, 256, 1024, 64, false},
+                        {20, 512, 1024, 128, false},
                         {100, 640, 2048, 128, true},
                         {kW4TiledMaxRows, 96, 512, 128, false},
                         {kW4TiledMaxRows + 1, 96, 1024, 64, true},
