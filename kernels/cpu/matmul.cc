@@ -6,15 +6,15 @@
 // by kTileCols weight rows; a tile's 16 accumulators stay in registers while k is walked once,
 // so each weight vector loaded feeds kTileRows products and each x vector kTileCols (the old
 // one-row kernel did 5 loads per 4 products and was load-bound as soon as a step had more than
-// one sequence). 4 x 4 measured faster than 2 x 4 and 4 x 2 at 4 and 16 rows
-// (docs/PERF.md, "The CPU projections"). Threads split the
-// weight rows; a thread's 4 weight rows (4 x k floats) stay in L1 while every x row passes by.
+// one sequence). 4 x 4 measured faster than 2 x 4 and 4 x 2 at 4 and 16 rows (docs/PERF.md,
+// "The CPU projections, tiled"). Threads split the weight rows; a thread's 4 weight rows
+// (4 x k floats) stay in L1 while every x row passes by.
 //
 // Summation order, the same on every machine. y[r][j] is kLanes partial sums (lane l takes
 // i = l mod 8 for i < k rounded down to 8), combined by one fixed tree, then the k % 8 tail in
 // order. GCC vector extensions fix that order in the code, not in the compiler's choice of
 // vector width, and the file is built with -ffp-contract=off (kernels/CMakeLists.txt), so the
-// AVX2 clone and the baseline one give the same bits, as do any m, any tile position and any
+// AVX2 build and the baseline one give the same bits, as do any m, any tile position and any
 // number of threads.
 
 namespace shardserve::kernels::cpu {
@@ -81,22 +81,44 @@ template <int C>
   }
 }
 
-// The x86-64 baseline has 4-wide SSE only; the AVX2 clone does each Lanes op in one instruction.
-// The loader picks the clone once (an ifunc), so no call pays for the choice.
-#if defined(__x86_64__)
-[[gnu::target_clones("avx2", "default")]]
-#endif
-void matmul_nt_impl(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k) {
-  const int64_t blocks = n / kTileCols;
-#pragma omp parallel for schedule(static) if (m * n * k > (1 << 18))
-  for (int64_t b = 0; b < blocks; ++b) column_block<kTileCols>(x, w, y, m, n, k, b * kTileCols);
-  for (int64_t j = blocks * kTileCols; j < n; ++j) column_block<1>(x, w, y, m, n, k, j);
+// Weight rows [j0, j1): blocks of kTileCols, then single rows for what is left.
+[[gnu::always_inline]] inline void columns(const float* x, const float* w, float* y, int64_t m,
+                                           int64_t n, int64_t k, int64_t j0, int64_t j1) {
+  int64_t j = j0;
+  for (; j + kTileCols <= j1; j += kTileCols) column_block<kTileCols>(x, w, y, m, n, k, j);
+  for (; j < j1; ++j) column_block<1>(x, w, y, m, n, k, j);
 }
+
+using ColumnsFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
+                           int64_t);
+
+// The same code built twice: for the x86-64 baseline (4-wide SSE, two instructions per Lanes op)
+// and for AVX2 (one). The CPU's flags pick one per call rather than an ifunc at load: an ifunc
+// resolver runs during relocation, before a sanitizer's runtime is up, and TSan's instrumented
+// resolver crashed every binary at start.
+void columns_baseline(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k,
+                      int64_t j0, int64_t j1) {
+  columns(x, w, y, m, n, k, j0, j1);
+}
+#if defined(__x86_64__)
+[[gnu::target("avx2")]] void columns_avx2(const float* x, const float* w, float* y, int64_t m,
+                                          int64_t n, int64_t k, int64_t j0, int64_t j1) {
+  columns(x, w, y, m, n, k, j0, j1);
+}
+ColumnsFn pick_columns() { return __builtin_cpu_supports("avx2") ? columns_avx2 : columns_baseline; }
+#else
+ColumnsFn pick_columns() { return columns_baseline; }
+#endif
 
 }  // namespace
 
 void matmul_nt(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k) {
-  matmul_nt_impl(x, w, y, m, n, k);
+  const ColumnsFn run = pick_columns();
+  const int64_t blocks = n / kTileCols;
+#pragma omp parallel for schedule(static) if (m * n * k > (1 << 18))
+  for (int64_t b = 0; b < blocks; ++b)
+    run(x, w, y, m, n, k, b * kTileCols, (b + 1) * kTileCols);
+  if (blocks * kTileCols < n) run(x, w, y, m, n, k, blocks * kTileCols, n);
 }
 
 }  // namespace shardserve::kernels::cpu
