@@ -45,10 +45,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-#if defined(__x86_64__)
-[[gnu::target_clones("avx2", "default")]]
-#endif
-float sum_buffer(const float* p, int64_t count) {
+[[gnu::always_inline]] inline float sum_body(const float* p, int64_t count) {
   // Four streams at once (the kernel reads four weight rows together), two accumulators each.
   const int64_t quarter = count / 4 / 16 * 16;
   Lanes a[8] = {};
@@ -62,6 +59,19 @@ float sum_buffer(const float* p, int64_t count) {
   Lanes t = {};
   for (const Lanes& v : a) t += v;
   return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+
+// Built for the baseline and for AVX2 and picked as kernels/cpu/matmul.cc picks its own, so the
+// ceilings are measured with the instructions the kernel runs.
+float sum_baseline(const float* p, int64_t count) { return sum_body(p, count); }
+#if defined(__x86_64__)
+[[gnu::target("avx2")]] float sum_avx2(const float* p, int64_t count) { return sum_body(p, count); }
+#endif
+float sum_buffer(const float* p, int64_t count) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) return sum_avx2(p, count);
+#endif
+  return sum_baseline(p, count);
 }
 
 // Bytes per second one thread reads from a buffer of `bytes`: the best of 5 passes after one to
@@ -79,10 +89,7 @@ double read_bandwidth(std::size_t bytes) {
   return buf.size() * sizeof(float) / best;
 }
 
-#if defined(__x86_64__)
-[[gnu::target_clones("avx2", "default")]]
-#endif
-float mul_add_loop(float seed, int64_t iterations) {
+[[gnu::always_inline]] inline float mul_add_body(float seed, int64_t iterations) {
   // 12 independent accumulators: enough to cover the add latency on every pipe.
   Lanes a[12], b = {seed, seed, seed, seed, seed, seed, seed, seed};
   for (int u = 0; u < 12; ++u) a[u] = b * float(u);
@@ -93,6 +100,19 @@ float mul_add_loop(float seed, int64_t iterations) {
   Lanes s = {};
   for (int u = 0; u < 12; ++u) s += a[u];
   return s[0];
+}
+
+float mul_add_baseline(float seed, int64_t iterations) { return mul_add_body(seed, iterations); }
+#if defined(__x86_64__)
+[[gnu::target("avx2")]] float mul_add_avx2(float seed, int64_t iterations) {
+  return mul_add_body(seed, iterations);
+}
+#endif
+float mul_add_loop(float seed, int64_t iterations) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) return mul_add_avx2(seed, iterations);
+#endif
+  return mul_add_baseline(seed, iterations);
 }
 
 // Multiply-add FLOPs per second (2 per lane per step) on one thread, registers only.
