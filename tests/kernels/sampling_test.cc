@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "common/counter_rng.h"
@@ -62,6 +65,76 @@ TEST(Sampling, TopKTopPAndMinPKeepTheDocumentedSets) {
   EXPECT_EQ(probs[2], 0.0);
   p.top_k = 1;  // top-k 1 is greedy whatever the draw
   for (double u : {0.0, 0.7, 0.9999}) EXPECT_EQ(sample_token(logits.data(), 4, p, {}, u).token, 0);
+}
+
+// The sampler orders only as much of the vocabulary as a cut needs (64 candidates, then twice
+// as many, ...). Against a plain full sort, on 3,000 tokens where the cuts fall past 64 and past
+// 128 candidates, with runs of equal logits (ties go by id) around them.
+TEST(Sampling, CutsOnALargeVocabularyEqualAFullSort) {
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t vocab = 3000;
+  std::vector<float> logits(vocab);
+  for (auto& v : logits) v = std::round(normal(rng) * 8.0f) / 8.0f;  // many exact ties
+  auto reference = [&](const SamplingParams& p) {
+    std::vector<int32_t> order(vocab);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    const int64_t limit = p.top_k > 0 ? std::min<int64_t>(p.top_k, vocab) : vocab;
+    std::vector<double> w(limit);
+    double total = 0;
+    for (int64_t i = 0; i < limit; ++i)
+      total += w[i] = std::exp(double(logits[order[i]]) / p.temperature -
+                               double(logits[order[0]]) / p.temperature);
+    int64_t keep = limit;
+    if (p.top_p < 1.0f) {
+      double cumulative = 0;
+      for (int64_t i = 0; i < limit; ++i)
+        if ((cumulative += w[i] / total) >= p.top_p) {
+          keep = i + 1;
+          break;
+        }
+    }
+    if (p.min_p > 0.0f) {
+      int64_t cut = 1;
+      while (cut < keep && w[cut] >= p.min_p * w[0]) ++cut;
+      keep = cut;
+    }
+    double kept = 0;
+    for (int64_t i = 0; i < keep; ++i) kept += w[i];
+    std::vector<double> probs(vocab, 0.0);
+    for (int64_t i = 0; i < keep; ++i) probs[order[i]] = w[i] / kept;
+    return std::pair{probs, keep};
+  };
+  struct Case {
+    int32_t top_k;
+    float top_p, min_p;
+    int64_t at_least;  // the cut lies past this many candidates: the doubling is exercised
+  };
+  for (const Case& c : {Case{0, 0.3f, 0.0f, 128}, Case{0, 0.9f, 0.0f, 1024},
+                        Case{0, 1.0f, 0.05f, 128}, Case{700, 0.95f, 0.0f, 256},
+                        Case{100, 1.0f, 0.0f, 99}, Case{0, 0.6f, 0.01f, 256}}) {
+    auto p = sampled(1.0f);
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    const auto [want, keep] = reference(p);
+    ASSERT_GT(keep, c.at_least) << "top_k " << c.top_k << " top_p " << c.top_p << " min_p "
+                                << c.min_p << ": the case does not reach the doubling";
+    const auto got = sampling_distribution(logits.data(), vocab, p, {});
+    for (int64_t t = 0; t < vocab; ++t) {
+      ASSERT_EQ(got[t] == 0.0, want[t] == 0.0)
+          << "token " << t << " kept differently (top_k " << c.top_k << ", top_p " << c.top_p
+          << ", min_p " << c.min_p << ", " << keep << " kept)";
+      ASSERT_NEAR(got[t], want[t], 1e-12 * std::max(1.0, want[t])) << "token " << t;
+    }
+  }
+  // No cut at all: every token, its softmax weight.
+  const auto all = sampling_distribution(logits.data(), vocab, sampled(0.7f), {});
+  const auto [want, keep] = reference(sampled(0.7f));  // (another temperature, too)
+  ASSERT_EQ(keep, vocab);
+  for (int64_t t = 0; t < vocab; ++t) ASSERT_NEAR(all[t], want[t], 1e-12) << "token " << t;
 }
 
 TEST(Sampling, PenaltiesFollowTheHfAndOpenAiRules) {
