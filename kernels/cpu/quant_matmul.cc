@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "common/error.h"
+#include "kernels/cpu/lanes.h"
 
 namespace shardserve::kernels::cpu {
 
@@ -64,26 +65,66 @@ inline float code_at(const uint8_t* row, int bits, int64_t c) {
   return static_cast<float>(c % 2 == 0 ? row[c / 2] & 0xf : row[c / 2] >> 4);
 }
 
-// sum over stored columns [b, e) of code * x, for a 4-bit row: two columns per byte.
-inline float dot4(const uint8_t* row, const float* x, int64_t b, int64_t e) {
-  float acc = 0;
-  int64_t c = b;
-  if (c % 2 == 1 && c < e) acc += static_cast<float>(row[c / 2] >> 4) * x[c], ++c;
-  const int64_t pairs_end = c + (e - c) / 2 * 2;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t p = c; p < pairs_end; p += 2) {
-    const uint8_t byte = row[p / 2];
-    acc += static_cast<float>(byte & 0xf) * x[p] + static_cast<float>(byte >> 4) * x[p + 1];
+// codes of stored columns [b, b + len) of one row as floats; 4-bit: two per byte, low nibble
+// first (an odd b starts on a high nibble).
+[[gnu::always_inline]] inline void unpack(const uint8_t* row, int bits, int64_t b, int64_t len,
+                                          float* out) {
+  if (bits == 8) {
+    for (int64_t i = 0; i < len; ++i) out[i] = row[b + i];
+    return;
   }
-  if (pairs_end < e) acc += static_cast<float>(row[pairs_end / 2] & 0xf) * x[pairs_end];
-  return acc;
+  int64_t i = 0;
+  if (b % 2 == 1 && len > 0) out[i++] = static_cast<float>(row[b / 2] >> 4);
+  const uint8_t* bytes = row + (b + i) / 2;
+  const int64_t pairs = (len - i) / 2;
+  for (int64_t p = 0; p < pairs; ++p) {
+    out[i + 2 * p] = static_cast<float>(bytes[p] & 0xf);
+    out[i + 2 * p + 1] = static_cast<float>(bytes[p] >> 4);
+  }
+  i += 2 * pairs;
+  if (i < len) out[i] = static_cast<float>(row[(b + i) / 2] & 0xf);
 }
 
-inline float dot8(const uint8_t* row, const float* x, int64_t b, int64_t e) {
-  float acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t c = b; c < e; ++c) acc += static_cast<float>(row[c]) * x[c];
-  return acc;
+constexpr int kTileRows = 4;
+constexpr int kTileCols = 4;
+
+// Weight rows [j, j + C) against every x row, group by group: the group's codes of the C rows are
+// unpacked once into floats (codes: C x len), then every x row tile takes its C x R dot products
+// from them (lanes.h), each scaled into acc as scale * (codes · x_g - zero * sum(x_g)).
+// xp: [m, k] permuted x; sums: [m, groups]; codes, d: scratch of C * longest group and
+// kTileRows * C floats; acc: [m, C].
+template <int C>
+[[gnu::always_inline]] inline void quant_block(const float* xp, const float* sums,
+                                               const QuantMatrix& w, float* y, int64_t m,
+                                               int64_t j, float* codes, float* acc) {
+  const int64_t G = w.groups(), k = w.k, n = w.n;
+  for (int64_t i = 0; i < m * C; ++i) acc[i] = 0.0f;
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t b = w.group_begin[g], len = w.group_begin[g + 1] - b;
+    for (int c = 0; c < C; ++c)
+      unpack(w.codes.data() + (j + c) * w.row_bytes(), w.bits, b, len, codes + c * len);
+    float d[kTileRows * C];
+    auto scale_in = [&](int64_t r0, int rows) {
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < C; ++c) {
+          const float scale = w.scales[(j + c) * G + g], zero = w.zeros[(j + c) * G + g];
+          acc[(r0 + r) * C + c] += scale * (d[r * C + c] - zero * sums[(r0 + r) * G + g]);
+        }
+    };
+    int64_t r = 0;
+    for (; r + kTileRows <= m; r += kTileRows) {
+      lanes::dot_tile<kTileRows, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr);
+      scale_in(r, kTileRows);
+    }
+    switch (m - r) {
+      case 3: lanes::dot_tile<3, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr); break;
+      case 2: lanes::dot_tile<2, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr); break;
+      case 1: lanes::dot_tile<1, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr); break;
+    }
+    scale_in(r, static_cast<int>(m - r));
+  }
+  for (int64_t r = 0; r < m; ++r)
+    for (int c = 0; c < C; ++c) y[r * n + j + c] = acc[r * C + c];
 }
 
 }  // namespace
@@ -91,6 +132,9 @@ inline float dot8(const uint8_t* row, const float* x, int64_t b, int64_t e) {
 void quant_matmul_nt(const float* x, const QuantMatrix& w, float* y, int64_t m) {
   const int64_t G = w.groups(), k = w.k, n = w.n;
   std::vector<float> xp(m * k), sums(m * G);
+  int64_t longest = 0;
+  for (int64_t g = 0; g < G; ++g)
+    longest = std::max(longest, w.group_begin[g + 1] - w.group_begin[g]);
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t c = 0; c < k; ++c) xp[r * k + c] = x[r * k + w.perm[c]];
     for (int64_t g = 0; g < G; ++g) {
@@ -99,21 +143,21 @@ void quant_matmul_nt(const float* x, const QuantMatrix& w, float* y, int64_t m) 
       sums[r * G + g] = s;
     }
   }
-#pragma omp parallel for schedule(static) if (m * n * k > (1 << 18))
-  for (int64_t j = 0; j < n; ++j) {
-    const uint8_t* row = w.codes.data() + j * w.row_bytes();
-    const float* sc = w.scales.data() + j * G;
-    const float* zr = w.zeros.data() + j * G;
-    for (int64_t r = 0; r < m; ++r) {
-      const float* xr = xp.data() + r * k;
-      float acc = 0;
-      for (int64_t g = 0; g < G; ++g) {
-        const int64_t b = w.group_begin[g], e = w.group_begin[g + 1];
-        const float d = w.bits == 4 ? dot4(row, xr, b, e) : dot8(row, xr, b, e);
-        acc += sc[g] * (d - zr[g] * sums[r * G + g]);
-      }
-      y[r * n + j] = acc;
-    }
+  const int64_t blocks = n / kTileCols;
+#pragma omp parallel if (m * n * k > (1 << 18))
+  {
+    std::vector<float> codes(kTileCols * longest), acc(m * kTileCols);
+#pragma omp for schedule(static)
+    for (int64_t bl = 0; bl < blocks; ++bl)
+      lanes::dispatch([&]() __attribute__((always_inline)) {
+        quant_block<kTileCols>(xp.data(), sums.data(), w, y, m, bl * kTileCols, codes.data(),
+                               acc.data());
+      });
+#pragma omp single
+    for (int64_t j = blocks * kTileCols; j < n; ++j)
+      lanes::dispatch([&]() __attribute__((always_inline)) {
+        quant_block<1>(xp.data(), sums.data(), w, y, m, j, codes.data(), acc.data());
+      });
   }
 }
 

@@ -3,6 +3,8 @@
 // act-order (permuted) groupings.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "kernels/cpu/matmul.h"
@@ -76,6 +78,40 @@ TEST(QuantMatmul, OddWidthsAndUnevenGroups) {
   kernels::cpu::matmul_nt(x.data(), dense.data(), want.data(), m, n, k);
   kernels::cpu::quant_matmul_nt(x.data(), w, got.data(), m);
   for (int64_t i = 0; i < m * n; ++i) EXPECT_NEAR(got[i], want[i], 1e-4f * (1 + std::abs(want[i])));
+}
+
+TEST(QuantMatmul, EveryTileShapeAndTailMatchesTheDenseMatmul) {
+  // The kernel's tiles (lanes.h): 4 weight rows and a single-row tail (n = 26), 4-row x tiles and
+  // the 1-3 rows left (m = 1..9), groups of uneven length starting on odd columns (a 4-bit group
+  // then begins on a high nibble), lengths below and above one 8-lane vector, both widths.
+  const int64_t n = 26, k = 77, groups = 5;
+  std::mt19937 rng(std::random_device{}());
+  for (int bits : {4, 8}) {
+    std::vector<uint8_t> q(n * k);
+    std::vector<int32_t> g_idx(k), zeros(groups * n);
+    std::vector<float> scales(groups * n);
+    for (auto& v : q) v = static_cast<uint8_t>(rng() % (1u << bits));
+    // Groups 0..4 of lengths 3, 7, 19, 20, 28 (every start odd but the first), shuffled.
+    const int64_t lengths[] = {3, 7, 19, 20, 28};
+    int64_t c = 0;
+    for (int32_t g = 0; g < groups; ++g)
+      for (int64_t i = 0; i < lengths[g]; ++i) g_idx[c++] = g;
+    std::shuffle(g_idx.begin(), g_idx.end(), rng);
+    for (auto& z : zeros) z = static_cast<int32_t>(rng() % (1u << bits));
+    for (auto& sc : scales) sc = 0.01f * static_cast<float>(1 + rng() % 9);
+    const auto w = kernels::cpu::make_quant_matrix(bits, n, k, q.data(), zeros.data(),
+                                                   scales.data(), g_idx.data(), groups);
+    const auto dense = kernels::cpu::dequantize(w);
+    for (int64_t m = 1; m <= 9; ++m) {
+      const auto x = randn(m * k, static_cast<uint32_t>(rng()), 1.0f);
+      std::vector<float> want(m * n), got(m * n, NAN);
+      kernels::cpu::matmul_nt(x.data(), dense.data(), want.data(), m, n, k);
+      kernels::cpu::quant_matmul_nt(x.data(), w, got.data(), m);
+      for (int64_t i = 0; i < m * n; ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-4f * (1 + std::abs(want[i])))
+            << bits << " bits, m = " << m << ", row " << i / n << ", column " << i % n;
+    }
+  }
 }
 
 }  // namespace
