@@ -14,8 +14,9 @@ constexpr int kControlTag = 17;
 
 void PollBackoff::wait() {
   if (++polls_ <= 64) return;  // a reply that is about to arrive costs no sleep
-  std::this_thread::sleep_for(sleep_);
-  sleep_ = std::min(max_, sleep_ * 2);
+  const auto waited = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start_);
+  std::this_thread::sleep_for(std::clamp(waited / 8, std::chrono::microseconds(10), max_));
 }
 
 ControlChannel::ControlChannel(MPI_Comm world) {
