@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -32,6 +31,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "kernels/cpu/lanes.h"
 #include "kernels/cpu/matmul.h"
 #include "model/model_config.h"
 
@@ -39,7 +39,7 @@ namespace shardserve::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using Lanes = float __attribute__((vector_size(8 * sizeof(float))));
+using kernels::cpu::lanes::Lanes;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -53,7 +53,7 @@ double seconds_since(Clock::time_point t0) {
     for (int s = 0; s < 4; ++s)
       for (int u = 0; u < 2; ++u) {
         Lanes v;
-        std::memcpy(&v, p + s * quarter + i + 8 * u, sizeof v);
+        kernels::cpu::lanes::load(v, p + s * quarter + i + 8 * u);
         a[2 * s + u] += v;
       }
   Lanes t = {};
@@ -61,17 +61,12 @@ double seconds_since(Clock::time_point t0) {
   return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
 }
 
-// Built for the baseline and for AVX2 and picked as kernels/cpu/matmul.cc picks its own, so the
+// In the AVX2 or the baseline build as the kernel picks its own (lanes::dispatch), so that the
 // ceilings are measured with the instructions the kernel runs.
-float sum_baseline(const float* p, int64_t count) { return sum_body(p, count); }
-#if defined(__x86_64__)
-[[gnu::target("avx2")]] float sum_avx2(const float* p, int64_t count) { return sum_body(p, count); }
-#endif
 float sum_buffer(const float* p, int64_t count) {
-#if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2")) return sum_avx2(p, count);
-#endif
-  return sum_baseline(p, count);
+  float s = 0;
+  kernels::cpu::lanes::dispatch([&]() __attribute__((always_inline)) { s = sum_body(p, count); });
+  return s;
 }
 
 // Bytes per second one thread reads from a buffer of `bytes`: the best of 5 passes after one to
@@ -102,17 +97,11 @@ double read_bandwidth(std::size_t bytes) {
   return s[0];
 }
 
-float mul_add_baseline(float seed, int64_t iterations) { return mul_add_body(seed, iterations); }
-#if defined(__x86_64__)
-[[gnu::target("avx2")]] float mul_add_avx2(float seed, int64_t iterations) {
-  return mul_add_body(seed, iterations);
-}
-#endif
 float mul_add_loop(float seed, int64_t iterations) {
-#if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2")) return mul_add_avx2(seed, iterations);
-#endif
-  return mul_add_baseline(seed, iterations);
+  float s = 0;
+  kernels::cpu::lanes::dispatch(
+      [&]() __attribute__((always_inline)) { s = mul_add_body(seed, iterations); });
+  return s;
 }
 
 // Multiply-add FLOPs per second (2 per lane per step) on one thread, registers only.
