@@ -76,7 +76,8 @@ std::vector<double> sampling_distribution(const float* logits, int64_t vocab,
   std::vector<double> weight;  // of the ordered prefix
   auto weight_at = [&](int64_t i) {
     if (i >= sorted) sort_prefix(std::max(2 * sorted, i + 1));
-    while (static_cast<int64_t>(weight.size()) <= i) weight.push_back(weight_of(order[weight.size()]));
+    while (static_cast<int64_t>(weight.size()) <= i)
+      weight.push_back(weight_of(order[weight.size()]));
     return weight[i];
   };
   // The total the top_p cut is measured against: the top_k candidates' (in order), else every
@@ -101,9 +102,9 @@ std::vector<double> sampling_distribution(const float* logits, int64_t vocab,
   }
   if (p.min_p > 0.0f) {
     // weight_at(0) is the most likely token's; the ratio is unchanged by renormalisation.
-    const double floor = p.min_p * weight_at(0);
+    const double least = p.min_p * weight_at(0);
     int64_t cut = 1;
-    while (cut < keep && weight_at(cut) >= floor) ++cut;
+    while (cut < keep && weight_at(cut) >= least) ++cut;
     keep = cut;
   }
   double kept_total = 0;

@@ -26,8 +26,9 @@ struct Shape {
   int64_t m, n, k;
 };
 
-// m = 7 (a 4-row tile and a 3-row one), m = 5 (4 and 1) and other small m, n not a multiple of 4 (the column
-// tail), k not a multiple of 8 (the lane tail), k below one vector, and the model's own shapes.
+// m = 7 (a 4-row tile and a 3-row one), m = 5 (4 and 1) and other small m, n not a multiple of
+// 4 (the column tail), k not a multiple of 8 (the lane tail), k below one vector, and the model's
+// own shapes.
 const Shape kShapes[] = {{1, 1, 1},   {1, 5, 7},     {3, 7, 9},      {2, 4, 8},
                          {5, 13, 31}, {16, 512, 256}, {7, 1539, 768}, {64, 258, 100}};
 
