@@ -91,8 +91,8 @@ constexpr int kTileCols = 4;
 // Weight rows [j, j + C) against every x row, group by group: the group's codes of the C rows are
 // unpacked once into floats (codes: C x len), then every x row tile takes its C x R dot products
 // from them (lanes.h), each scaled into acc as scale * (codes · x_g - zero * sum(x_g)).
-// xp: [m, k] permuted x; sums: [m, groups]; codes, d: scratch of C * longest group and
-// kTileRows * C floats; acc: [m, C].
+// xp: [m, k] permuted x; sums: [m, groups]; codes: scratch of C x the longest group; acc:
+// scratch [m, C].
 template <int C>
 [[gnu::always_inline]] inline void quant_block(const float* xp, const float* sums,
                                                const QuantMatrix& w, float* y, int64_t m,
