@@ -60,11 +60,6 @@ QuantMatrix make_quant_matrix(int bits, int64_t n, int64_t k, const uint8_t* q,
 
 namespace {
 
-inline float code_at(const uint8_t* row, int bits, int64_t c) {
-  if (bits == 8) return row[c];
-  return static_cast<float>(c % 2 == 0 ? row[c / 2] & 0xf : row[c / 2] >> 4);
-}
-
 // codes of stored columns [b, b + len) of one row as floats; 4-bit: two per byte, low nibble
 // first (an odd b starts on a high nibble).
 [[gnu::always_inline]] inline void unpack(const uint8_t* row, int bits, int64_t b, int64_t len,
@@ -164,12 +159,12 @@ void quant_matmul_nt(const float* x, const QuantMatrix& w, float* y, int64_t m) 
 std::vector<float> dequantize(const QuantMatrix& w) {
   std::vector<float> out(w.n * w.k);
   const int64_t G = w.groups();
+  std::vector<float> codes(w.k);
   for (int64_t j = 0; j < w.n; ++j) {
-    const uint8_t* row = w.codes.data() + j * w.row_bytes();
+    unpack(w.codes.data() + j * w.row_bytes(), w.bits, 0, w.k, codes.data());
     for (int64_t g = 0; g < G; ++g)
       for (int64_t c = w.group_begin[g]; c < w.group_begin[g + 1]; ++c)
-        out[j * w.k + w.perm[c]] =
-            w.scales[j * G + g] * (code_at(row, w.bits, c) - w.zeros[j * G + g]);
+        out[j * w.k + w.perm[c]] = w.scales[j * G + g] * (codes[c] - w.zeros[j * G + g]);
   }
   return out;
 }
