@@ -57,6 +57,20 @@ template <int R, int C>
       out[r * ldo + c] = finish(acc[r][c], x + r * ldx, w + c * ldw, len8, len);
 }
 
+// Calls tile.template operator()<R>(r) over m rows of x in tiles of R = 4 from r = 0, then once
+// with R = 1, 2 or 3 for the rows left, so that every weight vector a tile loads serves all of
+// them. tile: a lambda template [&]<int R>(int64_t r).
+template <typename Tile>
+[[gnu::always_inline]] inline void row_tiles(int64_t m, const Tile& tile) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) tile.template operator()<4>(r);
+  switch (m - r) {
+    case 3: return tile.template operator()<3>(r);
+    case 2: return tile.template operator()<2>(r);
+    case 1: return tile.template operator()<1>(r);
+  }
+}
+
 // Runs f (an always_inline lambda, so that it is compiled into the caller) in the AVX2 build
 // where the CPU has AVX2, else in the baseline one. Chosen per call from the CPU's flags, not by
 // an ifunc at load: an ifunc resolver runs during relocation, before a sanitizer's runtime is up,

@@ -2,9 +2,9 @@
 
 #include "kernels/cpu/lanes.h"
 
-// Blocking. The output is cut into tiles of kTileRows x rows (the last tile takes the 1-3 left)
-// by kTileCols weight rows (lanes.h: dot_tile); a tile's 16 accumulators stay in registers while
-// k is walked once, so each weight vector loaded feeds kTileRows products and each x vector
+// Blocking. The output is cut into tiles of 4 x rows (the last tile takes the 1-3 left; lanes.h:
+// row_tiles) by kTileCols weight rows (dot_tile); a tile's 16 accumulators stay in registers
+// while k is walked once, so each weight vector loaded feeds 4 products and each x vector
 // kTileCols (the old one-row kernel did 5 loads per 4 products and was load-bound as soon as a
 // step had more than one sequence). 4 x 4 measured faster than 2 x 4 and 4 x 2 at 4 and 16 rows
 // (docs/PERF.md, "The CPU projections, tiled"). Threads split the weight rows; a thread's 4
@@ -14,7 +14,6 @@
 namespace shardserve::kernels::cpu {
 namespace {
 
-constexpr int kTileRows = 4;
 constexpr int kTileCols = 4;
 
 // Weight rows [j, j + C) against every x row. The first tile waits on memory for these weights
@@ -25,14 +24,9 @@ template <int C>
                                                 int64_t m, int64_t n, int64_t k, int64_t j) {
   const float* next = j + 2 * C <= n ? w + (j + C) * k : nullptr;
   const float* wj = w + j * k;
-  int64_t r = 0;
-  for (; r + kTileRows <= m; r += kTileRows, next = nullptr)
-    lanes::dot_tile<kTileRows, C>(x + r * k, k, wj, k, k, y + r * n + j, n, next);
-  switch (m - r) {  // the rest in one tile, so that each weight vector is loaded once for it
-    case 3: return lanes::dot_tile<3, C>(x + r * k, k, wj, k, k, y + r * n + j, n, next);
-    case 2: return lanes::dot_tile<2, C>(x + r * k, k, wj, k, k, y + r * n + j, n, next);
-    case 1: return lanes::dot_tile<1, C>(x + r * k, k, wj, k, k, y + r * n + j, n, next);
-  }
+  lanes::row_tiles(m, [&]<int R>(int64_t r) __attribute__((always_inline)) {
+    lanes::dot_tile<R, C>(x + r * k, k, wj, k, k, y + r * n + j, n, r == 0 ? next : nullptr);
+  });
 }
 
 // Weight rows [j0, j1): blocks of kTileCols, then single rows for what is left.

@@ -80,7 +80,6 @@ namespace {
   if (i < len) out[i] = static_cast<float>(row[(b + i) / 2] & 0xf);
 }
 
-constexpr int kTileRows = 4;
 constexpr int kTileCols = 4;
 
 // Weight rows [j, j + C) against every x row, group by group: the group's codes of the C rows are
@@ -98,25 +97,15 @@ template <int C>
     const int64_t b = w.group_begin[g], len = w.group_begin[g + 1] - b;
     for (int c = 0; c < C; ++c)
       unpack(w.codes.data() + (j + c) * w.row_bytes(), w.bits, b, len, codes + c * len);
-    float d[kTileRows * C];
-    auto scale_in = [&](int64_t r0, int rows) {
-      for (int r = 0; r < rows; ++r)
+    lanes::row_tiles(m, [&]<int R>(int64_t r) __attribute__((always_inline)) {
+      float d[R * C];
+      lanes::dot_tile<R, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr);
+      for (int i = 0; i < R; ++i)
         for (int c = 0; c < C; ++c) {
           const float scale = w.scales[(j + c) * G + g], zero = w.zeros[(j + c) * G + g];
-          acc[(r0 + r) * C + c] += scale * (d[r * C + c] - zero * sums[(r0 + r) * G + g]);
+          acc[(r + i) * C + c] += scale * (d[i * C + c] - zero * sums[(r + i) * G + g]);
         }
-    };
-    int64_t r = 0;
-    for (; r + kTileRows <= m; r += kTileRows) {
-      lanes::dot_tile<kTileRows, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr);
-      scale_in(r, kTileRows);
-    }
-    switch (m - r) {
-      case 3: lanes::dot_tile<3, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr); break;
-      case 2: lanes::dot_tile<2, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr); break;
-      case 1: lanes::dot_tile<1, C>(xp + r * k + b, k, codes, len, len, d, C, nullptr); break;
-    }
-    scale_in(r, static_cast<int>(m - r));
+    });
   }
   for (int64_t r = 0; r < m; ++r)
     for (int c = 0; c < C; ++c) y[r * n + j + c] = acc[r * C + c];
