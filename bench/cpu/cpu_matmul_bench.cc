@@ -23,14 +23,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "common/error.h"
 #include "kernels/cpu/lanes.h"
 #include "kernels/cpu/matmul.h"
 #include "model/model_config.h"
@@ -118,23 +117,23 @@ double mul_add_rate() {
 }
 
 struct Projection {
-  std::string name;
-  int64_t n, k;
+  int64_t n, k;  // out, in features
 };
 
 double load_average() {
-  std::ifstream f("/proc/loadavg");
   double a = 0;
-  f >> a;
-  return a;
+  return getloadavg(&a, 1) == 1 ? a : -1.0;
 }
 
 int run(int argc, char** argv) {
   CLI::App app{"The CPU projections at a model's decode shapes against measured ceilings"};
-  std::string model_dir, rows_text = "1,2,4,8,16", out_json, out_md;
+  std::string model_dir, out_json, out_md;
+  std::vector<int64_t> rows = {1, 2, 4, 8, 16};
   int repeats = 8, rounds = 5;
   app.add_option("--model", model_dir, "HuggingFace model directory (its config.json)")->required();
-  app.add_option("--rows", rows_text, "rows per step (sequences), comma-separated");
+  app.add_option("--rows", rows, "rows per step (sequences), comma-separated")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   app.add_option("--repeats", repeats, "steps timed per row count in each round")
       ->check(CLI::PositiveNumber);
   app.add_option("--rounds", rounds, "rounds of ceilings and steps; each figure's best is kept")
@@ -142,27 +141,18 @@ int run(int argc, char** argv) {
   app.add_option("--out-json", out_json, "write the results as JSON here");
   app.add_option("--out-md", out_md, "write the results as a markdown table here");
   CLI11_PARSE(app, argc, argv);
-  std::vector<int64_t> rows;
-  {
-    std::stringstream ss(rows_text);
-    for (std::string item; std::getline(ss, item, ',');) {
-      const int64_t r = std::stoll(item);
-      if (r < 1) throw Error("--rows: each entry must be at least 1, got " + item);
-      rows.push_back(r);
-    }
-  }
   omp_set_num_threads(1);  // the ceilings are one thread's; so is the server's default here
 
   const model::ModelConfig c = model::load_model_config(model_dir);
   const int64_t H = c.hidden_size, F = c.intermediate_size;
   std::vector<Projection> step;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    step.push_back({"qkv", c.q_size() + 2 * c.kv_size(), H});
-    step.push_back({"o", H, c.q_size()});
-    step.push_back({"gate_up", 2 * F, H});
-    step.push_back({"down", H, F});
+    step.push_back({c.q_size() + 2 * c.kv_size(), H});
+    step.push_back({H, c.q_size()});
+    step.push_back({2 * F, H});
+    step.push_back({H, F});
   }
-  step.push_back({"lm_head", c.vocab_size, H});
+  step.push_back({c.vocab_size, H});
 
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -98,10 +99,8 @@ struct Run {
 };
 
 double load_average() {
-  std::ifstream in("/proc/loadavg");
   double l = 0;
-  in >> l;
-  return l;
+  return getloadavg(&l, 1) == 1 ? l : -1.0;
 }
 
 Run run_config(const Config& c, const std::string& workload, int concurrency,
