@@ -5,11 +5,12 @@
 # At most 8 files to $OUT; a short summary is printed last.
 #   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu | quantize]   (kernel_bench: also the
 #   8B op benchmark; ncu: Nsight Compute counters and per-instruction stalls of the W4 decode
-#   kernel, last, in place of the sanitizers; quantize: only
+#   kernel or NCU_KERNEL, last, in place of the sanitizers; quantize: only
 #   the GPU quantizer's test, memcheck and benchmark, and the quantize tool on the demo model
 #   with --device cpu and cuda compared, into quantize.log, and nothing else)
 # Environment: SERVICE=0 skips the served binaries' checks, SERVING_REQUESTS=0 the serving
-# benchmark (a kernel-only run); MEMCHECK_FILTER / RACECHECK_FILTER pick the sanitizer tests.
+# benchmark (a kernel-only run); MEMCHECK_FILTER / RACECHECK_FILTER pick the sanitizer tests;
+# NCU_KERNEL (a regex, default w4_decode_kernel; w4_tc_kernel: the tiled kernel) the ncu mode's.
 set -uo pipefail
 out=${OUT:-/tmp/cuda_checks}
 mkdir -p "$out"
@@ -99,21 +100,22 @@ status runner_tests "$(grep -c 'test exit 0' "$out/runner_test.log") of 2 binari
 timeout 180 "$bin/llama70b_bench" "$out/llama70b-h200-tp1.json" > "$out/bench.log" 2>&1
 status llama70b_bench $?
 # Issue 17 (d): the serving run through the coordinator on the 70B shape (random W4 weights),
-# its ceilings from the benchmark JSON just written; table and result into bench.log.
-if [ "${SERVING_REQUESTS:-1000}" != 0 ]; then
+# its ceilings from the benchmark JSON just written; table and result into bench.log. 400
+# requests take about 160 s; 1000 did not finish in 310 s (run 25).
+if [ "${SERVING_REQUESTS:-400}" != 0 ]; then
 timeout "${SERVING_TIMEOUT:-330}" python3 bench/serving/serving_bench.py --coordinator "$bin/coordinator" \
-  --worker "$bin/worker" --workdir /tmp/serving --requests "${SERVING_REQUESTS:-1000}" \
+  --worker "$bin/worker" --workdir /tmp/serving --requests "${SERVING_REQUESTS:-400}" \
   --timeout "$(( ${SERVING_TIMEOUT:-330} - 20 ))" --merge-into "$out/llama70b-h200-tp1.json" \
   --md /tmp/serving/serving.md >> "$out/bench.log" 2>&1; status serving $?
 fi
 cat /tmp/serving/serving.md >> "$out/bench.log" 2>/dev/null
 grep -E "KV pool|error|failed|graphs|replica 0:" /tmp/serving/serving.log 2>/dev/null | tail -12 >> "$out/bench.log"
 if [ "${1:-}" = ncu ]; then
-  # Hardware counters of the W4 decode kernel at batch 1: the benchmark's fifth launch of it, the
-  # qkv projection of a 70B layer (10240 x 8192: 81920 code tiles), with the per-instruction
-  # stall samples condensed by tools/gpu/ncu_source_profile.py (its summary appended to ncu.log,
+  # Hardware counters of the W4 decode kernel (or NCU_KERNEL) at batch 1: the benchmark's fifth
+  # launch of it, the qkv projection of a 70B layer (10240 x 8192: 81920 code tiles), with the
+  # per-instruction stall samples condensed by tools/gpu/ncu_source_profile.py (its summary appended to ncu.log,
   # every instruction in decode_profile.tsv).
-  timeout 100 ncu --clock-control none -k regex:w4_decode_kernel --launch-skip 4 --launch-count 1 \
+  timeout 100 ncu --clock-control none -k "regex:${NCU_KERNEL:-w4_decode_kernel}" --launch-skip 4 --launch-count 1 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
     --section SourceCounters -o /tmp/decode "$bin/llama70b_bench" /tmp/ncu_bench.json > "$out/ncu.log" 2>&1
   status ncu $?
@@ -129,12 +131,13 @@ if [ "${1:-}" = kernel_bench ]; then
   { echo "---- kernel_bench.tsv"; cat /tmp/kernel_bench.tsv; } >> "$out/bench.log" 2>&1
 fi
 # The sanitizers (not in the ncu mode: its two files take their places under the device tool's
-# 8-file limit).
+# 8-file limit). Racecheck leaves out SampleRowsMatchesCpuSampleToken: 50 s under it, which ran
+# the step past its limit in run 25.
 if [ "${1:-}" != ncu ]; then
 timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/cuda_kernels_test" \
   --gtest_filter="${MEMCHECK_FILTER:-*QuantGemm*:CudaSampling*:CudaLogSoftmax*}" > "$out/memcheck.log" 2>&1; status memcheck $?
 timeout 90 compute-sanitizer --tool racecheck --error-exitcode 9 "$bin/cuda_kernels_test" \
-  --gtest_filter="${RACECHECK_FILTER:-*QuantGemm.Decode*:CudaSampling*:CudaLogSoftmax*}" > "$out/racecheck.log" 2>&1; status racecheck $?
+  --gtest_filter="${RACECHECK_FILTER:-*QuantGemm.Decode*:CudaSampling*:CudaLogSoftmax*:-CudaSampling.SampleRowsMatchesCpuSampleToken}" > "$out/racecheck.log" 2>&1; status racecheck $?
 fi
 
 echo "==== summary"; cat "$sum"
