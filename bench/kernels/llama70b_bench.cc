@@ -5,7 +5,8 @@
 //      cuBLASLt product.
 //   2. One layer's four projections (qkv, o, gate_up, down) at the TP 1/2/4/8 shard shapes and
 //      batch (rows) 1, 8, 16, 32 (TP 1: 1 to 2048): the W4 decode kernel, the W4 tiled kernel, the
-//      W4 dense path (dequantize + cuBLASLt) and bf16 cuBLASLt, each as a fraction of the copy roofline of the bytes it must move
+//      W4 dense path (dequantize + cuBLASLt; at 16 rows the dequantize alone too) and bf16
+//      cuBLASLt, each as a fraction of the copy roofline of the bytes it must move
 //      (weights once + activations). The L2 (60 MB) is flushed before each timed run.
 //   3. The whole decode step through CudaModelRunner::forward (host packing, one copy in, the
 //      80 layers, LM head, one copy of the logits out) with random 4-bit weights at TP = 1:
@@ -206,7 +207,7 @@ int main(int argc, char** argv) {
       kc::fill_random_bf16(x.as<bf16>(), max_m * kFfn, 1.0f, 0, 40, nullptr);
       SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<int64_t> batches = {1, 8, 16, 32};
-      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
+      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048};
       for (int64_t m : batches) {
         double w4_bytes = 0, bf_bytes = 0, act_bytes = 0;
         for (const Shape& sh : shapes) {
@@ -245,6 +246,12 @@ int main(int argc, char** argv) {
                                gemm.run(x.as<bf16>(), scratch_dense.as<bf16>(), y.data(),
                                         {.m = m, .n = shapes[i].n, .k = shapes[i].k}, s);
                              }
+                           }});
+        }
+        if (m == 16) {  // the dense path's first half alone: codes read, bf16 written
+          paths.push_back({"w4_dequantize", w4_bytes + bf_bytes, [&](cudaStream_t s) {
+                             for (std::size_t i = 0; i < shapes.size(); ++i)
+                               kc::w4_dequantize(mats[i].w4, scratch_dense.as<bf16>(), s);
                            }});
         }
         paths.push_back({"bf16_cublaslt", bf_bytes + act_bytes, [&](cudaStream_t s) {

@@ -183,7 +183,7 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
 
 // w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt; each bound from
 // both sides) with the workspace w4_matmul_workspace_bytes gives, and the dequantized matrix
-// itself against the CPU's dequantize (bf16 rounding of each weight only).
+// itself equal to the CPU's dequantize rounded to bf16 (rows 1000: a padded last row tile).
 TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
   const Case cases[] = {{2, 512, 1024, 128, false},
@@ -193,7 +193,8 @@ TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
                         {100, 640, 2048, 128, true},
                         {kW4TiledMaxRows, 96, 512, 128, false},
                         {kW4TiledMaxRows + 1, 96, 1024, 64, true},
-                        {kW4TiledMaxRows + 77, 384, 512, 32, false}};
+                        {kW4TiledMaxRows + 77, 384, 512, 32, false},
+                        {kW4TiledMaxRows + 3, 1000, 1024, 128, false}};
   for (const Case& c : cases) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
     auto x = random_floats(c.m * c.k, rng_);
@@ -207,8 +208,13 @@ TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
     poison(dense);
     w4_dequantize(dw.view, dense.as<bf16>(), s());
     sync();
+    // The same float products (the scales are fp16 values), each rounded once to bf16: equal.
     auto want_dense = cpu::dequantize(w);
-    EXPECT_LT(relative_error(download_bf16(dense, c.n * c.k), want_dense), 4e-3) << name(c);
+    round_to_bf16(want_dense);
+    const auto got_dense = download_bf16(dense, c.n * c.k);
+    int64_t unequal = 0;
+    for (int64_t i = 0; i < c.n * c.k; ++i) unequal += got_dense[i] != want_dense[i];
+    EXPECT_EQ(unequal, 0) << name(c) << ": dequantized weights unlike the CPU's";
     const W4Scratch scratch{dense.as<bf16>(), dense.bytes(), ws.data(), ws.bytes()};
     for (const GemmOut out : {GemmOut::kFloat, GemmOut::kBf16}) {
       DeviceBuffer d_y(c.m * c.n * 4, "y");
