@@ -47,9 +47,12 @@ namespace shardserve::kernels::cuda {
 // 179.9 / 218.6 / 328.8 µs at 1 / 2 / 4 / 8 / 16 rows against the tiled kernel's 248.0 / 249.9 /
 // 250.7 / 253.2 / 260.4: decode ahead up to 8 rows (at TP 2 too: 151.3 against 182.4 at 8 rows,
 // 218.0 against 171.7 at 16). (Run 14's decode kernel, 268 µs at 8 rows, had put the bound at 4.)
-// Tiled 1172 µs vs dense 1627 at 128 rows, 2082 vs 1757 at 256 (crossover near 200, run 5).
+// The tiled kernel's cost steps with its CTA batch (16, 32, 64, then blocks of 128 rows), so rows
+// 129-256 cost what 256 do: 1982 µs against the dense path's 1416 (run 26, the warp-per-tile
+// dequantize; the dense path is 1274 at 128 rows against the tiled kernel's 1112). Tiled to 128
+// rows, dense above. (The bound was 192, from a straight line through run 5's 128 and 256.)
 inline constexpr int64_t kW4DecodeMaxRows = 8;
-inline constexpr int64_t kW4TiledMaxRows = 192;
+inline constexpr int64_t kW4TiledMaxRows = 128;
 
 // A W4 weight on the device (pointers into device memory; not owned).
 struct W4Weights {
