@@ -36,6 +36,17 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 }
 
+// 16 bytes from shared memory at a shared-window address (computed once outside a loop, not
+// re-derived from a generic pointer each iteration).
+__device__ __forceinline__ uint4 ld_shared16(uint32_t address) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(address)
+               : "memory");
+  return v;
+}
+
 // Four 8x8 b16 matrices; lane 8j + r gives the address of row r of matrix j (16 bytes), and
 // lane l receives element (l / 4, 2 (l % 4) .. + 1) of each matrix in r[j].
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t address) {

@@ -61,6 +61,7 @@ struct Tc {
 using ptx::cp_async16;
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;
+using ptx::ld_shared16;
 using ptx::ldmatrix_x4;
 using ptx::mma_bf16;
 using ptx::smem_address;
@@ -84,23 +85,44 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
   const int rt_block = blockIdx.x * kBlockRowTiles;
   const int batch0 = blockIdx.y * T::kBatch;
 
-  // Copies k tile kt into stage `stage`: the codes of the CTA's row tiles (zeros past the last
-  // row tile), then the x tile (zeros past row m).
+  // This thread's copy slots, the same for every k tile (only the source advances with kt):
+  // code chunk c = tid + i * kThreads of the CTA's row tiles (zeros past the last row tile), x
+  // chunk c = tid + i * kThreads (row c / 8, 16-byte chunk c % 8; zeros past row m). kThreads is a
+  // multiple of 64, so the chunk and r & 7 of an x slot do not depend on i, and neither does the
+  // swizzle. Addresses are made once here: the per-tile copies are an add and a cp.async each.
+  constexpr int kCodeCopies = kBlockRowTiles * 32 / T::kThreads;
+  constexpr int kXCopies = T::kBatch * 8 / T::kThreads;
+  static_assert(kCodeCopies * T::kThreads == kBlockRowTiles * 32 && kXCopies * T::kThreads == T::kBatch * 8);
+  static_assert(T::kThreads % 64 == 0);
+  const uint32_t smem_base = smem_address(smem);
+  const uint4* code_src[kCodeCopies];
+  int code_bytes[kCodeCopies];
+#pragma unroll
+  for (int i = 0; i < kCodeCopies; ++i) {
+    const int c = tid + i * T::kThreads, rt = rt_block + c / 32;
+    code_bytes[i] = rt < row_tiles ? 16 : 0;
+    code_src[i] = codes + int64_t{rt < row_tiles ? rt : 0} * KT * 32 + c % 32;
+  }
+  const bf16* x_src[kXCopies];
+  int x_bytes[kXCopies];
+#pragma unroll
+  for (int i = 0; i < kXCopies; ++i) {
+    const int b = batch0 + (tid + i * T::kThreads) / 8;
+    x_bytes[i] = b < m ? 16 : 0;
+    x_src[i] = x + int64_t{b < m ? b : 0} * k + (tid % 8) * 8;
+  }
+  const uint32_t x_dst0 =
+      kCodeStageBytes + (tid / 8) * kXRowBytes + (((tid % 8) ^ ((tid / 8) % 8)) << 4);
   auto load_stage = [&](int stage, int kt) {
-    unsigned char* st = smem + stage * T::kStageBytes;
-    const uint32_t code_dst = smem_address(st);
-    for (int c = tid; c < kBlockRowTiles * 32; c += T::kThreads) {
-      const int rt = rt_block + c / 32;
-      const bool ok = rt < row_tiles;
-      const uint4* src = codes + (int64_t{ok ? rt : 0} * KT + kt) * 32 + c % 32;
-      cp_async16(code_dst + c * 16, src, ok ? 16 : 0);
+    const uint32_t st = smem_base + stage * T::kStageBytes;
+#pragma unroll
+    for (int i = 0; i < kCodeCopies; ++i) {
+      cp_async16(st + (tid + i * T::kThreads) * 16, code_src[i] + kt * 32, code_bytes[i]);
     }
-    const uint32_t x_dst = smem_address(st + kCodeStageBytes);
-    for (int c = tid; c < T::kBatch * 8; c += T::kThreads) {
-      const int r = c >> 3, chunk = c & 7, b = batch0 + r;
-      const bool ok = b < m;
-      const bf16* src = x + int64_t{ok ? b : 0} * k + kt * kW4TileCols + chunk * 8;
-      cp_async16(x_dst + r * kXRowBytes + ((chunk ^ (r & 7)) << 4), src, ok ? 16 : 0);
+#pragma unroll
+    for (int i = 0; i < kXCopies; ++i) {
+      cp_async16(st + x_dst0 + i * (T::kThreads / 8) * kXRowBytes,
+                 x_src[i] + kt * static_cast<int>(kW4TileCols), x_bytes[i]);
     }
   };
 
@@ -139,9 +161,16 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = d[i][j][e] = 0.0f;
 
-  // ldmatrix.x4 lane roles: matrix q = lane / 8 (n8 tile 2jj + q / 2, k half q % 2), row lane % 8.
+  // ldmatrix.x4 lane roles: matrix q = lane / 8 (n8 tile 2jj + q / 2, k half q % 2), row lane % 8;
+  // the lane's row address within a stage for k16 step s (n8 tile pair jj adds 16 rows).
   const int q8 = lane >> 3, r8 = lane & 7;
   const int x_row_base = wm * T::kWarpBatch + (q8 >> 1) * 8 + r8;
+  uint32_t x_off[4];
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    x_off[s] = kCodeStageBytes + x_row_base * kXRowBytes + (((2 * s + (q8 & 1)) ^ r8) << 4);
+  }
+  const uint32_t code_off = ((wn * kTilesPerWarp) * 32 + lane) * 16;
 
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
@@ -154,14 +183,10 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
     if (it + kStages - 1 < tiles) load_stage((it + kStages - 1) % kStages, kt0 + it + kStages - 1);
     cp_async_commit();
 
-    const unsigned char* st = smem + (it % kStages) * T::kStageBytes;
+    const uint32_t st = smem_base + (it % kStages) * T::kStageBytes;
     uint4 words[kTilesPerWarp];
 #pragma unroll
-    for (int i = 0; i < kTilesPerWarp; ++i) {
-      words[i] = *reinterpret_cast<const uint4*>(
-          st + ((wn * kTilesPerWarp + i) * 32 + lane) * 16);
-    }
-    const uint32_t x_tile = smem_address(st + kCodeStageBytes);
+    for (int i = 0; i < kTilesPerWarp; ++i) words[i] = ld_shared16(st + code_off + i * static_cast<uint32_t>(kW4TileBytes));
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       if (col >= next_boundary) {
@@ -196,12 +221,10 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
             s == 0 ? words[i].x : s == 1 ? words[i].y : s == 2 ? words[i].z : words[i].w;
         w4::codes_to_operand(word, zero[i][0], zero[i][1], a[i]);
       }
-      const int chunk = 2 * s + (q8 & 1);
 #pragma unroll
       for (int jj = 0; jj < NT / 2; ++jj) {
-        const int row = x_row_base + jj * 16;  // row % 8 == r8
         uint32_t b[4];
-        ldmatrix_x4(b, x_tile + row * kXRowBytes + ((chunk ^ r8) << 4));
+        ldmatrix_x4(b, st + x_off[s] + jj * 16 * kXRowBytes);
 #pragma unroll
         for (int i = 0; i < kTilesPerWarp; ++i) {
           mma_bf16(d[i][2 * jj], a[i], b[0], b[1]);
