@@ -43,15 +43,16 @@ namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
 // docs/PERF.md).
-// H200, 70B layer at TP 1 (2026-12-03, run 24, the 3-chunk ring with PDL): decode 160.5 / 173.6 /
-// 179.9 / 218.6 / 328.8 µs at 1 / 2 / 4 / 8 / 16 rows against the tiled kernel's 248.0 / 249.9 /
-// 250.7 / 253.2 / 260.4: decode ahead up to 8 rows (at TP 2 too: 151.3 against 182.4 at 8 rows,
-// 218.0 against 171.7 at 16). (Run 14's decode kernel, 268 µs at 8 rows, had put the bound at 4.)
+// H200, 70B layer at TP 1 (2026-12-03, run 28, the tiled kernel with its copy addresses made once):
+// decode 159.7 / 175.6 / 182.5 / 220.0 / 331.4 µs at 1 / 2 / 4 / 8 / 16 rows against the tiled
+// kernel's 192.6 / 193.8 / 194.3 / 196.8 / 204.4: decode ahead up to 4 rows (at TP 2 too: 127.0
+// against 137.8 at 1 row, 144.1 against 119.2 at 8). (Run 24's tiled kernel, 253 µs at 8 rows,
+// had put the bound at 8.)
 // The tiled kernel's cost steps with its CTA batch (16, 32, 64, then blocks of 128 rows), so rows
-// 129-256 cost what 256 do: 1982 µs against the dense path's 1416 (run 26, the warp-per-tile
-// dequantize; the dense path is 1274 at 128 rows against the tiled kernel's 1112). Tiled to 128
-// rows, dense above. (The bound was 192, from a straight line through run 5's 128 and 256.)
-inline constexpr int64_t kW4DecodeMaxRows = 8;
+// 129-256 cost what 256 do: 1550 µs against the dense path's 1400 (1545 against 1336 at 192 rows;
+// at 128 the tiled kernel's 890 against 1268; run 28). Tiled to 128 rows, dense above. (The bound
+// was 192, from a straight line through run 5's 128 and 256.)
+inline constexpr int64_t kW4DecodeMaxRows = 4;
 inline constexpr int64_t kW4TiledMaxRows = 128;
 
 // A W4 weight on the device (pointers into device memory; not owned).
