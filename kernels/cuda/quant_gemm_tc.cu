@@ -20,7 +20,11 @@
 //   stage = codes of the CTA's 8 row tiles (8 x 512 B, copied as laid out, so a lane's A words
 //           are one conflict-free 16-byte shared load) | x tile kBatch rows x 128 B, 16-byte
 //           chunk c of row r stored at chunk c ^ (r & 7) (the 8 rows an ldmatrix reads at one
-//           chunk column fall in 8 different bank groups); rows past m are zero-filled.
+//           chunk column fall in 8 different bank groups); rows past m are zero-filled. Each
+//           thread's copy slots (count, source, size, shared offset) are fixed before the loop,
+//           so a stage costs an add and a cp.async per slot. (Rebuilt per tile, they made
+//           integer and control work ~70 of 163 instructions per code tile, run 27; fixed, the
+//           kernel runs 17-24 % faster, run 28.)
 //   per k16 step s: 2 A operands from code word s (w4::codes_to_operand: exact code - zero in
 //   bf16), NT / 2 ldmatrix.x4 give the NT n8 B operands, 2 NT mma.sync accumulate Σ (code - zero) · x
 //   per group in float32 (d); at a group boundary acc += scale · d (the decode kernel's exact
