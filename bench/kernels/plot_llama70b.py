@@ -43,8 +43,15 @@ def save(fig, prefix, name, fmt):
     plt.close(fig)
 
 
-def title(r, what):
-    return f"LLaMA-70B W4 g128, {r['gpu']}, TP {r['tp']} ({r['date']}): {what}"
+def finish(ax, r, what, xlabel, ylabel, legend_size=None):
+    """The axes all three plots share: log-log, labelled, titled with the run, a grid, a legend."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"LLaMA-70B W4 g128, {r['gpu']}, TP {r['tp']} ({r['date']}): {what}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=legend_size)
 
 
 def step_vs_batch(r, prefix, fmt):
@@ -54,13 +61,7 @@ def step_vs_batch(r, prefix, fmt):
                               ("roofline_step_ms_by_batch", "roofline", "k:")):
         pts = by_batch(r[key])
         ax.plot([b for b, _ in pts], [v for _, v in pts], style, label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch (sequences in the decode step)")
-    ax.set_ylabel("step ms (context 128)")
-    ax.set_title(title(r, "decode step"), fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    finish(ax, r, "decode step", "batch (sequences in the decode step)", "step ms (context 128)")
     save(fig, prefix, "step_vs_batch", fmt)
 
 
@@ -75,13 +76,8 @@ def throughput_vs_batch(r, prefix, fmt):
         ax.plot([serving["max_num_seqs"]], [serving["output_tokens_per_s"]], "r*", markersize=12,
                 label=f"serving: {serving['requests']} requests, up to {serving['max_num_seqs']} "
                       f"sequences ({100 * serving['of_roofline']:.0f} % of roofline)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrency (sequences decoding together)")
-    ax.set_ylabel("output tokens/s")
-    ax.set_title(title(r, "throughput"), fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    finish(ax, r, "throughput", "concurrency (sequences decoding together)", "output tokens/s",
+           legend_size=8)
     save(fig, prefix, "throughput_vs_batch", fmt)
 
 
@@ -100,13 +96,7 @@ def layer_gemms(r, prefix, fmt):
     ax.plot([b for b, _ in tiled],
             [g["tflops"] * g["layer_us"] / r["bf16_tflops"] for _, g in tiled], "k-.",
             label="FLOPs / bf16 rate")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("rows of x")
-    ax.set_ylabel("µs per layer (4 projections)")
-    ax.set_title(title(r, "one layer's projections by path"), fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    finish(ax, r, "one layer's projections by path", "rows of x", "µs per layer (4 projections)")
     save(fig, prefix, "layer_gemms", fmt)
 
 
