@@ -59,7 +59,6 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_layout.h"
-#include "kernels/cuda/vec.cuh"
 #include "kernels/cuda/w4_common.cuh"
 
 namespace shardserve::kernels::cuda {
