@@ -526,8 +526,8 @@ cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream) 
   const int64_t tiles = w4_padded_rows(w.n) / kW4TileRows * (w.k / kW4TileCols);
   if (tiles == 0) return cudaSuccess;
   // Up to 8 blocks of 8 warps per multiprocessor, each warp then over several tiles.
-  const unsigned blocks =
-      static_cast<unsigned>(std::min<int64_t>((tiles + kDequantWarps - 1) / kDequantWarps, 132 * 8));
+  const int64_t blocks_for_all = (tiles + kDequantWarps - 1) / kDequantWarps;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(blocks_for_all, 132 * 8));
   w4_dequantize_kernel<<<blocks, kDequantWarps * 32, 0, stream>>>(
       reinterpret_cast<const uint4*>(w.codes), w.meta, w.perm, static_cast<int>(w.n),
       static_cast<int>(w.k), static_cast<int>(w.group_size), static_cast<int>(w.groups()), tiles,

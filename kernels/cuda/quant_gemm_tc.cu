@@ -96,7 +96,8 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
   // swizzle. Addresses are made once here: the per-tile copies are an add and a cp.async each.
   constexpr int kCodeCopies = kBlockRowTiles * 32 / T::kThreads;
   constexpr int kXCopies = T::kBatch * 8 / T::kThreads;
-  static_assert(kCodeCopies * T::kThreads == kBlockRowTiles * 32 && kXCopies * T::kThreads == T::kBatch * 8);
+  static_assert(kCodeCopies * T::kThreads == kBlockRowTiles * 32 &&
+                kXCopies * T::kThreads == T::kBatch * 8);
   static_assert(T::kThreads % 64 == 0);
   const uint32_t smem_base = smem_address(smem);
   const uint4* code_src[kCodeCopies];
@@ -190,7 +191,9 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
     const uint32_t st = smem_base + (it % kStages) * T::kStageBytes;
     uint4 words[kTilesPerWarp];
 #pragma unroll
-    for (int i = 0; i < kTilesPerWarp; ++i) words[i] = ld_shared16(st + code_off + i * static_cast<uint32_t>(kW4TileBytes));
+    for (int i = 0; i < kTilesPerWarp; ++i) {
+      words[i] = ld_shared16(st + code_off + i * static_cast<uint32_t>(kW4TileBytes));
+    }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       if (col >= next_boundary) {
