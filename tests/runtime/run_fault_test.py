@@ -11,7 +11,9 @@ as scripts/demo.sh and deploy/launch.sh launch a service that fails over.
                   bound (heartbeats keep them) a new request is served; /metrics shows
                   the failure and the requeued requests; SIGTERM then drains and every rank exits.
   failover-stop   the same with SIGSTOP of replica 1's tp rank 1 (alive, silent; its peer waits in
-                  an all-reduce): runtime.step_timeout_s gives the replica up.
+                  an all-reduce): runtime.step_timeout_s gives the replica up. Its requests are
+                  sampled (temperature, top_p, top_k, a seed each), not greedy: the moved ones
+                  must still equal the reference's seeded stream.
   single-kill     1 replica x tp 2, batch mode: kill -9 of a rank mid-run. Every request gets a
                   record: finished before the kill, or "unavailable:" (not "rejected:": the
                   service failed, not the request) with the failure naming the rank; the
@@ -54,10 +56,19 @@ END_BOUND_S = 10.0
 IDLE_TIMEOUT_S = 2.0
 
 
-def reference_outputs(args, workdir, n, max_tokens, model):
+# The seeded sampling the failover-stop scenario asks for (failover-kill stays greedy), so that
+# a requeued request's recompute is checked against the fault-free stream for both kinds.
+SAMPLED = {"temperature": 0.8, "top_p": 0.95, "top_k": 40}
+
+
+def reference_outputs(args, workdir, n, max_tokens, model, sampled=False):
     import subprocess
     requests = os.path.join(workdir, "requests.jsonl")
     make_requests(args, requests, n, max_tokens)
+    if sampled:  # every request sampled, each with its own seed
+        lines = [dict(r, **SAMPLED, seed=1000 + i) for i, r in enumerate(read_jsonl(requests))]
+        with open(requests, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in lines)
     reference = os.path.join(workdir, "reference.jsonl")
     subprocess.run([args.fixture_tool, "reference", model, requests, reference], check=True, timeout=120)
     return requests, read_jsonl(requests), {r["id"]: r["output_ids"] for r in read_jsonl(reference)}
@@ -75,10 +86,11 @@ class Client:
         self.sock.connect(endpoint)
         self.tokens, self.ends, self.deltas = {}, {}, 0
 
-    def submit(self, rid, prompt_ids, max_tokens):
+    def submit(self, rid, prompt_ids, max_tokens, sampling=None):
+        """Greedy, or the sampling fields given (temperature, top_p, top_k, seed)."""
         self.sock.send_string(json.dumps({"v": 1, "type": "submit", "id": rid, "prompt_ids": prompt_ids,
                                           "max_tokens": max_tokens, "temperature": 0.0,
-                                          "ignore_eos": True, "stream": True}))
+                                          "ignore_eos": True, "stream": True, **(sampling or {})}))
         self.tokens[rid] = []
 
     def pump(self, timeout_s):
@@ -122,7 +134,11 @@ def scenario_failover(args, workdir, sig):
     # Enough work that replica 1 has requests mid-stream when the fault hits, even on a fast
     # machine: 96 x 200 tokens, 8 running per replica.
     n, max_tokens = 96, 200
-    _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model)
+    # SIGSTOP's requests are sampled (seeded), kill -9's greedy: both must continue their
+    # fault-free stream after the move (docs/RELIABILITY.md, "Faults").
+    sampled = sig == signal.SIGSTOP
+    _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model, sampled)
+    sampling_of = {s["id"]: {k: s[k] for k in (*SAMPLED, "seed")} if sampled else None for s in specs}
     base = free_port_range(6)
     config = os.path.join(workdir, "service.toml")
     write_config(config, model, 2,
@@ -138,7 +154,7 @@ def scenario_failover(args, workdir, sig):
         pids = job.rank_pids()
         client = Client(endpoint)
         for s in specs:
-            client.submit(s["id"], s["prompt_ids"], s["max_tokens"])
+            client.submit(s["id"], s["prompt_ids"], s["max_tokens"], sampling_of[s["id"]])
         # Mid-load: every replica has streamed for a while.
         deadline = time.monotonic() + 30
         while client.deltas < 2 * n and time.monotonic() < deadline:
@@ -183,7 +199,7 @@ def scenario_failover(args, workdir, sig):
         time.sleep(IDLE_TIMEOUT_S + 1.0)
         # Serving goes on: a new request on replica 0.
         first = specs[0]
-        client.submit("after-fault", first["prompt_ids"], first["max_tokens"])
+        client.submit("after-fault", first["prompt_ids"], first["max_tokens"], sampling_of[first["id"]])
         deadline = time.monotonic() + 30
         while "after-fault" not in client.ends and time.monotonic() < deadline:
             client.pump(0.05)
@@ -206,7 +222,8 @@ def scenario_failover(args, workdir, sig):
         check_gone(pids, [0, 1, 2], job.log, "after the drain")
         if "coordinator exits 0 without MPI_Finalize" not in job.text():
             fail("the coordinator did not end its drain with status 0", job.log)
-        print(f"ok: {signal.Signals(sig).name} of world rank {victim} with {n - before} requests live: "
+        print(f"ok: {signal.Signals(sig).name} of world rank {victim} with {n - before} "
+              f"{'seeded sampled' if sampled else 'greedy'} requests live: "
               f"{moved} moved to replica 0; all {n} complete and equal the reference, the last "
               f"{elapsed:.2f} s after the fault; after {IDLE_TIMEOUT_S + 1:.0f} s idle a new request "
               f"served; metrics right; mpirun exited {rc}")

@@ -4,7 +4,10 @@
 //   runtime_fixture make-requests OUT N MAX_TOKENS VOCAB [SEED]
 //                                                   N greedy requests with random prompt ids
 //   runtime_fixture reference DIR REQUESTS OUT      single-process reference: each request alone,
-//                                                   TP = 1, greedy decoding as the worker samples
+//                                                   TP = 1, sampled as the worker samples with the
+//                                                   request's own parameters (greedy, or seeded
+//                                                   sampling: the stream is keyed by seed and
+//                                                   position, so a served request must match it)
 //   runtime_fixture decode DIR IDS                  the model's tokenizer's decode of comma-separated
 //                                                   ids (special tokens skipped), as a JSON string
 #include <fstream>
@@ -16,6 +19,7 @@
 
 #include "comm/collective.h"
 #include "common/error.h"
+#include "coordinator/runtime/request_io.h"
 #include "model/model_config.h"
 #include "model/safetensors.h"
 #include "model/tokenizer/tokenizer.h"
@@ -61,20 +65,21 @@ int reference(const std::string& dir, const std::string& requests, const std::st
   std::ifstream in(requests);
   std::ofstream o(out);
   std::string line;
-  while (std::getline(in, line)) {
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.empty()) continue;
-    const auto j = nlohmann::json::parse(line);
-    std::vector<int32_t> tokens = j.at("prompt_ids").get<std::vector<int32_t>>();
-    const int max_tokens = j.at("max_tokens").get<int>();
-    const bool ignore_eos = j.value("ignore_eos", false);
+    // The batch front end's own parser: the same fields, defaults and checks as the service.
+    const auto spec = runtime::parse_request(nlohmann::json::parse(line),
+                                             requests + ":" + std::to_string(line_no));
+    const std::vector<int32_t>& tokens = spec.prompt_token_ids;
+    require(spec.max_tokens.has_value(), "{}:{}: the reference needs max_tokens", requests, line_no);
+    const int max_tokens = *spec.max_tokens;
+    const bool ignore_eos = spec.ignore_eos;
     // A fresh runner per request: nothing is shared between requests.
     worker::ModelRunner runner(config, shard, worker::load_llama_weights(ckpt, config, shard),
                                blocks, kBlockSize, group);
     worker::Sampler sampler;
     std::vector<int32_t> table(blocks);
     for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
-    messages::SamplingParams greedy;
-    greedy.temperature = 0.0f;
     const int32_t prompt_len = static_cast<int32_t>(tokens.size());
     std::vector<int32_t> output;
     std::string finish = "length";
@@ -86,7 +91,7 @@ int reference(const std::string& dir, const std::string& requests, const std::st
       const auto plan = testing_support::make_plan(
           {{.id = 1, .tokens = feed, .start_pos = pos, .num_logits = 1,
             .blocks = {table.begin(), table.begin() + nblocks}, .prompt_len = prompt_len,
-            .sampling = greedy}});
+            .sampling = spec.sampling}});
       sampler.observe(plan);
       const auto result = sampler.sample(plan, runner.forward(plan));
       const int32_t t = result.tokens.at(0).token_id;
@@ -101,7 +106,7 @@ int reference(const std::string& dir, const std::string& requests, const std::st
       }
       if (pos + 1 >= config.max_position_embeddings) break;
     }
-    o << nlohmann::json({{"id", j.at("id")}, {"output_ids", output}, {"finish_reason", finish}})
+    o << nlohmann::json({{"id", spec.request_id}, {"output_ids", output}, {"finish_reason", finish}})
              .dump()
       << "\n";
   }
