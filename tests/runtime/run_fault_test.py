@@ -3,7 +3,8 @@
 runs with Open MPI's recovery options (--enable-recovery --mca orte_abort_on_non_zero_status 0),
 as scripts/demo.sh and deploy/launch.sh launch a service that fails over.
 
-  failover-kill   2 replicas x tp 2 over the ZeroMQ front end, many streamed greedy requests; kill -9
+  failover-kill   2 replicas x tp 2 over the ZeroMQ front end, many streamed greedy requests (with
+                  repetition, frequency and presence penalties); kill -9
                   of replica 1's tp rank 0 mid-load. Every request ends with its full completion
                   and the single-process reference's tokens (the requeued ones continue their
                   stream on replica 0: no token twice, none lost); replica 1's other rank is
@@ -56,17 +57,22 @@ END_BOUND_S = 10.0
 IDLE_TIMEOUT_S = 2.0
 
 
-# The seeded sampling the failover-stop scenario asks for (failover-kill stays greedy), so that
-# a requeued request's recompute is checked against the fault-free stream for both kinds.
+# What the failover scenarios ask of every request, so that a requeued request's recompute is
+# checked against the fault-free stream: failover-stop seeded sampling (each request its own
+# seed), failover-kill greedy with penalties (their counts over prompt and output are rebuilt
+# by the recompute).
 SAMPLED = {"temperature": 0.8, "top_p": 0.95, "top_k": 40}
+PENALIZED = {"temperature": 0.0, "repetition_penalty": 1.3, "frequency_penalty": 0.4,
+             "presence_penalty": 0.3}
 
 
-def reference_outputs(args, workdir, n, max_tokens, model, sampled=False):
+def reference_outputs(args, workdir, n, max_tokens, model, sampling=None):
+    """sampling(i) -> the fields request i adds (None: greedy, as make-requests writes it)."""
     import subprocess
     requests = os.path.join(workdir, "requests.jsonl")
     make_requests(args, requests, n, max_tokens)
-    if sampled:  # every request sampled, each with its own seed
-        lines = [dict(r, **SAMPLED, seed=1000 + i) for i, r in enumerate(read_jsonl(requests))]
+    if sampling:
+        lines = [dict(r, **sampling(i)) for i, r in enumerate(read_jsonl(requests))]
         with open(requests, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in lines)
     reference = os.path.join(workdir, "reference.jsonl")
@@ -134,11 +140,14 @@ def scenario_failover(args, workdir, sig):
     # Enough work that replica 1 has requests mid-stream when the fault hits, even on a fast
     # machine: 96 x 200 tokens, 8 running per replica.
     n, max_tokens = 96, 200
-    # SIGSTOP's requests are sampled (seeded), kill -9's greedy: both must continue their
-    # fault-free stream after the move (docs/RELIABILITY.md, "Faults").
-    sampled = sig == signal.SIGSTOP
-    _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model, sampled)
-    sampling_of = {s["id"]: {k: s[k] for k in (*SAMPLED, "seed")} if sampled else None for s in specs}
+    # SIGSTOP's requests are sampled (seeded), kill -9's greedy with penalties: both must
+    # continue their fault-free stream after the move (docs/RELIABILITY.md, "Faults").
+    if sig == signal.SIGSTOP:
+        kind, sampling = "seeded sampled", lambda i: dict(SAMPLED, seed=1000 + i)
+    else:
+        kind, sampling = "greedy penalized", lambda i: PENALIZED
+    _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model, sampling)
+    sampling_of = {s["id"]: sampling(i) for i, s in enumerate(specs)}
     base = free_port_range(6)
     config = os.path.join(workdir, "service.toml")
     write_config(config, model, 2,
@@ -223,7 +232,7 @@ def scenario_failover(args, workdir, sig):
         if "coordinator exits 0 without MPI_Finalize" not in job.text():
             fail("the coordinator did not end its drain with status 0", job.log)
         print(f"ok: {signal.Signals(sig).name} of world rank {victim} with {n - before} "
-              f"{'seeded sampled' if sampled else 'greedy'} requests live: "
+              f"{kind} requests live: "
               f"{moved} moved to replica 0; all {n} complete and equal the reference, the last "
               f"{elapsed:.2f} s after the fault; after {IDLE_TIMEOUT_S + 1:.0f} s idle a new request "
               f"served; metrics right; mpirun exited {rc}")
