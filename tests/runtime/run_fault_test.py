@@ -93,7 +93,7 @@ class Client:
         self.tokens, self.ends, self.deltas = {}, {}, 0
 
     def submit(self, rid, prompt_ids, max_tokens, sampling=None):
-        """Greedy, or the sampling fields given (temperature, top_p, top_k, seed)."""
+        """Greedy, or with the request fields given (sampling parameters, penalties, seed)."""
         self.sock.send_string(json.dumps({"v": 1, "type": "submit", "id": rid, "prompt_ids": prompt_ids,
                                           "max_tokens": max_tokens, "temperature": 0.0,
                                           "ignore_eos": True, "stream": True, **(sampling or {})}))
