@@ -92,11 +92,11 @@ class Client:
         self.sock.connect(endpoint)
         self.tokens, self.ends, self.deltas = {}, {}, 0
 
-    def submit(self, rid, prompt_ids, max_tokens, sampling=None):
-        """Greedy, or with the request fields given (sampling parameters, penalties, seed)."""
-        self.sock.send_string(json.dumps({"v": 1, "type": "submit", "id": rid, "prompt_ids": prompt_ids,
-                                          "max_tokens": max_tokens, "temperature": 0.0,
-                                          "ignore_eos": True, "stream": True, **(sampling or {})}))
+    def submit(self, rid, spec):
+        """A streamed submit of a requests.jsonl line's fields (prompt_ids, max_tokens and the
+        sampling fields the reference ran with) under the id rid."""
+        fields = {k: v for k, v in spec.items() if k != "id"}
+        self.sock.send_string(json.dumps({"v": 1, "type": "submit", "id": rid, **fields, "stream": True}))
         self.tokens[rid] = []
 
     def pump(self, timeout_s):
@@ -147,7 +147,6 @@ def scenario_failover(args, workdir, sig):
     else:
         kind, sampling = "greedy penalized", lambda i: PENALIZED
     _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model, sampling)
-    sampling_of = {s["id"]: sampling(i) for i, s in enumerate(specs)}
     base = free_port_range(6)
     config = os.path.join(workdir, "service.toml")
     write_config(config, model, 2,
@@ -163,7 +162,7 @@ def scenario_failover(args, workdir, sig):
         pids = job.rank_pids()
         client = Client(endpoint)
         for s in specs:
-            client.submit(s["id"], s["prompt_ids"], s["max_tokens"], sampling_of[s["id"]])
+            client.submit(s["id"], s)
         # Mid-load: every replica has streamed for a while.
         deadline = time.monotonic() + 30
         while client.deltas < 2 * n and time.monotonic() < deadline:
@@ -208,7 +207,7 @@ def scenario_failover(args, workdir, sig):
         time.sleep(IDLE_TIMEOUT_S + 1.0)
         # Serving goes on: a new request on replica 0.
         first = specs[0]
-        client.submit("after-fault", first["prompt_ids"], first["max_tokens"], sampling_of[first["id"]])
+        client.submit("after-fault", first)
         deadline = time.monotonic() + 30
         while "after-fault" not in client.ends and time.monotonic() < deadline:
             client.pump(0.05)
@@ -358,7 +357,7 @@ def scenario_abort(args, workdir):
         admin = PyClient(endpoint)
         client = Client(endpoint)
         for s in specs:
-            client.submit(s["id"], s["prompt_ids"], s["max_tokens"])
+            client.submit(s["id"], s)
 
         def load_received():
             client.pump(0.05)
