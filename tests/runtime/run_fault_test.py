@@ -329,9 +329,10 @@ def curl_result(proc, headers, payload, log):
 
 def scenario_abort(args, workdir):
     model = make_tiny_model(args, workdir)
-    # 96, not 32: on an idle machine 32 x 200 tokens (two waves of 16) once finished while the
-    # Python client and curl were starting, so no ZeroMQ request was left to end unavailable.
-    n, max_tokens = 96, 200
+    # 192, not 32 or 96: on an idle machine 32 x 200 tokens (two waves of 16) once finished while
+    # the Python client and curl were starting, and since the faster CPU matmul 96 x 200 did too
+    # (2 of ~21 parallel runs: every ZeroMQ request had its final, none ended unavailable).
+    n, max_tokens = 192, 200
     _, specs, expected = reference_outputs(args, workdir, n, max_tokens, model)
     base = free_port_range(6)
     config = os.path.join(workdir, "service.toml")
@@ -350,7 +351,7 @@ def scenario_abort(args, workdir):
             gateway = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--port", "0"], workdir)
             gw_base = gateway.listening(60)
         # The ZeroMQ load first, all of it received before the Python and HTTP requests below are
-        # sent: those queue behind its 96 x 200 tokens (16 run at a time), so none of them can
+        # sent: those queue behind its 192 x 200 tokens (16 run at a time), so none of them can
         # finish before the fault. (Sent at once, the Python client's request once overtook part
         # of the load on the coordinator's poll and finished before the gateway's arrived.)
         from shardserve_client import Client as PyClient
