@@ -4,8 +4,8 @@
 //   1. Ceilings: device-to-device copy of 4 GiB (bytes read + written) and a bf16 8192^3
 //      cuBLASLt product.
 //   2. One layer's four projections (qkv, o, gate_up, down) at the TP 1/2/4/8 shard shapes and
-//      batch (rows) 1, 8, 16, 32 (TP 1: 1 to 2048): the W4 decode kernel, the W4 tiled kernel, the
-//      W4 dense path (dequantize + cuBLASLt; at 16 rows the dequantize alone too) and bf16
+//      batch (rows) 1, 8, 16, 32 (TP 1: 1 to 2048): the W4 decode kernel, the W4 tiled kernel
+//      (exact group sums; at TP 1 from 16 rows also with weights rounded to bf16), the W4 dense path (dequantize + cuBLASLt; at 16 rows the dequantize alone too) and bf16
 //      cuBLASLt, each as a fraction of the copy roofline of the bytes it must move
 //      (weights once + activations). The L2 (60 MB) is flushed before each timed run.
 //   3. The whole decode step through CudaModelRunner::forward (host packing, one copy in, the
@@ -14,7 +14,10 @@
 //      tokens. Roofline = the larger of (weights + LM head + KV bytes read) / copy bandwidth and
 //      the step's FLOPs / the bf16 rate.
 //
-// usage: llama70b_bench OUT.json [--tp N] (--tp: the runner's shard; only 1 runs on one GPU)
+// usage: llama70b_bench OUT.json [--tp N] [--layers-only] [--batches M,M,...]
+//   --tp: the runner's shard (only 1 runs on one GPU); --layers-only: the ceilings and the TP 1
+//   layer table alone (for a profiler: no other TP, no whole model); --batches: the TP 1 layer
+//   table's rows instead of 1 to 2048.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +25,7 @@
 #include <ctime>
 #include <fstream>
 #include <functional>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
@@ -137,9 +141,32 @@ int main(int argc, char** argv) {
   }
   const std::string out_path = argc > 1 ? argv[1] : "llama70b.json";
   int tp = 1;
-  for (int i = 2; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--tp") tp = std::stoi(argv[i + 1]);
+  bool layers_only = false;
+  std::vector<int64_t> tp1_batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048};
   try {
+    for (int i = 2; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "--layers-only") {
+        layers_only = true;
+      } else if ((arg == "--tp" || arg == "--batches") && i + 1 < argc) {
+        const std::string value = argv[++i];
+        if (arg == "--tp") {
+          tp = std::stoi(value);
+          continue;
+        }
+        tp1_batches.clear();
+        for (std::size_t at = 0; at <= value.size();) {
+          const std::size_t end = std::min(value.find(',', at), value.size());
+          tp1_batches.push_back(std::stoll(value.substr(at, end - at)));
+          if (tp1_batches.back() < 1 || tp1_batches.back() > 2048)
+            throw std::invalid_argument("--batches: each in [1, 2048], got " + value);
+          at = end + 1;
+        }
+      } else {
+        throw std::invalid_argument("unknown or incomplete argument '" + arg +
+                                    "' (usage: OUT.json [--tp N] [--layers-only] [--batches M,M,...])");
+      }
+    }
     cudaDeviceProp prop{};
     SHARDSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
@@ -183,6 +210,7 @@ int main(int argc, char** argv) {
     std::printf("\n| TP | batch | path | layer µs | weight MB | TB/s | of copy roofline |\n"
                 "| --- | --- | --- | --- | --- | --- | --- |\n");
     for (int t : {1, 2, 4, 8}) {
+      if (layers_only && t != 1) break;
       const auto shapes = layer_shapes(t);
       struct Mats { DeviceBuffer codes, meta, dense; kc::W4Weights w4; };
       std::vector<Mats> mats;
@@ -207,7 +235,7 @@ int main(int argc, char** argv) {
       kc::fill_random_bf16(x.as<bf16>(), max_m * kFfn, 1.0f, 0, 40, nullptr);
       SHARDSERVE_CUDA_CHECK(cudaDeviceSynchronize());
       std::vector<int64_t> batches = {1, 8, 16, 32};
-      if (t == 1) batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048};
+      if (t == 1) batches = tp1_batches;
       for (int64_t m : batches) {
         double w4_bytes = 0, bf_bytes = 0, act_bytes = 0;
         for (const Shape& sh : shapes) {
@@ -237,8 +265,17 @@ int main(int argc, char** argv) {
         paths.push_back({"w4_tiled", w4_bytes + act_bytes, [&](cudaStream_t s) {
                            for (std::size_t i = 0; i < shapes.size(); ++i)
                              kc::w4_gemm_tc(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
-                                            kc::GemmOut::kBf16, partial.data(), partial.bytes(), s);
+                                            kc::GemmOut::kBf16, partial.data(), partial.bytes(), s,
+                                            kc::W4TcArithmetic::kExactGroups);
                          }});
+        if (t == 1 && m >= 16) {  // the tiled kernel with weights rounded to bf16
+          paths.push_back({"w4_tiled_bf16w", w4_bytes + act_bytes, [&](cudaStream_t s) {
+                             for (std::size_t i = 0; i < shapes.size(); ++i)
+                               kc::w4_gemm_tc(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
+                                              kc::GemmOut::kBf16, partial.data(), partial.bytes(),
+                                              s, kc::W4TcArithmetic::kBf16Weights);
+                           }});
+        }
         if (m >= 16) {
           paths.push_back({"w4_dequant_gemm", w4_bytes + act_bytes, [&](cudaStream_t s) {
                              for (std::size_t i = 0; i < shapes.size(); ++i) {
@@ -279,7 +316,7 @@ int main(int argc, char** argv) {
     out["layer_gemms"] = gemms;
 
     // 3. The whole model, TP = 1 (this GPU), random 4-bit weights.
-    if (tp == 1) {
+    if (tp == 1 && !layers_only) {
       const auto config = llama70b();
       const auto shard = shardserve::worker::make_shard(config, 0, 1);
       shardserve::comm::SingleRankCollective group;

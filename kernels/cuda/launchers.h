@@ -57,10 +57,13 @@ std::size_t w4_gemv_workspace_bytes(int64_t m, int64_t n, int64_t k, int warps_p
 cudaError_t w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
                     bool float_out, void* workspace, int warps_per_sm, cudaStream_t stream);
 cudaError_t w4_dequantize(const W4Weights& w, bf16* dense, cudaStream_t stream);
-// quant_gemm_tc.cu. workspace: w4_gemm_tc_workspace_bytes(m, n, k) bytes, 16-byte aligned.
-std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k);
+// quant_gemm_tc.cu. workspace: w4_gemm_tc_workspace_bytes(m, n, k, arithmetic) bytes, 16-byte
+// aligned.
+std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k,
+                                       W4TcArithmetic arithmetic);
 cudaError_t w4_gemm_tc(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                       bool float_out, void* workspace, cudaStream_t stream);
+                       bool float_out, void* workspace, W4TcArithmetic arithmetic,
+                       cudaStream_t stream);
 
 // Random device data (random_fill.cu): counter-hash values, the same for a seed everywhere.
 cudaError_t fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream);

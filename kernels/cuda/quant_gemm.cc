@@ -139,13 +139,19 @@ void w4_gemv(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
          out, workspace, workspace_bytes, stream);
 }
 
-std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k) {
-  return launch::w4_gemm_tc_workspace_bytes(m, n, k);
+std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k,
+                                       W4TcArithmetic arithmetic) {
+  return launch::w4_gemm_tc_workspace_bytes(m, n, k, arithmetic);
 }
 
 void w4_gemm_tc(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy, GemmOut out,
-                void* workspace, std::size_t workspace_bytes, cudaStream_t stream) {
-  run_w4("w4_gemm_tc", launch::w4_gemm_tc, w4_gemm_tc_workspace_bytes(m, w.n, w.k), x, m, w, y,
+                void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
+                W4TcArithmetic arithmetic) {
+  auto tiled = [arithmetic](const bf16* xx, int64_t mm, const W4Weights& ww, void* yy,
+                            int64_t ld, bool float_out, void* ws, cudaStream_t st) {
+    return launch::w4_gemm_tc(xx, mm, ww, yy, ld, float_out, ws, arithmetic, st);
+  };
+  run_w4("w4_gemm_tc", tiled, w4_gemm_tc_workspace_bytes(m, w.n, w.k, arithmetic), x, m, w, y,
          ldy, out, workspace, workspace_bytes, stream);
 }
 
@@ -153,8 +159,9 @@ std::size_t w4_matmul_workspace_bytes(int64_t max_m, int64_t n, int64_t k) {
   // Not monotonic in m (the K splits shrink as m grows): the largest over every m.
   std::size_t need = 0;
   for (int64_t m = 1; m <= std::min(max_m, kW4TiledMaxRows); ++m) {
-    need = std::max(need, m <= kW4DecodeMaxRows ? w4_gemv_workspace_bytes(m, n, k)
-                                                : w4_gemm_tc_workspace_bytes(m, n, k));
+    need = std::max(need, m <= kW4DecodeMaxRows
+                              ? w4_gemv_workspace_bytes(m, n, k)
+                              : w4_gemm_tc_workspace_bytes(m, n, k, w4_matmul_tc_arithmetic(m)));
   }
   return need;
 }
@@ -176,7 +183,8 @@ void w4_matmul(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ld
     return;
   }
   if (!w4_matmul_uses_dense(m)) {
-    w4_gemm_tc(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream);
+    w4_gemm_tc(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream,
+               w4_matmul_tc_arithmetic(m));
     return;
   }
   require(scratch.dense != nullptr && scratch.dense_bytes >= std::size_t(w.n * w.k) * 2,

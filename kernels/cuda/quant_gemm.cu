@@ -18,10 +18,10 @@
 //      kernel, then stages x. So codes and meta must be complete before the kernel ahead of it
 //      starts (true of weights loaded or made before the first forward pass).
 //   1. The block copies its K range of x, m rows, into shared memory (cp.async; rows padded by
-//      16 bytes so the 8 rows an ldmatrix reads fall in distinct banks); B rows past m point to
-//      16 zero bytes. Each warp copies beside it the meta words of its 16 rows for the split's
-//      groups, [group][8][2] (rows g and g + 8 side by side: one 8-byte read per lane and group),
-//      so that no global load is waited for inside the loop.
+//      16 bytes so the 8 rows an ldmatrix reads fall in distinct banks); B rows past m read row
+//      0 (their output columns are never stored). Each warp copies beside it the meta words of
+//      its 16 rows for the split's groups, [group][8][2] (rows g and g + 8 side by side: one
+//      8-byte read per lane and group), so that no global load is waited for inside the loop.
 //   2. Each warp streams its row tile's code tiles (contiguous in memory for its K range)
 //      through a private ring of kStages chunks of kChunkTiles tiles in shared memory: lane 0
 //      issues one bulk (TMA) copy per chunk, completing on the stage's mbarrier, kStages - 1
@@ -37,9 +37,14 @@
 //      B = x[8 batch rows][16 columns] comes from shared memory by ldmatrix (one .x4 per two k16
 //      steps and 8 rows). One mma per 8 batch rows accumulates Σ (code - zero) · x in float32
 //      for the group.
-//   4. At each group boundary (tracked by column, no division; tested at even k16 steps only,
-//      boundaries being multiples of 32 columns) the group sum is scaled by the rows' fp16
-//      scales into the float32 accumulators: acc += scale · Σ (code - zero) · x. (Applying the
+//   4. At each group boundary the group sum is scaled by the rows' fp16 scales into the
+//      float32 accumulators: acc += scale · Σ (code - zero) · x. With groups of 128 columns
+//      (kGroupTiles = 2: the checkpoints' format) a ring chunk is exactly two groups, so the
+//      boundaries are fixed in the unrolled chunk and nothing is tested per tile; any other
+//      group size tracks the boundary by column, tested at even k16 steps (boundaries are
+//      multiples of 32 columns). The ring's stage and phase are counted, not divided out, and
+//      x's ldmatrix addresses are one base plus immediates: run 30's profile had ~45 of 100
+//      instructions per tile in such bookkeeping. (Applying the
 //      zero once per group instead, through x group sums computed in the prologue, saved the 16
 //      subtractions per tile but ran 27 % slower, run 15: the prologue's sums and second barrier
 //      cost more; reverted.)
@@ -99,25 +104,30 @@ __host__ __device__ inline int decode_meta_groups(int64_t kt_per_split, int64_t 
 }
 // Shared memory of a block: the rings [warp][stage], their mbarriers [warp][stage], the meta
 // [warp][split group][8][2] (uint32: rows g and g + 8 of the warp's row tile side by side, one
-// 8-byte read per lane), x [m_valid][x_row_bytes], 16 zero bytes.
+// 8-byte read per lane), x [m_valid][x_row_bytes].
 __host__ __device__ inline int decode_meta_bytes(int64_t kt_per_split, int64_t group_size) {
   return kWarpsPerBlock * decode_meta_groups(kt_per_split, group_size) * kW4TileRows * 4;
 }
 __host__ __device__ inline int decode_smem_bytes(int m_valid, int64_t kt_per_split,
                                                  int64_t group_size) {
   return kRingBytes + kBarrierBytes + decode_meta_bytes(kt_per_split, group_size) +
-         m_valid * static_cast<int>(kt_per_split * kW4TileCols * 2 + kXRowPad) + 16;
+         m_valid * static_cast<int>(kt_per_split * kW4TileCols * 2 + kXRowPad);
 }
 
 // x: bf16 [m_valid, k] (stored-column order, rows 16-byte aligned); codes: tiles
 // (quant_layout.h) as uint4; meta [n_padded, groups]; y: Out [m_valid, ldy] when gridDim.y == 1,
 // else partial float [gridDim.y, m_valid, n].
-template <int NB, typename Out>
+// kGroupTiles: 2 = groups of 128 columns and every split starting on a group boundary with an
+// even tile count (the launcher's choice for the g128 checkpoints), so each ring chunk is two
+// whole groups and the loop has no boundary test; 0 = any group size (a multiple of 32), the
+// boundary found by column.
+template <int NB, typename Out, int kGroupTiles>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restrict__ codes,
                  const uint32_t* __restrict__ meta, int64_t n, int64_t k, int64_t group_size,
                  int64_t groups, int64_t row_tiles, int64_t kt_per_split, Out* __restrict__ y,
                  int64_t ldy, float* __restrict__ partial) {
+  static_assert(kGroupTiles == 0 || kGroupTiles * 2 == kChunkTiles);
   extern __shared__ __align__(16) unsigned char smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t split = blockIdx.y, splits = gridDim.y;
@@ -130,20 +140,19 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   const int meta_warp_words = decode_meta_groups(kt_per_split, group_size) * kW4TileRows;
   uint32_t* meta_s = meta_all + warp * meta_warp_words;
   unsigned char* xs = reinterpret_cast<unsigned char*>(meta_all + kWarpsPerBlock * meta_warp_words);
-  unsigned char* zeros = xs + m_valid * x_row_bytes;
   const bool active = rt < row_tiles;
   const uint32_t ring = smem_address(smem) + warp * (kStages * kStageBytes);
   const unsigned char* ring_ptr = smem + warp * (kStages * kStageBytes) + lane * 16;
   const uint32_t bars = smem_address(smem + kRingBytes) + warp * (kStages * 8);
   const uint4* src = codes + ((active ? rt : 0) * KT + kt0) * 32;  // this warp's first tile
   const int chunks = (tiles_here + kChunkTiles - 1) / kChunkTiles;
-  // Lane 0 of a warp copies chunk c (kChunkTiles tiles, fewer at the end) into stage c % S.
-  auto issue = [&](int c) {
+  // Lane 0 of a warp copies chunk c (kChunkTiles tiles, fewer at the end) into ring stage st.
+  auto issue = [&](int c, int st) {
     const uint32_t bytes =
         static_cast<uint32_t>(min(kChunkTiles, tiles_here - c * kChunkTiles)) * kW4TileBytes;
-    const uint32_t bar = bars + (c % kStages) * 8;
+    const uint32_t bar = bars + st * 8;
     mbarrier_arrive_expect_tx(bar, bytes);
-    bulk_copy_to_shared(ring + (c % kStages) * kStageBytes, src + c * kChunkTiles * 32, bytes, bar);
+    bulk_copy_to_shared(ring + st * kStageBytes, src + c * kChunkTiles * 32, bytes, bar);
   };
 
   // The split's groups: [first_group, first_group + split_groups).
@@ -158,17 +167,22 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   // on the long scoreboard: run 19's top stall.) Lane l copies row l % 16 of the warp's tile,
   // groups l / 16, l / 16 + 2, ...: one 4-byte copy and two additions per iteration. (A loop
   // over the 16 rows with the lanes over the groups left most lanes idle at ~10 groups a split
-  // and cost ~40 instructions per code tile in the short qkv splits, run 20.)
+  // and cost ~40 instructions per code tile in the short qkv splits, run 20.) With fixed groups
+  // the loop opens one group past the split's last (never used): its slot gets a real meta word
+  // too (the last group's again where the split ends the matrix), not stale shared memory.
   if (active) {
     const int r = lane & 15;
-    const uint32_t* msrc = meta + (rt * kW4TileRows + r) * groups + first_group;
+    const uint32_t* msrc = meta + (rt * kW4TileRows + r) * groups;
     const uint32_t mdst = smem_address(meta_s + (r & 7) * 2 + (r >> 3));
-    for (int gl = lane >> 4; gl < split_groups; gl += 2) cp_async4(mdst + gl * 64, msrc + gl);
+    const int staged = split_groups + (kGroupTiles != 0 ? 1 : 0);
+    for (int gl = lane >> 4; gl < staged; gl += 2) {
+      cp_async4(mdst + gl * 64, msrc + min(first_group + gl, static_cast<int>(groups) - 1));
+    }
   }
   if (active && lane == 0) {
     for (int st = 0; st < kStages; ++st) mbarrier_init(bars + st * 8, 1);
     mbarrier_init_fence();
-    for (int c = 0; c < min(kStages - 1, chunks); ++c) issue(c);
+    for (int c = 0; c < min(kStages - 1, chunks); ++c) issue(c, c);
   }
   // Only x comes from the kernel before this one: launched as its programmatic dependent
   // (dependent_launch.cuh), the block has started the weights' copies above while that kernel
@@ -181,7 +195,6 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
       const int r = i / x_chunks, c = i % x_chunks;
       cp_async16(smem_address(xs + r * x_row_bytes + c * 16), xsrc + r * k + c * 8);
     }
-    if (threadIdx.x == 0) *reinterpret_cast<uint4*>(zeros) = make_uint4(0, 0, 0, 0);
     cp_async_commit();
   }
   cp_async_wait<0>();  // x has landed (this thread's part) ...
@@ -191,14 +204,14 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   const int g = lane >> 2;
   const int64_t row0 = rt * kW4TileRows + g, row1 = row0 + 8;
   // ldmatrix lane roles: matrix j = lane / 8 (columns 8j..8j+7 of a 32-column half tile), batch
-  // row 8 nb + lane % 8; rows past m read the zero bytes and do not advance.
-  uint32_t xaddr[NB], xstep[NB];
+  // row 8 nb + lane % 8. Rows past m read row 0 instead: an mma's output column depends on its
+  // B column alone, and those columns are never stored; so every lane's address advances by
+  // the same immediate offsets (a zero row that stays put cost a multiply per ldmatrix).
+  uint32_t xaddr[NB];
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
     const int r = nb * 8 + (lane & 7);
-    const bool ok = r < m_valid;
-    xaddr[nb] = ok ? smem_address(xs + r * x_row_bytes + (lane >> 3) * 16) : smem_address(zeros);
-    xstep[nb] = ok ? 1u : 0u;
+    xaddr[nb] = smem_address(xs + (r < m_valid ? r : 0) * x_row_bytes + (lane >> 3) * 16);
   }
   float acc[NB][4], d[NB][4];
 #pragma unroll
@@ -206,10 +219,8 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
 #pragma unroll
     for (int i = 0; i < 4; ++i) acc[nb][i] = d[nb][i] = 0.0f;
 
-  // Meta of the current group, rows g and g + 8, from the staged words (boundaries are
-  // multiples of 32 columns and are tested at every other k16 step, so each is met exactly and
-  // the group advances by one). Indices in the loop are 32-bit: 64-bit arithmetic doubled the
-  // instructions per code.
+  // Meta of the current group, rows g and g + 8, from the staged words. Indices in the loop are
+  // 32-bit: 64-bit arithmetic doubled the instructions per code.
   const uint2* meta_g = reinterpret_cast<const uint2*>(meta_s) + g;  // [split group][8]
   int next_boundary = (first_group + 1) * gs;
   float s0, s1;
@@ -233,54 +244,81 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
       d[nb][0] = d[nb][1] = d[nb][2] = d[nb][3] = 0.0f;
     }
   };
-  auto open_next_group = [&] {
+  auto next_group = [&] {
+    close_group();
     next_boundary += gs;
     meta_g += 8;
     load_meta();
   };
-  int col = static_cast<int>(kt0 * kW4TileCols);
+  int col = static_cast<int>(kt0 * kW4TileCols);  // for kGroupTiles == 0
 
+  // Tile j of the stage at `stage` (this lane's 16 bytes), its x columns at xoff + j * 128 bytes
+  // of the staged rows. Called with constant j: the offsets are immediates.
+  auto tile = [&](const unsigned char* stage, int j, uint32_t xoff) {
+    const uint4 q = *reinterpret_cast<const uint4*>(stage + j * kW4TileBytes);
+    uint32_t b[NB][4][2];  // [8-row batch block][k16 step][register]
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        uint32_t f[4];
+        ldmatrix_x4(f, xaddr[nb] + xoff + static_cast<uint32_t>(j * 128 + h * 64));
+        b[nb][2 * h][0] = f[0];
+        b[nb][2 * h][1] = f[1];
+        b[nb][2 * h + 1][0] = f[2];
+        b[nb][2 * h + 1][1] = f[3];
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      if constexpr (kGroupTiles == 0) {
+        // Boundaries are multiples of 32 columns: only even steps can start a group.
+        if ((s & 1) == 0 && col + 16 * s >= next_boundary) next_group();
+      }
+      const uint32_t word = s == 0 ? q.x : s == 1 ? q.y : s == 2 ? q.z : q.w;
+      uint32_t a[4];
+      w4::codes_to_operand(word, z0, z1, a);
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[nb][s][0], b[nb][s][1]);
+    }
+    if constexpr (kGroupTiles == 0) col += static_cast<int>(kW4TileCols);
+  };
+
+  // 2. The ring: chunk c sits in stage c % kStages with mbarrier phase (c / kStages) & 1, both
+  // kept by counting (a division by 3 per chunk otherwise).
+  int stage = 0;
+  uint32_t phase = 0, xoff = 0;
   for (int c = 0; c < chunks; ++c) {
     // Refill the stage read in the previous iteration: every lane is done with it.
     __syncwarp();
-    if (lane == 0 && c + kStages - 1 < chunks) issue(c + kStages - 1);
-    mbarrier_wait(bars + (c % kStages) * 8, (c / kStages) & 1);
-    const unsigned char* stage = ring_ptr + (c % kStages) * kStageBytes;
-#pragma unroll
-    for (int j = 0; j < kChunkTiles; ++j) {
-      const int i = c * kChunkTiles + j;
-      if (i >= tiles_here) break;
-      const uint4 q = *reinterpret_cast<const uint4*>(stage + j * kW4TileBytes);
-      uint32_t b[NB][4][2];  // [8-row batch block][k16 step][register]
-#pragma unroll
-      for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          uint32_t f[4];
-          ldmatrix_x4(f, xaddr[nb] + xstep[nb] * static_cast<uint32_t>(i * 128 + h * 64));
-          b[nb][2 * h][0] = f[0];
-          b[nb][2 * h][1] = f[1];
-          b[nb][2 * h + 1][0] = f[2];
-          b[nb][2 * h + 1][1] = f[3];
-        }
+    if (lane == 0 && c + kStages - 1 < chunks) issue(c + kStages - 1, stage == 0 ? kStages - 1 : stage - 1);
+    mbarrier_wait(bars + stage * 8, phase);
+    const unsigned char* st = ring_ptr + stage * kStageBytes;
+    const int in_chunk = min(kChunkTiles, tiles_here - c * kChunkTiles);
+    if constexpr (kGroupTiles != 0) {
+      // Two whole groups (the last chunk may hold only the first).
+      tile(st, 0, xoff);
+      tile(st, 1, xoff);
+      next_group();
+      if (in_chunk == kChunkTiles) {
+        tile(st, 2, xoff);
+        tile(st, 3, xoff);
+        next_group();
       }
+    } else {
 #pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        // Boundaries are multiples of 32 columns: only even steps can start a group.
-        if ((s & 1) == 0 && col + 16 * s >= next_boundary) {
-          close_group();
-          open_next_group();
-        }
-        const uint32_t word = s == 0 ? q.x : s == 1 ? q.y : s == 2 ? q.z : q.w;
-        uint32_t a[4];
-        w4::codes_to_operand(word, z0, z1, a);
-#pragma unroll
-        for (int nb = 0; nb < NB; ++nb) mma_bf16(d[nb], a, b[nb][s][0], b[nb][s][1]);
+      for (int j = 0; j < kChunkTiles; ++j) {
+        if (j >= in_chunk) break;
+        tile(st, j, xoff);
       }
-      col += static_cast<int>(kW4TileCols);
+    }
+    xoff += kChunkTiles * 128;
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
     }
   }
-  close_group();
+  if constexpr (kGroupTiles == 0) close_group();
   // c0, c1: row g, batch 2t, 2t + 1; c2, c3: row g + 8.
   const int t = lane & 3;
 #pragma unroll
@@ -403,8 +441,11 @@ w4_dequantize_kernel(const uint4* __restrict__ words, const uint32_t* __restrict
 // The grid of one pass of up to 8 * NB rows: K splits so that row tiles x splits gives about
 // warps_per_sm warps per multiprocessor of an H200 (132), each split at least kStages tiles
 // where k allows (as measured in run 14), and the block's shared memory within kMaxSmemBytes.
+// Groups of 128 columns over an even number of tiles take the fixed-group kernel
+// (kGroupTiles 2): its splits are an even number of tiles long, so each starts on a group.
 struct DecodeShape {
   int nb;
+  bool fixed_groups;
   int64_t row_tiles, splits, kt_per_split;
   int smem_bytes;
 };
@@ -414,28 +455,33 @@ DecodeShape decode_shape(int64_t m, int64_t n, int64_t k, int64_t group_size, in
   s.nb = m <= 8 ? 1 : 2;
   s.row_tiles = w4_padded_rows(n) / kW4TileRows;
   const int64_t KT = k / kW4TileCols;
+  s.fixed_groups = group_size == 2 * kW4TileCols && KT % 2 == 0;
+  const int64_t step = s.fixed_groups ? 2 : 1;
   const int64_t target = int64_t{132} * warps_per_sm;
   int64_t splits = std::max<int64_t>(1, (target + s.row_tiles - 1) / s.row_tiles);
   splits = std::min(splits, std::max<int64_t>(1, KT / kStages));
-  s.kt_per_split = (KT + splits - 1) / splits;
+  s.kt_per_split = ((KT + splits - 1) / splits + step - 1) / step * step;
   const int mv = static_cast<int>(m);
-  while (s.kt_per_split > 1 &&
+  while (s.kt_per_split > step &&
          decode_smem_bytes(mv, s.kt_per_split, group_size) > kMaxSmemBytes)
-    --s.kt_per_split;
+    s.kt_per_split -= step;
   s.splits = (KT + s.kt_per_split - 1) / s.kt_per_split;
   s.smem_bytes = decode_smem_bytes(mv, s.kt_per_split, group_size);
   return s;
 }
 
 constexpr int64_t kPassRows = 16;
-// The workspace is sized for the smallest group (the most meta per tile, so the shortest
-// splits and the most partial sums); any other group size needs no more.
-constexpr int64_t kSmallestGroup = 32;
 
-// Bytes of the workspace: partial sums (when split) then, 16-byte aligned, the permuted x.
+// Bytes of the workspace: partial sums (when split) then, 16-byte aligned, the permuted x. Sized
+// for the most splits any group size gives: the smallest group (32: the most meta per tile, so
+// the shortest splits) or groups of 128 (fixed: splits of an even tile count).
 std::size_t partial_floats(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
-  const DecodeShape s = decode_shape(std::min(m, kPassRows), n, k, kSmallestGroup, warps_per_sm);
-  return s.splits > 1 ? std::size_t(s.splits) * std::min(m, kPassRows) * n : 0;
+  const int64_t rows = std::min(m, kPassRows);
+  int64_t splits = 1;
+  for (const int64_t group : {32, 128}) {
+    splits = std::max(splits, decode_shape(rows, n, k, group, warps_per_sm).splits);
+  }
+  return splits > 1 ? std::size_t(splits) * rows * n : 0;
 }
 std::size_t permuted_offset(int64_t m, int64_t n, int64_t k, int warps_per_sm) {
   return (partial_floats(m, n, k, warps_per_sm) * 4 + 15) / 16 * 16;
@@ -446,7 +492,8 @@ cudaError_t launch_decode(const DecodeShape& s, const bf16* x, int m_valid, cons
                           Out* y, int64_t ldy, float* partial, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((s.row_tiles + kWarpsPerBlock - 1) / kWarpsPerBlock),
                   static_cast<unsigned>(s.splits));
-  return launch_dependent(w4_decode_kernel<NB, Out>, grid, kWarpsPerBlock * 32,
+  auto* kernel = s.fixed_groups ? &w4_decode_kernel<NB, Out, 2> : &w4_decode_kernel<NB, Out, 0>;
+  return launch_dependent(kernel, grid, kWarpsPerBlock * 32,
                           static_cast<std::size_t>(s.smem_bytes), stream, x, m_valid,
                           reinterpret_cast<const uint4*>(w.codes), w.meta, w.n, w.k,
                           w.group_size, w.groups(), s.row_tiles, s.kt_per_split, y, ldy, partial);

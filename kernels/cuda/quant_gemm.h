@@ -20,9 +20,10 @@
 //   * decode (m <= kW4DecodeMaxRows): w4_gemv, one pass over the packed weights per 16 rows of x:
 //     codes become bf16 (code - zero) pairs in registers and go through mma.sync with float32
 //     accumulation, scaled per group (kernels/cuda/quant_gemm.cu says how): memory-bound;
-//   * tiled (m <= kW4TiledMaxRows): w4_gemm_tc, the same arithmetic in a tiled GEMM (x staged in
-//     shared memory, 128 weight rows x 64 or 128 rows of x per CTA; quant_gemm_tc.cu): each
-//     weight byte read once per 64-128 rows of x, nothing written but y;
+//   * tiled (m <= kW4TiledMaxRows): w4_gemm_tc, a tiled GEMM (x staged in shared memory, 128
+//     weight rows x 16-128 rows of x per CTA; quant_gemm_tc.cu): each weight byte read once per
+//     64-128 rows of x, nothing written but y; the same arithmetic up to kW4TcExactMaxRows rows,
+//     weights rounded to bf16 as the dense path's above (W4TcArithmetic);
 //   * dense (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
 //     column order) and multiplied by cuBLASLt (GemmBf16): wgmma does the work at its full
 //     rate, the dequantization costs 2.5 bytes per weight once per call.
@@ -54,6 +55,20 @@ namespace shardserve::kernels::cuda {
 // was 192, from a straight line through run 5's 128 and 256.)
 inline constexpr int64_t kW4DecodeMaxRows = 4;
 inline constexpr int64_t kW4TiledMaxRows = 128;
+
+// How the tiled kernel applies the group scales:
+//   kExactGroups: Σ (code − zero) · x per group in float32, times the fp16 scale (the decode
+//     kernel's numbers: no weight is rounded); the group sums hold as many registers as the
+//     accumulators, so a warp holds at most 64 rows of x;
+//   kBf16Weights: A = bf16(bf16(scale) · (code − zero)), summed straight into the accumulators
+//     (the dense path's numbers, but for the scale's own rounding to bf16); a warp holds 128
+//     rows of x, so each code is converted once per 128 rows instead of once per 64.
+// w4_matmul's tiled path takes kBf16Weights above kW4TcExactMaxRows rows.
+enum class W4TcArithmetic { kExactGroups, kBf16Weights };
+inline constexpr int64_t kW4TcExactMaxRows = 64;
+inline W4TcArithmetic w4_matmul_tc_arithmetic(int64_t m) {
+  return m > kW4TcExactMaxRows ? W4TcArithmetic::kBf16Weights : W4TcArithmetic::kExactGroups;
+}
 
 // A W4 weight on the device (pointers into device memory; not owned).
 struct W4Weights {
@@ -103,11 +118,14 @@ void w4_gemv(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int
              int warps_per_sm = kW4DecodeWarpsPerSm);
 
 // Tiled path. x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy]. Any m.
-// workspace: w4_gemm_tc_workspace_bytes(m, n, k): split-K partial sums float [splits, m, n],
-// then (16-byte aligned) x in stored-column order (act-order).
-std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k);
+// workspace: w4_gemm_tc_workspace_bytes(m, n, k, arithmetic): split-K partial sums float
+// [splits, m, n], then (16-byte aligned) x in stored-column order (act-order).
+std::size_t w4_gemm_tc_workspace_bytes(
+    int64_t m, int64_t n, int64_t k,
+    W4TcArithmetic arithmetic = W4TcArithmetic::kExactGroups);
 void w4_gemm_tc(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream);
+                GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
+                W4TcArithmetic arithmetic = W4TcArithmetic::kExactGroups);
 
 // dense: bf16 [n, k], dense[j][perm[c]] = scale · (code − zero) rounded to bf16.
 void w4_dequantize(const W4Weights& w, __nv_bfloat16* dense, cudaStream_t stream);

@@ -53,7 +53,7 @@ constexpr int kXRowBytes = static_cast<int>(kW4TileCols) * 2;                   
 // WM warps along the batch, each with NT n8 tiles (NT even: one ldmatrix.x4 feeds two).
 template <int WM, int NT>
 struct Tc {
-  static_assert(NT % 2 == 0 && NT <= 8);
+  static_assert(NT % 2 == 0 && NT <= 16);
   static constexpr int kWarps = kWarpsN * WM;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kWarpBatch = 8 * NT;
@@ -72,7 +72,10 @@ using ptx::smem_address;
 
 // x: bf16 [m, k] (stored-column order); codes: tiles as uint4; meta [n_padded, groups];
 // y: Out [m, ldy] when gridDim.z == 1, else partial float [gridDim.z, m, n].
-template <int WM, int NT, typename Out>
+// kRound (W4TcArithmetic::kBf16Weights): A = bf16(scale) · (code - zero) rounded to bf16, summed
+// straight into acc: no group sums d (half the accumulator registers, which lets a warp hold
+// NT = 16) and nothing to do at a group boundary but load the next scales.
+template <int WM, int NT, bool kRound, typename Out>
 __global__ void __launch_bounds__(Tc<WM, NT>::kThreads, 1)
 w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
              const uint32_t* __restrict__ meta, int n, int k, int group_size, int groups,
@@ -147,24 +150,35 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
   int col = kt0 * static_cast<int>(kW4TileCols);
   float scale[kTilesPerWarp][2];
   uint32_t zero[kTilesPerWarp][2], next_meta[kTilesPerWarp][2];
+  uint32_t scale_pair[kTilesPerWarp][2];  // kRound: {bf16(scale), bf16(scale)}
+  auto set_meta = [&](int i, int h, uint32_t mt) {
+    scale[i][h] = w4::meta_scale(mt);
+    zero[i][h] = w4::meta_zero_pair(mt);
+    if constexpr (kRound) scale_pair[i][h] = w4::bf16_pair(scale[i][h]);
+  };
 #pragma unroll
   for (int i = 0; i < kTilesPerWarp; ++i) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const uint32_t mt = __ldg(meta_row[i][h] + group);
-      scale[i][h] = w4::meta_scale(mt);
-      zero[i][h] = w4::meta_zero_pair(mt);
+      set_meta(i, h, __ldg(meta_row[i][h] + group));
       next_meta[i][h] = __ldg(meta_row[i][h] + min(group + 1, groups - 1));
     }
   }
 
-  float acc[kTilesPerWarp][NT][4], d[kTilesPerWarp][NT][4];
+  // d: the exact path's group sums (kRound: unused, no registers).
+  constexpr int kDTiles = kRound ? 1 : NT;
+  float acc[kTilesPerWarp][NT][4], d[kTilesPerWarp][kDTiles][4];
 #pragma unroll
-  for (int i = 0; i < kTilesPerWarp; ++i)
+  for (int i = 0; i < kTilesPerWarp; ++i) {
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = d[i][j][e] = 0.0f;
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kDTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) d[i][j][e] = 0.0f;
+  }
 
   // ldmatrix.x4 lane roles: matrix q = lane / 8 (n8 tile 2jj + q / 2, k half q % 2), row lane % 8;
   // the lane's row address within a stage for k16 step s (n8 tile pair jj adds 16 rows).
@@ -197,15 +211,17 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       if (col >= next_boundary) {
+        if constexpr (!kRound) {
 #pragma unroll
-        for (int i = 0; i < kTilesPerWarp; ++i) {
+          for (int i = 0; i < kTilesPerWarp; ++i) {
 #pragma unroll
-          for (int j = 0; j < NT; ++j) {
-            acc[i][j][0] += scale[i][0] * d[i][j][0];
-            acc[i][j][1] += scale[i][0] * d[i][j][1];
-            acc[i][j][2] += scale[i][1] * d[i][j][2];
-            acc[i][j][3] += scale[i][1] * d[i][j][3];
-            d[i][j][0] = d[i][j][1] = d[i][j][2] = d[i][j][3] = 0.0f;
+            for (int j = 0; j < NT; ++j) {
+              acc[i][j][0] += scale[i][0] * d[i][j][0];
+              acc[i][j][1] += scale[i][0] * d[i][j][1];
+              acc[i][j][2] += scale[i][1] * d[i][j][2];
+              acc[i][j][3] += scale[i][1] * d[i][j][3];
+              d[i][j][0] = d[i][j][1] = d[i][j][2] = d[i][j][3] = 0.0f;
+            }
           }
         }
         ++group;
@@ -214,8 +230,7 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
         for (int i = 0; i < kTilesPerWarp; ++i) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            scale[i][h] = w4::meta_scale(next_meta[i][h]);
-            zero[i][h] = w4::meta_zero_pair(next_meta[i][h]);
+            set_meta(i, h, next_meta[i][h]);
             next_meta[i][h] = __ldg(meta_row[i][h] + min(group + 1, groups - 1));
           }
         }
@@ -227,6 +242,7 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
         const uint32_t word =
             s == 0 ? words[i].x : s == 1 ? words[i].y : s == 2 ? words[i].z : words[i].w;
         w4::codes_to_operand(word, zero[i][0], zero[i][1], a[i]);
+        if constexpr (kRound) w4::scale_operand(scale_pair[i][0], scale_pair[i][1], a[i]);
       }
 #pragma unroll
       for (int jj = 0; jj < NT / 2; ++jj) {
@@ -234,8 +250,13 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
         ldmatrix_x4(b, st + x_off[s] + jj * 16 * kXRowBytes);
 #pragma unroll
         for (int i = 0; i < kTilesPerWarp; ++i) {
-          mma_bf16(d[i][2 * jj], a[i], b[0], b[1]);
-          mma_bf16(d[i][2 * jj + 1], a[i], b[2], b[3]);
+          if constexpr (kRound) {
+            mma_bf16(acc[i][2 * jj], a[i], b[0], b[1]);
+            mma_bf16(acc[i][2 * jj + 1], a[i], b[2], b[3]);
+          } else {
+            mma_bf16(d[i][2 * jj], a[i], b[0], b[1]);
+            mma_bf16(d[i][2 * jj + 1], a[i], b[2], b[3]);
+          }
         }
       }
     }
@@ -251,7 +272,8 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
     for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float v = acc[i][j][e] + scale[i][e >> 1] * d[i][j][e];
+        float v = acc[i][j][e];
+        if constexpr (!kRound) v += scale[i][e >> 1] * d[i][j][e];
         const int row = row_lo + (e >> 1) * 8;
         const int b = batch0 + wm * T::kWarpBatch + j * 8 + 2 * t + (e & 1);
         if (row >= n || b >= m) continue;
@@ -266,43 +288,47 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
 }
 
 // The grid of a call: the CTA's batch by m (the fewest n8 tiles that hold it, up to 2 warps of
-// 64 rows); K splits so that the CTAs fill about two waves of the 132 multiprocessors' 16
-// resident warps, each split at least 8 k tiles (a pipeline's worth).
+// 64 rows; rounded weights: always one warp of NT = 16, 128 rows); K splits so that the CTAs
+// fill about two waves of the multiprocessors' resident warps (16 on 132; 8 for NT = 16, whose
+// 4-warp CTAs run two to a multiprocessor), each split at least 8 k tiles (a pipeline's worth).
 struct TcShape {
+  bool round;
   int wm, nt;
   int row_blocks, batch_blocks, splits, kt_per_split;
 };
 
-TcShape tc_shape(int64_t m, int64_t n, int64_t k) {
+TcShape tc_shape(int64_t m, int64_t n, int64_t k, W4TcArithmetic arithmetic) {
   TcShape s{};
-  s.wm = m <= 64 ? 1 : 2;
-  s.nt = m <= 16 ? 2 : m <= 32 ? 4 : 8;
+  s.round = arithmetic == W4TcArithmetic::kBf16Weights;
+  s.wm = s.round || m <= 64 ? 1 : 2;
+  s.nt = s.round ? 16 : m <= 16 ? 2 : m <= 32 ? 4 : 8;
   const int64_t batch = 8 * s.nt * s.wm;
   const int64_t row_tiles = w4_padded_rows(n) / kW4TileRows;
   s.row_blocks = static_cast<int>((row_tiles + kBlockRowTiles - 1) / kBlockRowTiles);
   s.batch_blocks = static_cast<int>((m + batch - 1) / batch);
   const int64_t KT = k / kW4TileCols;
   const int64_t warps = int64_t{s.row_blocks} * s.batch_blocks * kWarpsN * s.wm;
-  int64_t splits = std::max<int64_t>(1, (132 * 16 * 2 + warps - 1) / warps);
+  const int64_t resident = s.round ? 8 : 16;
+  int64_t splits = std::max<int64_t>(1, (132 * resident * 2 + warps - 1) / warps);
   splits = std::min(splits, std::max<int64_t>(1, KT / 8));
   s.kt_per_split = static_cast<int>((KT + splits - 1) / splits);
   s.splits = static_cast<int>((KT + s.kt_per_split - 1) / s.kt_per_split);
   return s;
 }
 
-std::size_t tc_partial_bytes(int64_t m, int64_t n, int64_t k) {
-  const TcShape s = tc_shape(m, n, k);
+std::size_t tc_partial_bytes(int64_t m, int64_t n, int64_t k, W4TcArithmetic arithmetic) {
+  const TcShape s = tc_shape(m, n, k, arithmetic);
   return s.splits > 1 ? std::size_t(s.splits) * m * n * 4 : 0;
 }
-std::size_t tc_permuted_offset(int64_t m, int64_t n, int64_t k) {
-  return (tc_partial_bytes(m, n, k) + 15) / 16 * 16;
+std::size_t tc_permuted_offset(int64_t m, int64_t n, int64_t k, W4TcArithmetic arithmetic) {
+  return (tc_partial_bytes(m, n, k, arithmetic) + 15) / 16 * 16;
 }
 
-template <int WM, int NT, typename Out>
+template <int WM, int NT, bool kRound, typename Out>
 cudaError_t launch_tc(const TcShape& s, const bf16* x, int64_t m, const W4Weights& w, Out* y,
                       int64_t ldy, float* partial, cudaStream_t stream) {
   using T = Tc<WM, NT>;
-  auto* kernel = &w4_tc_kernel<WM, NT, Out>;
+  auto* kernel = &w4_tc_kernel<WM, NT, kRound, Out>;
   // Above 48 KB a kernel's dynamic shared memory must be allowed explicitly (not a stream
   // operation: legal while a graph is being captured).
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -321,22 +347,23 @@ cudaError_t launch_tc(const TcShape& s, const bf16* x, int64_t m, const W4Weight
 
 template <typename Out>
 cudaError_t tc_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t ldy,
-                   void* workspace, cudaStream_t stream) {
+                   void* workspace, W4TcArithmetic arithmetic, cudaStream_t stream) {
   const bf16* xs = x;
   if (w.perm != nullptr) {
     auto* xp = reinterpret_cast<bf16*>(static_cast<char*>(workspace) +
-                                       tc_permuted_offset(m, w.n, w.k));
+                                       tc_permuted_offset(m, w.n, w.k, arithmetic));
     const cudaError_t err = w4::permute_columns(x, w.perm, m, w.k, xp, stream);
     if (err != cudaSuccess) return err;
     xs = xp;
   }
-  const TcShape s = tc_shape(m, w.n, w.k);
+  const TcShape s = tc_shape(m, w.n, w.k, arithmetic);
   auto* partial = static_cast<float*>(workspace);
-  if (s.wm == 2) return launch_tc<2, 8, Out>(s, xs, m, w, y, ldy, partial, stream);
+  if (s.round) return launch_tc<1, 16, true, Out>(s, xs, m, w, y, ldy, partial, stream);
+  if (s.wm == 2) return launch_tc<2, 8, false, Out>(s, xs, m, w, y, ldy, partial, stream);
   switch (s.nt) {
-    case 2: return launch_tc<1, 2, Out>(s, xs, m, w, y, ldy, partial, stream);
-    case 4: return launch_tc<1, 4, Out>(s, xs, m, w, y, ldy, partial, stream);
-    default: return launch_tc<1, 8, Out>(s, xs, m, w, y, ldy, partial, stream);
+    case 2: return launch_tc<1, 2, false, Out>(s, xs, m, w, y, ldy, partial, stream);
+    case 4: return launch_tc<1, 4, false, Out>(s, xs, m, w, y, ldy, partial, stream);
+    default: return launch_tc<1, 8, false, Out>(s, xs, m, w, y, ldy, partial, stream);
   }
 }
 
@@ -344,15 +371,19 @@ cudaError_t tc_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t
 
 namespace launch {
 
-std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k) {
-  return tc_permuted_offset(m, n, k) + std::size_t(m) * k * sizeof(bf16);
+std::size_t w4_gemm_tc_workspace_bytes(int64_t m, int64_t n, int64_t k,
+                                       W4TcArithmetic arithmetic) {
+  return tc_permuted_offset(m, n, k, arithmetic) + std::size_t(m) * k * sizeof(bf16);
 }
 
 cudaError_t w4_gemm_tc(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                       bool float_out, void* workspace, cudaStream_t stream) {
+                       bool float_out, void* workspace, W4TcArithmetic arithmetic,
+                       cudaStream_t stream) {
   if (m == 0 || w.n == 0) return cudaSuccess;
-  return float_out ? tc_any<float>(x, m, w, static_cast<float*>(y), ldy, workspace, stream)
-                   : tc_any<bf16>(x, m, w, static_cast<bf16*>(y), ldy, workspace, stream);
+  return float_out ? tc_any<float>(x, m, w, static_cast<float*>(y), ldy, workspace, arithmetic,
+                                   stream)
+                   : tc_any<bf16>(x, m, w, static_cast<bf16*>(y), ldy, workspace, arithmetic,
+                                  stream);
 }
 
 }  // namespace launch

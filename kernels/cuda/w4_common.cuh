@@ -62,6 +62,25 @@ __device__ __forceinline__ void codes_to_operand(uint32_t word, uint32_t z_lo, u
   a[3] = bf16x2_sub(a[3], z_hi);
 }
 
+// {bf16(v), bf16(v)}: a scale as the bf16 pair scale_operand multiplies by.
+__device__ __forceinline__ uint32_t bf16_pair(float v) {
+  const __nv_bfloat162 p = __float2bfloat162_rn(v);
+  return *reinterpret_cast<const uint32_t*>(&p);
+}
+
+// The rounded-weights arithmetic (the tiled kernel's W4TcArithmetic::kBf16Weights, the dense
+// path's numbers up to the scale's own rounding to bf16): codes_to_operand's exact code - zero
+// times the rows' bf16 scale pairs, rounded once to bf16.
+__device__ __forceinline__ void scale_operand(uint32_t s_lo, uint32_t s_hi, uint32_t (&a)[4]) {
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    __nv_bfloat162 v = *reinterpret_cast<__nv_bfloat162*>(&a[p]);
+    const uint32_t sp = p % 2 == 0 ? s_lo : s_hi;
+    v = __hmul2(v, *reinterpret_cast<const __nv_bfloat162*>(&sp));
+    a[p] = *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
 // Host side, defined in quant_gemm.cu.
 // xp[b][c] = x[b][perm[c]] (act-order: x into stored-column order). x, xp: bf16 [m, k].
 cudaError_t permute_columns(const bf16* x, const int32_t* perm, int64_t m, int64_t k, bf16* xp,

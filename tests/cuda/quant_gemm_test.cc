@@ -13,6 +13,7 @@
 #include <random>
 
 #include "common/half.h"
+#include "kernels/cpu/matmul.h"
 #include "kernels/cpu/quant_matmul.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cuda/gemm.h"
@@ -138,14 +139,17 @@ class CudaQuantGemm : public ::testing::Test {
 // block past the last row tile), float and bf16 outputs with a padded row stride, one and
 // several K splits (three grid targets: few long splits, the default, many short ones; 16
 // rows cap the x slice at 15 tiles); the 70B shard shapes at TP 8 (qkv 1280 x 8192, o 8192 x
-// 1024, gate_up 7168 x 8192, down 8192 x 3584) and TP 4 down (8192 x 7168).
+// 1024, gate_up 7168 x 8192, down 8192 x 3584) and TP 4 down (8192 x 7168). Groups of 128 over an
+// even tile count take the fixed-group kernel (its last chunk of a split half full where the
+// split is 2 mod 4 tiles long); k = 192 (3 tiles, a short last group) takes the other.
 TEST_F(CudaQuantGemm, DecodeKernelMatchesCpuReference) {
   const Case cases[] = {
       {1, 256, 256, 128, false},   {2, 96, 4096, 4096, false},  {3, 1280, 8192, 128, false},
       {4, 8192, 1024, 128, false}, {5, 1000, 3584, 128, true},  {7, 384, 512, 64, false},
       {8, 7168, 1024, 32, true},   {1, 8192, 3584, 128, false}, {13, 640, 2048, 128, false},
       {6, 8192, 7168, 128, false}, {1, 40, 128, 32, false},   {17, 1280, 8192, 128, false},
-      {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
+      {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false}, {2, 256, 192, 128, false},
+      {1, 1056, 1536, 128, false},
   };
   for (const int warps : {2, kW4DecodeWarpsPerSm, 64}) {
     const auto kernel = [warps](const bf16* x, int64_t m, const W4Weights& w, void* y,
@@ -176,9 +180,49 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
   };
   const auto kernel = [](const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
                          GemmOut out, void* ws, std::size_t ws_bytes, cudaStream_t stream) {
-    w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream);
+    w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream, W4TcArithmetic::kExactGroups);
   };
-  for (const Case& c : cases) check_kernel(c, "tiled", kernel, w4_gemm_tc_workspace_bytes);
+  const auto bytes = [](int64_t m, int64_t n, int64_t k) {
+    return w4_gemm_tc_workspace_bytes(m, n, k, W4TcArithmetic::kExactGroups);
+  };
+  for (const Case& c : cases) check_kernel(c, "tiled", kernel, bytes);
+}
+
+// The tiled kernel with weights rounded to bf16 (W4TcArithmetic::kBf16Weights: one warp of 128
+// rows of x per CTA) against its own numbers on the CPU: each weight bf16(bf16(scale) · (code -
+// zero)), formed exactly in float from the scales rounded to bf16 and rounded once as the
+// kernel's bf16 multiply does, then a float32 product; so the float32 bound holds, and a weight
+// rounded otherwise (or a scale left unrounded) shows. The exact path's cases, with m from 1 to
+// past one CTA of 128 rows.
+TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
+  const Case cases[] = {
+      {1, 256, 256, 128, false},    {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
+      {65, 1280, 8192, 128, false}, {100, 640, 2048, 32, true},  {128, 96, 4096, 4096, false},
+      {129, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
+  };
+  for (const Case& c : cases) {
+    auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
+    auto x = random_floats(c.m * c.k, rng_);
+    round_to_bf16(x);
+    auto rounded = w;
+    round_to_bf16(rounded.scales);
+    auto dense = cpu::dequantize(rounded);
+    round_to_bf16(dense);
+    std::vector<float> want(c.m * c.n);
+    cpu::matmul_nt(x.data(), dense.data(), want.data(), c.m, c.n, c.k);
+    auto dw = upload_w4(to_w4(w));
+    auto d_x = upload_bf16(x);
+    DeviceBuffer ws(std::max<std::size_t>(
+        w4_gemm_tc_workspace_bytes(c.m, c.n, c.k, W4TcArithmetic::kBf16Weights), 16), "ws");
+    DeviceBuffer d_y(c.m * c.n * 4, "y");
+    poison(d_y);
+    w4_gemm_tc(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(),
+               ws.bytes(), s(), W4TcArithmetic::kBf16Weights);
+    sync();
+    const double err = relative_error(download<float>(d_y, want.size()), want);
+    std::printf("w4 tiled, bf16 weights %s: float out error %.3g\n", name(c).c_str(), err);
+    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
+  }
 }
 
 // w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt; each bound from

@@ -3,9 +3,12 @@
 # tools/gpu/stage_cuda_checks.sh; run from the sent checkout's root): the GPU tests, the
 # LLaMA-70B W4 benchmark, compute-sanitizer memcheck and racecheck on the kernel tests.
 # At most 8 files to $OUT; a short summary is printed last.
-#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu | quantize]   (kernel_bench: also the
-#   8B op benchmark; ncu: Nsight Compute counters and per-instruction stalls of the W4 decode
-#   kernel or NCU_KERNEL, last, in place of the sanitizers; quantize: only
+#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu | profile | quantize]   (kernel_bench:
+#   also the 8B op benchmark; ncu: Nsight Compute counters and per-instruction stalls of the W4
+#   decode kernel or NCU_KERNEL, last, in place of the sanitizers; profile: only the kernel
+#   tests, then the same counters for each KERNEL:ROWS of NCU_PROFILES (default: the tiled
+#   kernel at 16, 64 and 256 rows, the decode kernel at 1) on the gate_up projection of a 70B
+#   layer, their per-instruction tables in profiles.tgz; quantize: only
 #   the GPU quantizer's test, memcheck and benchmark, and the quantize tool on the demo model
 #   with --device cpu and cuda compared, into quantize.log, and nothing else)
 # Environment: SERVICE=0 skips the served binaries' checks, SERVING_REQUESTS=0 the serving
@@ -25,6 +28,36 @@ status() { echo "$1: exit $2" >> "$sum"; }
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv;
   compute-sanitizer --version 2>/dev/null | head -2; } > "$sum" 2>&1
 cat "$sum"
+
+if [ "${1:-}" = profile ]; then
+  # About 40 s per profile: the benchmark's ceilings and its TP 1 layer table at those rows
+  # alone (--layers-only --batches), the kernel's 7th launch (the second warm-up's gate_up,
+  # 57344 x 8192: 458752 code tiles) replayed by Nsight Compute.
+  timeout 120 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
+  mkdir -p /tmp/profiles
+  for spec in ${NCU_PROFILES:-w4_tc_kernel:16 w4_tc_kernel:64 w4_tc_kernel:256 w4_decode_kernel:1}; do
+    kernel=${spec%%:*}; rows=${spec##*:}; name=${kernel}_$rows
+    # Units: code tiles x the CTAs along the batch that each convert them (the tiled kernel's
+    # CTA holds 16, 32, 64 or 128 rows; the decode kernel's warp 8 or 16).
+    blocks=1; [ "$kernel" = w4_tc_kernel ] && [ "$rows" -gt 64 ] && blocks=$(( (rows + 127) / 128 ))
+    echo "==== $name (units: $blocks x 458752 tiles)" >> "$out/ncu.log"
+    timeout 150 ncu --clock-control none -k "regex:$kernel" --launch-skip 6 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
+      --section ComputeWorkloadAnalysis --section LaunchStats --section SourceCounters \
+      -o "/tmp/profiles/$name" "$bin/llama70b_bench" /tmp/profile.json --layers-only \
+      --batches "$rows" >> "$out/ncu.log" 2>&1
+    status "ncu $name" $?
+    ncu -i "/tmp/profiles/$name.ncu-rep" --page details >> "$out/ncu.log" 2>&1
+    ncu -i "/tmp/profiles/$name.ncu-rep" --page source --csv --print-source sass > "/tmp/profiles/$name.csv" 2>&1
+    python3 tools/gpu/ncu_source_profile.py "/tmp/profiles/$name.csv" --units $(( blocks * 458752 )) \
+      --tsv "/tmp/profiles/$name.tsv" >> "$out/ncu.log" 2>&1; status "profile $name" $?
+  done
+  (cd /tmp/profiles && tar czf "$out/profiles.tgz" ./*.tsv)
+  echo "==== summary"; cat "$sum"
+  echo "==== kernels_test"; grep -E "^\[  (PASSED|FAILED) |Failure" "$out/kernels_test.log" | head
+  echo "==== ncu"; grep -E "^==== |^\| |instructions per unit|Duration|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Block Limit|Compute \(SM\) Throughput|Tensor|stall_|Waves Per SM" "$out/ncu.log" | grep -v "^| 1 | .* | bf16\|^| ---" | head -150
+  exit 0
+fi
 
 if [ "${1:-}" = quantize ]; then
   # The GPU quantizer alone (docs/quantization.md, "GPU"): its test, under memcheck, CPU vs GPU
