@@ -44,17 +44,15 @@ namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
 // docs/PERF.md).
-// H200, 70B layer at TP 1 (2026-12-03, run 28, the tiled kernel with its copy addresses made once):
-// decode 159.7 / 175.6 / 182.5 / 220.0 / 331.4 µs at 1 / 2 / 4 / 8 / 16 rows against the tiled
-// kernel's 192.6 / 193.8 / 194.3 / 196.8 / 204.4: decode ahead up to 4 rows (at TP 2 too: 127.0
-// against 137.8 at 1 row, 144.1 against 119.2 at 8). (Run 24's tiled kernel, 253 µs at 8 rows,
-// had put the bound at 8.)
-// The tiled kernel's cost steps with its CTA batch (16, 32, 64, then blocks of 128 rows), so rows
-// 129-256 cost what 256 do: 1550 µs against the dense path's 1400 (1545 against 1336 at 192 rows;
-// at 128 the tiled kernel's 890 against 1268; run 28). Tiled to 128 rows, dense above. (The bound
-// was 192, from a straight line through run 5's 128 and 256.)
+// H200, 70B layer at TP 1 (2026-12-03, run 32): decode 149.6 / 159.6 / 200.9 µs at 1 / 4 / 8 rows
+// against the tiled kernel's 189.8 / 192.3 / 194.2: decode ahead up to 4 rows.
+// The tiled kernel's cost steps with its CTA batch (16, 32, 64, then blocks of 128 rows). Above
+// 64 rows it takes rounded weights (W4TcArithmetic below): 823.9 µs at 128 rows against the
+// exact arithmetic's 895.9 and the dense path's 1275.6; at 256, 1433.9 against 1559.8 and 1412.9,
+// but the whole batch-256 step is faster on it, 131.3 ms against the dense path's 136.0 (run 31):
+// tiled to 256 rows, dense above (at 512, 2461 against 1915).
 inline constexpr int64_t kW4DecodeMaxRows = 4;
-inline constexpr int64_t kW4TiledMaxRows = 128;
+inline constexpr int64_t kW4TiledMaxRows = 256;
 
 // How the tiled kernel applies the group scales:
 //   kExactGroups: Σ (code − zero) · x per group in float32, times the fp16 scale (the decode
@@ -63,7 +61,10 @@ inline constexpr int64_t kW4TiledMaxRows = 128;
 //   kBf16Weights: A = bf16(bf16(scale) · (code − zero)), summed straight into the accumulators
 //     (the dense path's numbers, but for the scale's own rounding to bf16); a warp holds 128
 //     rows of x, so each code is converted once per 128 rows instead of once per 64.
-// w4_matmul's tiled path takes kBf16Weights above kW4TcExactMaxRows rows.
+// w4_matmul's tiled path takes kBf16Weights above kW4TcExactMaxRows rows (run 32, 70B layer:
+// 775 against 477 µs at 64 rows, its CTA of 128 rows half empty; 824 against 896 at 128). Half
+// the instructions per tile gave 8 %, at ~305 TFLOP/s (256 rows); not profiled since, so what
+// bounds it is not measured (mma.sync's issue rate on Hopper is the suspect).
 enum class W4TcArithmetic { kExactGroups, kBf16Weights };
 inline constexpr int64_t kW4TcExactMaxRows = 64;
 inline W4TcArithmetic w4_matmul_tc_arithmetic(int64_t m) {

@@ -36,12 +36,15 @@ if [ "${1:-}" = profile ]; then
   timeout 120 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
   mkdir -p /tmp/profiles
   for spec in ${NCU_PROFILES:-w4_tc_kernel:16 w4_tc_kernel:64 w4_tc_kernel:256 w4_decode_kernel:1}; do
-    kernel=${spec%%:*}; rows=${spec##*:}; name=${kernel}_$rows
+    # KERNEL: a regex on the demangled name, written without spaces (ncu prints template
+    # arguments as '(int)1, (int)16, (bool)1': w4_tc_kernel<.int.1,..int.16,..bool.1).
+    kernel=${spec%%:*}; rows=${spec##*:}; name=${kernel//[^A-Za-z0-9_]/_}_$rows
     # Units: code tiles x the CTAs along the batch that each convert them (the tiled kernel's
     # CTA holds 16, 32, 64 or 128 rows; the decode kernel's warp 8 or 16).
-    blocks=1; [ "$kernel" = w4_tc_kernel ] && [ "$rows" -gt 64 ] && blocks=$(( (rows + 127) / 128 ))
+    blocks=1; [[ $kernel == w4_tc_kernel* ]] && [ "$rows" -gt 64 ] && blocks=$(( (rows + 127) / 128 ))
     echo "==== $name (units: $blocks x 458752 tiles)" >> "$out/ncu.log"
-    timeout 150 ncu --clock-control none -k "regex:$kernel" --launch-skip 6 --launch-count 1 \
+    timeout 150 ncu --clock-control none --kernel-name-base demangled -k "regex:$kernel" \
+      --launch-skip 6 --launch-count 1 \
       --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
       --section ComputeWorkloadAnalysis --section LaunchStats --section SourceCounters \
       -o "/tmp/profiles/$name" "$bin/llama70b_bench" /tmp/profile.json --layers-only \
