@@ -225,8 +225,8 @@ TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
   }
 }
 
-// w4_matmul's three paths by m (decode, tiled, dequantize to bf16 + cuBLASLt; each bound from
-// both sides) with the workspace w4_matmul_workspace_bytes gives, and the dequantized matrix
+// w4_matmul's three paths by m (decode, tiled with exact group sums then with bf16 weights,
+// dequantize to bf16 + cuBLASLt; each bound from both sides) with the workspace w4_matmul_workspace_bytes gives, and the dequantized matrix
 // itself equal to the CPU's dequantize rounded to bf16 (rows 1000: a padded last row tile).
 TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
@@ -234,6 +234,8 @@ TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
                         {kW4DecodeMaxRows, 256, 1024, 128, true},
                         {kW4DecodeMaxRows + 1, 256, 1024, 64, false},
                         {20, 512, 1024, 128, false},
+                        {kW4TcExactMaxRows, 512, 1024, 128, false},
+                        {kW4TcExactMaxRows + 1, 512, 1024, 128, false},
                         {100, 640, 2048, 128, true},
                         {kW4TiledMaxRows, 96, 512, 128, false},
                         {kW4TiledMaxRows + 1, 96, 1024, 64, true},
