@@ -14,7 +14,8 @@ step (GPU greedy, the served path), its roofline and their ratio.
                        batch / step for each, the roofline's, and the serving run's tokens/s at its
                        max_num_seqs.
   layer_gemms:         one layer's four projections at TP 1, µs against rows of x, for each path
-                       (4-bit decode, tiled, dense and bf16 cuBLASLt), beside the 4-bit paths'
+                       (4-bit decode, tiled with exact group sums and with bf16 weights, dense
+                       and bf16 cuBLASLt; a path the JSON lacks is left out), beside the 4-bit paths'
                        two floors: bytes over the copy rate, FLOPs over the bf16 rate.
 Needs matplotlib (Debian: apt-get install python3-matplotlib).
 """
@@ -29,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 REQUIRED = ("gpu", "tp", "date", "copy_tbps", "bf16_tflops", "step_ms_by_batch_graph",
             "step_ms_by_batch_graph_greedy", "roofline_step_ms_by_batch", "layer_gemms")
 # The sweep's decode-kernel grids (w4_decode_w8 ...) are not paths w4_matmul takes: left out.
-PATHS = ("w4_decode", "w4_tiled", "w4_dequant_gemm", "bf16_cublaslt")
+PATHS = ("w4_decode", "w4_tiled", "w4_tiled_bf16w", "w4_dequant_gemm", "bf16_cublaslt")
 
 
 def by_batch(table):
