@@ -63,8 +63,9 @@ inline constexpr int64_t kW4TiledMaxRows = 256;
 //     rows of x, so each code is converted once per 128 rows instead of once per 64.
 // w4_matmul's tiled path takes kBf16Weights above kW4TcExactMaxRows rows (run 32, 70B layer:
 // 775 against 477 µs at 64 rows, its CTA of 128 rows half empty; 824 against 896 at 128). Half
-// the instructions per tile gave 8 %, at ~305 TFLOP/s (256 rows); not profiled since, so what
-// bounds it is not measured (mma.sync's issue rate on Hopper is the suspect).
+// the instructions per tile gave 8 %, at ~305 TFLOP/s (256 rows): run 35's profile has it
+// latency-bound (8 warps per multiprocessor at 234 registers, 40 % of stalls on fixed-latency
+// dependencies, the tensor pipe 51 % busy).
 enum class W4TcArithmetic { kExactGroups, kBf16Weights };
 inline constexpr int64_t kW4TcExactMaxRows = 64;
 inline W4TcArithmetic w4_matmul_tc_arithmetic(int64_t m) {
