@@ -44,13 +44,13 @@ namespace shardserve::kernels::cuda {
 
 // Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
 // docs/PERF.md).
-// H200, 70B layer at TP 1 (2026-12-03, run 32): decode 149.6 / 159.6 / 200.9 µs at 1 / 4 / 8 rows
-// against the tiled kernel's 189.8 / 192.3 / 194.2: decode ahead up to 4 rows.
+// H200, 70B layer at TP 1 (2026-12-03, run 36): decode 148.9 / 160.4 / 201.3 µs at 1 / 4 / 8 rows
+// against the tiled kernel's 180.7 / 181.6 / 183.7: decode ahead up to 4 rows.
 // The tiled kernel's cost steps with its CTA batch (16, 32, 64, then blocks of 128 rows). Above
-// 64 rows it takes rounded weights (W4TcArithmetic below): 823.9 µs at 128 rows against the
-// exact arithmetic's 895.9 and the dense path's 1275.6; at 256, 1433.9 against 1559.8 and 1412.9,
-// but the whole batch-256 step is faster on it, 131.3 ms against the dense path's 136.0 (run 31):
-// tiled to 256 rows, dense above (at 512, 2461 against 1915).
+// 64 rows it takes rounded weights (W4TcArithmetic below): 716.1 µs at 128 rows against the
+// exact arithmetic's 865.8 and the dense path's 1276.4; at 256, 1212.8 against 1501.9 and
+// 1407.5 (the batch-256 step 116.5 ms; 136.0 on the dense path in run 31): tiled to 256 rows,
+// dense above (at 512, 2355 against 1921).
 inline constexpr int64_t kW4DecodeMaxRows = 4;
 inline constexpr int64_t kW4TiledMaxRows = 256;
 
@@ -61,11 +61,10 @@ inline constexpr int64_t kW4TiledMaxRows = 256;
 //   kBf16Weights: A = bf16(bf16(scale) · (code − zero)), summed straight into the accumulators
 //     (the dense path's numbers, but for the scale's own rounding to bf16); a warp holds 128
 //     rows of x, so each code is converted once per 128 rows instead of once per 64.
-// w4_matmul's tiled path takes kBf16Weights above kW4TcExactMaxRows rows (run 32, 70B layer:
-// 775 against 477 µs at 64 rows, its CTA of 128 rows half empty; 824 against 896 at 128). Half
-// the instructions per tile gave 8 %, at ~305 TFLOP/s (256 rows): run 35's profile has it
-// latency-bound (8 warps per multiprocessor at 234 registers, 40 % of stalls on fixed-latency
-// dependencies, the tensor pipe 51 % busy).
+// w4_matmul's tiled path takes kBf16Weights above kW4TcExactMaxRows rows (run 36, 70B layer:
+// 670 against 433 µs at 64 rows, its CTA of 128 rows half empty; 716 against 866 at 128).
+// Run 35's profile has it latency-bound (8 warps per multiprocessor at 234 registers, 40 % of
+// stalls on fixed-latency dependencies, the tensor pipe 51 % busy).
 enum class W4TcArithmetic { kExactGroups, kBf16Weights };
 inline constexpr int64_t kW4TcExactMaxRows = 64;
 inline W4TcArithmetic w4_matmul_tc_arithmetic(int64_t m) {

@@ -28,11 +28,14 @@
 //   per k16 step s: 2 A operands from code word s (w4::codes_to_operand: exact code - zero in
 //   bf16), NT / 2 ldmatrix.x4 give the NT n8 B operands, 2 NT mma.sync accumulate Σ (code - zero) · x
 //   per group in float32 (d); at a group boundary acc += scale · d (the decode kernel's exact
-//   arithmetic: no weight is rounded to bf16). One __syncthreads per k tile: after it the
-//   stage computed in the previous iteration is refilled with the tile kStages - 1 ahead.
+//   arithmetic: no weight is rounded to bf16). With rounded weights (kRound, above 64 rows) A
+//   is multiplied by the rows' bf16 scales and the mma accumulates into acc directly. One
+//   __syncthreads per k tile: after it the stage computed in the previous iteration is
+//   refilled with the tile kStages - 1 ahead.
 // Registers: acc and d are 2 x NT x 4 floats each (128 at NT = 8: a CTA of 8 warps then runs
-// alone on a multiprocessor); the stages in flight (kStages - 1 tiles: 12 KB of codes and up to
-// 48 KB of x per CTA) are what hides the memory latency.
+// alone on a multiprocessor; kRound has no d, so NT = 16 fits in 240 with 2 CTAs of 4 warps);
+// the stages in flight (kStages - 1 tiles: 12 KB of codes and up to 48 KB of x per CTA) are what
+// hides the memory latency.
 #include <algorithm>
 
 #include "kernels/cuda/launchers.h"
@@ -60,6 +63,9 @@ struct Tc {
   static constexpr int kBatch = kWarpBatch * WM;
   static constexpr int kStageBytes = kCodeStageBytes + kBatch * kXRowBytes;
   static constexpr int kSmemBytes = kStages * kStageBytes;
+  // Blocks per multiprocessor the registers must allow: 5 for NT = 2 (the 16-row CTA, whose
+  // shared memory allows 5; at 106 registers only 4 fit), else whatever they take.
+  static constexpr int kMinBlocks = NT == 2 ? 5 : 1;
 };
 
 using ptx::cp_async16;
@@ -75,8 +81,12 @@ using ptx::smem_address;
 // kRound (W4TcArithmetic::kBf16Weights): A = bf16(scale) · (code - zero) rounded to bf16, summed
 // straight into acc: no group sums d (half the accumulator registers, which lets a warp hold
 // NT = 16) and nothing to do at a group boundary but load the next scales.
-template <int WM, int NT, bool kRound, typename Out>
-__global__ void __launch_bounds__(Tc<WM, NT>::kThreads, 1)
+// kTileGroups: the group size is a multiple of 64, so a group boundary can only fall at the
+// start of a k tile (s = 0); otherwise at any even k16 step. Tested once per tile, the four k16
+// steps are one basic block the compiler can interleave (the next step's conversion and ldmatrix
+// under this step's mma).
+template <int WM, int NT, bool kRound, bool kTileGroups, typename Out>
+__global__ void __launch_bounds__(Tc<WM, NT>::kThreads, Tc<WM, NT>::kMinBlocks)
 w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
              const uint32_t* __restrict__ meta, int n, int k, int group_size, int groups,
              int row_tiles, int kt_per_split, Out* __restrict__ y, int64_t ldy,
@@ -210,7 +220,7 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
     }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      if (col >= next_boundary) {
+      if ((kTileGroups ? s == 0 : (s & 1) == 0) && col >= next_boundary) {
         if constexpr (!kRound) {
 #pragma unroll
           for (int i = 0; i < kTilesPerWarp; ++i) {
@@ -324,11 +334,11 @@ std::size_t tc_permuted_offset(int64_t m, int64_t n, int64_t k, W4TcArithmetic a
   return (tc_partial_bytes(m, n, k, arithmetic) + 15) / 16 * 16;
 }
 
-template <int WM, int NT, bool kRound, typename Out>
+template <int WM, int NT, bool kRound, bool kTileGroups, typename Out>
 cudaError_t launch_tc(const TcShape& s, const bf16* x, int64_t m, const W4Weights& w, Out* y,
                       int64_t ldy, float* partial, cudaStream_t stream) {
   using T = Tc<WM, NT>;
-  auto* kernel = &w4_tc_kernel<WM, NT, kRound, Out>;
+  auto* kernel = &w4_tc_kernel<WM, NT, kRound, kTileGroups, Out>;
   // Above 48 KB a kernel's dynamic shared memory must be allowed explicitly (not a stream
   // operation: legal while a graph is being captured).
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -345,6 +355,20 @@ cudaError_t launch_tc(const TcShape& s, const bf16* x, int64_t m, const W4Weight
   return w4::reduce_splits<Out>(partial, s.splits, static_cast<int>(m), w.n, y, ldy, stream);
 }
 
+template <bool kTileGroups, typename Out>
+cudaError_t dispatch_tc(const TcShape& s, const bf16* xs, int64_t m, const W4Weights& w, Out* y,
+                        int64_t ldy, float* partial, cudaStream_t stream) {
+  constexpr bool G = kTileGroups;
+  float* p = partial;
+  if (s.round) return launch_tc<1, 16, true, G, Out>(s, xs, m, w, y, ldy, p, stream);
+  if (s.wm == 2) return launch_tc<2, 8, false, G, Out>(s, xs, m, w, y, ldy, p, stream);
+  switch (s.nt) {
+    case 2: return launch_tc<1, 2, false, G, Out>(s, xs, m, w, y, ldy, p, stream);
+    case 4: return launch_tc<1, 4, false, G, Out>(s, xs, m, w, y, ldy, p, stream);
+    default: return launch_tc<1, 8, false, G, Out>(s, xs, m, w, y, ldy, p, stream);
+  }
+}
+
 template <typename Out>
 cudaError_t tc_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t ldy,
                    void* workspace, W4TcArithmetic arithmetic, cudaStream_t stream) {
@@ -358,13 +382,9 @@ cudaError_t tc_any(const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t
   }
   const TcShape s = tc_shape(m, w.n, w.k, arithmetic);
   auto* partial = static_cast<float*>(workspace);
-  if (s.round) return launch_tc<1, 16, true, Out>(s, xs, m, w, y, ldy, partial, stream);
-  if (s.wm == 2) return launch_tc<2, 8, false, Out>(s, xs, m, w, y, ldy, partial, stream);
-  switch (s.nt) {
-    case 2: return launch_tc<1, 2, false, Out>(s, xs, m, w, y, ldy, partial, stream);
-    case 4: return launch_tc<1, 4, false, Out>(s, xs, m, w, y, ldy, partial, stream);
-    default: return launch_tc<1, 8, false, Out>(s, xs, m, w, y, ldy, partial, stream);
-  }
+  return w.group_size % kW4TileCols == 0
+             ? dispatch_tc<true, Out>(s, xs, m, w, y, ldy, partial, stream)
+             : dispatch_tc<false, Out>(s, xs, m, w, y, ldy, partial, stream);
 }
 
 }  // namespace
