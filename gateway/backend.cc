@@ -1,5 +1,7 @@
 #include "gateway/backend.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -20,12 +22,26 @@ std::optional<api::ServerMessage> Backend::Stream::next(std::chrono::millisecond
   return m;
 }
 
-void Backend::Stream::push(api::ServerMessage m) {
+bool Backend::Stream::push(api::ServerMessage m, std::size_t cap) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(std::move(m));
+    if (overflowed_) return false;
+    if (queue_.size() >= cap) {
+      // What the client has not read is dropped: it is not reading, and the answer is an error.
+      overflowed_ = true;
+      queue_.clear();
+      queue_.push_back(api::ErrorReply{
+          std::nullopt, api::ErrorCode::kOverloaded, "",
+          fmt::format("the client read too slowly: {} messages of this response waited unread "
+                      "at the gateway (its --max-stream-messages); the request is cancelled",
+                      cap),
+          std::nullopt});
+    } else {
+      queue_.push_back(std::move(m));
+    }
   }
   cv_.notify_all();
+  return !overflowed_;
 }
 
 Backend::Backend(BackendOptions options)
@@ -136,7 +152,11 @@ void Backend::route(api::ServerMessage m) {
     }
   }
   if (stream) {
-    stream->push(std::move(m));
+    if (!stream->push(std::move(m), options_.max_stream_messages)) {
+      spdlog::warn("gateway: requests {} cancelled: their client left {} messages unread",
+                   fmt::join(stream->ids(), ","), options_.max_stream_messages);
+      cancel(*stream);
+    }
   } else if (!waiters.empty()) {
     for (const auto& w : waiters) {
       {

@@ -8,6 +8,11 @@
 // (the handler answers 503) rather than queueing. The front end sends a heartbeat at least every
 // probe interval while requests are live, so a Stream that hears nothing for silence_timeout
 // means the coordinator is gone.
+//
+// A Stream holds at most max_stream_messages unread messages: a client that reads its SSE
+// stream more slowly than tokens come (or not at all) fills it, and then the stream's requests
+// are cancelled and its last message is an "overloaded" error saying why. So a stalled client
+// costs the gateway a bounded amount of memory, not its whole generation.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -31,6 +36,7 @@ struct BackendOptions {
   std::string endpoint = "tcp://127.0.0.1:5555";
   std::chrono::milliseconds heartbeat_ivl{1000};
   std::chrono::milliseconds heartbeat_timeout{5000};
+  std::size_t max_stream_messages = 4096;  // unread messages a Stream holds at most
   api::CurveClientOptions curve;  // key files; read (and checked) when the Backend is made
 };
 
@@ -45,11 +51,14 @@ class Backend {
 
    private:
     friend class Backend;
-    void push(api::ServerMessage m);
+    // Queues m; false (m dropped) once `cap` messages wait unread: the stream then ends with
+    // an error in their place and takes nothing more.
+    bool push(api::ServerMessage m, std::size_t cap);
     std::vector<std::string> ids_;
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<api::ServerMessage> queue_;
+    bool overflowed_ = false;
   };
 
   explicit Backend(BackendOptions options);

@@ -95,6 +95,7 @@ struct GatewayOptions {
   double request_timeout_s = 600;  // a request's whole life: passed to the coordinator as timeout_s
   double connect_timeout_s = 30;   // at start: wait this long for the model's description
   size_t max_body_bytes = 8 << 20;
+  size_t max_stream_messages = 4096;  // a stream's unread messages at most (gateway/backend.h)
   api::CurveClientOptions curve;  // the coordinator's CURVE: key files (api/curve.h)
 };
 
@@ -126,6 +127,7 @@ class Gateway {
         backend_([this] {
           BackendOptions b;
           b.endpoint = options_.coordinator;
+          b.max_stream_messages = options_.max_stream_messages;
           b.curve = options_.curve;
           return b;
         }()),
@@ -517,6 +519,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-body-bytes", o.max_body_bytes, "largest request body (larger: 413)")
       ->capture_default_str();
+  app.add_option("--max-stream-messages", o.max_stream_messages,
+                 "messages a streamed response holds unread at most; past it the request is "
+                 "cancelled (a client that stopped reading)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level)->capture_default_str();
   // Security (gateway/api_key.h, api/curve.h, docs/deploy.md): file names only.
   std::string api_key_file;
@@ -534,8 +540,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("[%H:%M:%S.%e] [gateway] [%l] %v");
   try {
-    shardserve::require(o.threads >= 1 && o.max_queued >= 1,
-                        "--threads and --max-queued must be >= 1");
+    shardserve::require(o.threads >= 1 && o.max_queued >= 1 && o.max_stream_messages >= 1,
+                        "--threads, --max-queued and --max-stream-messages must be >= 1");
     shardserve::require(std::isfinite(o.request_timeout_s) && o.request_timeout_s > 0 &&
                             o.request_timeout_s <= shardserve::api::kMaxTimeoutSeconds,
                         "--request-timeout must be in (0, {}] seconds, got {}",

@@ -11,6 +11,9 @@ front of it with --max-active 4 (issue #21; docs/RELIABILITY.md).
              the 4 admitted streams all complete. Then a burst of 24 short requests over HTTP:
              each answer is a full completion or a 429 with Retry-After, and the coordinator's
              counters agree with what the clients saw.
+  stalled    a client that stops reading a stream of large events (20 logprobs a token): past the
+             gateway's --max-stream-messages 64 its request is cancelled (the coordinator's
+             counters: cancelled, not finished) while it still holds the connection.
 No timing assertions (bench/overload measures latencies)."""
 import argparse
 import signal
@@ -104,14 +107,17 @@ def limits(base, endpoint, ctx):
     sock.close()
 
 
-def start_stream(base, max_tokens, read):
+def start_stream(base, max_tokens, read, top_logprobs=0):
     """A streamed chat completion on a raw socket; with read=False the client never reads."""
     host, port = base.replace("http://", "").split(":")
     s = socket.create_connection((host, int(port)))
     if not read:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Tell me everything."}],
-                       "max_tokens": max_tokens, "ignore_eos": True, "stream": True}).encode()
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me everything."}],
+               "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+    if top_logprobs:
+        request.update(logprobs=True, top_logprobs=top_logprobs)
+    body = json.dumps(request).encode()
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
     return s
@@ -201,6 +207,25 @@ def overload(base, endpoint, ctx, status):
           f"the coordinator finished exactly the {n200} admitted; KV pool empty")
 
 
+def stalled_reader_bound(base, status, gw):
+    """A client that stops reading a stream whose events are ~2 KB (20 logprobs a token): the
+    kernel's socket buffers fill, the gateway's queue for the stream reaches its
+    --max-stream-messages (64 here), and the gateway cancels the request while the client still
+    holds the connection, holding at most 64 of its messages instead of its 1500 tokens. (Plain
+    1500-token streams fit the loopback socket buffers: the overload step's stalled client
+    never fills the queue.)"""
+    before = status()["counters"]
+    s = start_stream(base, 1500, False, top_logprobs=20)
+    after = wait_until(lambda: (lambda x: x if x["live_requests"] == 0 and
+                                x["counters"]["submitted"] > before["submitted"] else None)(status()),
+                       60, "the stalled stream's request ended while its client holds the connection")
+    check(after["counters"]["cancelled"] == before["cancelled"] + 1 and
+          after["counters"]["finished"] == before["finished"],
+          "a stalled reader past --max-stream-messages: its request cancelled, not finished")
+    check("left 64 messages unread" in gw.text(), "the gateway says why it cancelled", gw)
+    s.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", required=True, help="llm-local (or a server with its flags)")
@@ -213,13 +238,15 @@ def main():
                           "--max-num-seqs", "2", "--max-waiting", "2", "--kv-blocks", "512"], args.workdir)
     endpoint = srv.listening(60)
     gw = Proc("gateway", [args.gateway, "--coordinator", endpoint, "--host", "127.0.0.1", "--port", "0",
-                          "--threads", "8", "--max-active", "4", "--max-body-bytes", "65536"], args.workdir)
+                          "--threads", "8", "--max-active", "4", "--max-body-bytes", "65536",
+                          "--max-stream-messages", "64"], args.workdir)
     base = gw.listening(60)
     ctl = [args.llmctl, "--endpoint", endpoint, "status", "--json"]
     status = lambda: json.loads(run(ctl, check_rc=0)[1])  # noqa: E731
     ctx = zmq.Context()
     limits(base, endpoint, ctx)
     overload(base, endpoint, ctx, status)
+    stalled_reader_bound(base, status, gw)
     gw.signal(signal.SIGTERM)
     check(gw.wait(20) == 0, "the gateway exits 0 on SIGTERM", gw)
     srv.signal(signal.SIGTERM)
