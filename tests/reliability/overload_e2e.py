@@ -11,9 +11,9 @@ front of it with --max-active 4 (issue #21; docs/RELIABILITY.md).
              the 4 admitted streams all complete. Then a burst of 24 short requests over HTTP:
              each answer is a full completion or a 429 with Retry-After, and the coordinator's
              counters agree with what the clients saw.
-  stalled    a client that stops reading a stream of large events (20 logprobs a token): past the
-             gateway's --max-stream-messages 64 its request is cancelled (the coordinator's
-             counters: cancelled, not finished) while it still holds the connection.
+  stalled    a client that stops reading a stream of 4 choices of large events (20 logprobs a
+             token): past the gateway's --max-stream-messages 64 its requests are cancelled (the
+             coordinator's counters: 4 cancelled, none finished) while it holds the connection.
 No timing assertions (bench/overload measures latencies)."""
 import argparse
 import signal
@@ -107,7 +107,7 @@ def limits(base, endpoint, ctx):
     sock.close()
 
 
-def start_stream(base, max_tokens, read, top_logprobs=0):
+def start_stream(base, max_tokens, read, top_logprobs=0, n=1):
     """A streamed chat completion on a raw socket; with read=False the client never reads."""
     host, port = base.replace("http://", "").split(":")
     s = socket.create_connection((host, int(port)))
@@ -117,6 +117,8 @@ def start_stream(base, max_tokens, read, top_logprobs=0):
                "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
     if top_logprobs:
         request.update(logprobs=True, top_logprobs=top_logprobs)
+    if n > 1:
+        request["n"] = n
     body = json.dumps(request).encode()
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
@@ -208,20 +210,20 @@ def overload(base, endpoint, ctx, status):
 
 
 def stalled_reader_bound(base, status, gw):
-    """A client that stops reading a stream whose events are ~2 KB (20 logprobs a token): the
-    kernel's socket buffers fill, the gateway's queue for the stream reaches its
-    --max-stream-messages (64 here), and the gateway cancels the request while the client still
-    holds the connection, holding at most 64 of its messages instead of its 1500 tokens. (Plain
-    1500-token streams fit the loopback socket buffers: the overload step's stalled client
-    never fills the queue.)"""
+    """A client that stops reading a stream of 4 choices whose events are ~1-2 KB (20 logprobs a
+    token): ~9 MB in all, more than the loopback socket buffers hold (a send buffer grows to 4 MB
+    at most), so the gateway's queue for the stream reaches its --max-stream-messages (64 here)
+    and the gateway cancels the 4 requests while the client still holds the connection, holding
+    at most 64 of their messages. (Plain 1500-token streams fit the socket buffers: the overload
+    step's stalled client never fills the queue.)"""
     before = status()["counters"]
-    s = start_stream(base, 1500, False, top_logprobs=20)
+    s = start_stream(base, 1500, False, top_logprobs=20, n=4)
     after = wait_until(lambda: (lambda x: x if x["live_requests"] == 0 and
                                 x["counters"]["submitted"] > before["submitted"] else None)(status()),
                        60, "the stalled stream's request ended while its client holds the connection")
-    check(after["counters"]["cancelled"] == before["cancelled"] + 1 and
+    check(after["counters"]["cancelled"] == before["cancelled"] + 4 and
           after["counters"]["finished"] == before["finished"],
-          "a stalled reader past --max-stream-messages: its request cancelled, not finished")
+          "a stalled reader past --max-stream-messages: its 4 requests cancelled, none finished")
     check("left 64 messages unread" in gw.text(), "the gateway says why it cancelled", gw)
     s.close()
 
