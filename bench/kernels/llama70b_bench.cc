@@ -14,10 +14,9 @@
 //      tokens. Roofline = the larger of (weights + LM head + KV bytes read) / copy bandwidth and
 //      the step's FLOPs / the bf16 rate.
 //
-// usage: llama70b_bench OUT.json [--tp N] [--layers-only] [--batches M,M,...]
-//   --tp: the runner's shard (only 1 runs on one GPU); --layers-only: the ceilings and the TP 1
-//   layer table alone (for a profiler: no other TP, no whole model); --batches: the TP 1 layer
-//   table's rows instead of 1 to 2048.
+// usage: llama70b_bench [OUT.json] [--tp N] [--layers-only] [--batches M,M,...] (--help says
+// what each does)
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,7 +24,6 @@
 #include <ctime>
 #include <fstream>
 #include <functional>
-#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
@@ -135,38 +133,27 @@ std::string today() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app{"Issue 17's LLaMA-70B W4 benchmark (docs/PERF.md): ceilings, layer table, steps"};
+  std::string out_path = "llama70b.json";
+  int tp = 1;
+  bool layers_only = false;
+  std::vector<int64_t> tp1_batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048};
+  app.add_option("out", out_path, "the JSON result")->capture_default_str();
+  app.add_option("--tp", tp, "the runner's shard (only 1 runs on one GPU)")
+      ->check(CLI::IsMember({1, 2, 4, 8}))
+      ->capture_default_str();
+  app.add_flag("--layers-only", layers_only,
+               "the ceilings and the TP 1 layer table alone (for a profiler: no other TP, no "
+               "whole model)");
+  app.add_option("--batches", tp1_batches, "the TP 1 layer table's rows")
+      ->delimiter(',')
+      ->check(CLI::Range(int64_t{1}, int64_t{2048}));
+  CLI11_PARSE(app, argc, argv);
   if (!kc::cuda_device_available()) {
     std::printf("llama70b_bench: no CUDA device, nothing to measure\n");
     return 0;
   }
-  const std::string out_path = argc > 1 ? argv[1] : "llama70b.json";
-  int tp = 1;
-  bool layers_only = false;
-  std::vector<int64_t> tp1_batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048};
   try {
-    for (int i = 2; i < argc; ++i) {
-      const std::string arg = argv[i];
-      if (arg == "--layers-only") {
-        layers_only = true;
-      } else if ((arg == "--tp" || arg == "--batches") && i + 1 < argc) {
-        const std::string value = argv[++i];
-        if (arg == "--tp") {
-          tp = std::stoi(value);
-          continue;
-        }
-        tp1_batches.clear();
-        for (std::size_t at = 0; at <= value.size();) {
-          const std::size_t end = std::min(value.find(',', at), value.size());
-          tp1_batches.push_back(std::stoll(value.substr(at, end - at)));
-          if (tp1_batches.back() < 1 || tp1_batches.back() > 2048)
-            throw std::invalid_argument("--batches: each in [1, 2048], got " + value);
-          at = end + 1;
-        }
-      } else {
-        throw std::invalid_argument("unknown or incomplete argument '" + arg +
-                                    "' (usage: OUT.json [--tp N] [--layers-only] [--batches M,M,...])");
-      }
-    }
     cudaDeviceProp prop{};
     SHARDSERVE_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
