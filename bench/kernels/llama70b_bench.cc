@@ -5,9 +5,10 @@
 //      cuBLASLt product.
 //   2. One layer's four projections (qkv, o, gate_up, down) at the TP 1/2/4/8 shard shapes and
 //      batch (rows) 1, 8, 16, 32 (TP 1: 1 to 2048): the W4 decode kernel, the W4 tiled kernel
-//      (exact group sums; at TP 1 from 16 rows also with weights rounded to bf16), the W4 dense path (dequantize + cuBLASLt; at 16 rows the dequantize alone too) and bf16
-//      cuBLASLt, each as a fraction of the copy roofline of the bytes it must move
-//      (weights once + activations). The L2 (60 MB) is flushed before each timed run.
+//      (exact group sums; at TP 1 from 16 rows also with weights rounded to bf16), the W4 dense
+//      path (dequantize + cuBLASLt; at 16 rows the dequantize alone too) and bf16 cuBLASLt, each
+//      as a fraction of the copy roofline of the bytes it must move (weights once +
+//      activations). The L2 (60 MB) is flushed before each timed run.
 //   3. The whole decode step through CudaModelRunner::forward (host packing, one copy in, the
 //      80 layers, LM head, one copy of the logits out) with random 4-bit weights at TP = 1:
 //      batch 1 to 256 at context 128, batch 1 at contexts 2048 and 8192, and a prefill of 2048

@@ -292,7 +292,9 @@ w4_decode_kernel(const bf16* __restrict__ x, int m_valid, const uint4* __restric
   for (int c = 0; c < chunks; ++c) {
     // Refill the stage read in the previous iteration: every lane is done with it.
     __syncwarp();
-    if (lane == 0 && c + kStages - 1 < chunks) issue(c + kStages - 1, stage == 0 ? kStages - 1 : stage - 1);
+    if (lane == 0 && c + kStages - 1 < chunks) {
+      issue(c + kStages - 1, stage == 0 ? kStages - 1 : stage - 1);
+    }
     mbarrier_wait(bars + stage * 8, phase);
     const unsigned char* st = ring_ptr + stage * kStageBytes;
     const int in_chunk = min(kChunkTiles, tiles_here - c * kChunkTiles);

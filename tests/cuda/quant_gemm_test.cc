@@ -226,8 +226,9 @@ TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
 }
 
 // w4_matmul's three paths by m (decode, tiled with exact group sums then with bf16 weights,
-// dequantize to bf16 + cuBLASLt; each bound from both sides) with the workspace w4_matmul_workspace_bytes gives, and the dequantized matrix
-// itself equal to the CPU's dequantize rounded to bf16 (rows 1000: a padded last row tile).
+// dequantize to bf16 + cuBLASLt; each bound from both sides) with the workspace
+// w4_matmul_workspace_bytes gives, and the dequantized matrix itself equal to the CPU's
+// dequantize rounded to bf16 (rows 1000: a padded last row tile).
 TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
   const Case cases[] = {{2, 512, 1024, 128, false},
