@@ -41,6 +41,7 @@
 
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/vec.cuh"
 
 namespace shardserve::kernels::cuda {
 namespace {
@@ -71,11 +72,6 @@ using ptx::ldmatrix_x4;
 using ptx::ldmatrix_x4_trans;
 using ptx::mma_bf16;
 using ptx::smem_address;
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo in the low half: lower column
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 // Element offset of 16-byte chunk `chunk` of row `row` in a [rows][D] swizzled tile.
 template <int D>

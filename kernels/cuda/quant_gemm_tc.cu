@@ -41,6 +41,7 @@
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/quant_layout.h"
+#include "kernels/cuda/vec.cuh"
 #include "kernels/cuda/w4_common.cuh"
 
 namespace shardserve::kernels::cuda {
@@ -164,7 +165,7 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
   auto set_meta = [&](int i, int h, uint32_t mt) {
     scale[i][h] = w4::meta_scale(mt);
     zero[i][h] = w4::meta_zero_pair(mt);
-    if constexpr (kRound) scale_pair[i][h] = w4::bf16_pair(scale[i][h]);
+    if constexpr (kRound) scale_pair[i][h] = pack_bf16(scale[i][h], scale[i][h]);
   };
 #pragma unroll
   for (int i = 0; i < kTilesPerWarp; ++i) {

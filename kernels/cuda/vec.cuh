@@ -7,6 +7,13 @@
 
 namespace shardserve::kernels::cuda {
 
+// {bf16(lo), bf16(hi)} as one 32-bit register (lo in the low half: the lower column of an mma
+// fragment).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
 // 8 bf16 values, 16 bytes: the unit of vector access.
 struct alignas(16) Bf16x8 {
   __nv_bfloat162 h[4];

@@ -41,6 +41,12 @@ __device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
   x = __hsub2(x, y);
   return *reinterpret_cast<uint32_t*>(&x);
 }
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  __nv_bfloat162 x = *reinterpret_cast<__nv_bfloat162*>(&a);
+  const __nv_bfloat162 y = *reinterpret_cast<__nv_bfloat162*>(&b);
+  x = __hmul2(x, y);
+  return *reinterpret_cast<uint32_t*>(&x);
+}
 
 // The A operand of one k16 step from one 32-bit code word (quant_layout.h's nibble order):
 // registers 0, 2 hold row g (zero pair z_lo), registers 1, 3 row g + 8 (z_hi).
@@ -62,23 +68,14 @@ __device__ __forceinline__ void codes_to_operand(uint32_t word, uint32_t z_lo, u
   a[3] = bf16x2_sub(a[3], z_hi);
 }
 
-// {bf16(v), bf16(v)}: a scale as the bf16 pair scale_operand multiplies by.
-__device__ __forceinline__ uint32_t bf16_pair(float v) {
-  const __nv_bfloat162 p = __float2bfloat162_rn(v);
-  return *reinterpret_cast<const uint32_t*>(&p);
-}
-
 // The rounded-weights arithmetic (the tiled kernel's W4TcArithmetic::kBf16Weights, the dense
 // path's numbers up to the scale's own rounding to bf16): codes_to_operand's exact code - zero
-// times the rows' bf16 scale pairs, rounded once to bf16.
+// times the rows' bf16 scale pairs {bf16(scale), bf16(scale)} (pack_bf16), rounded once to bf16.
 __device__ __forceinline__ void scale_operand(uint32_t s_lo, uint32_t s_hi, uint32_t (&a)[4]) {
-#pragma unroll
-  for (int p = 0; p < 4; ++p) {
-    __nv_bfloat162 v = *reinterpret_cast<__nv_bfloat162*>(&a[p]);
-    const uint32_t sp = p % 2 == 0 ? s_lo : s_hi;
-    v = __hmul2(v, *reinterpret_cast<const __nv_bfloat162*>(&sp));
-    a[p] = *reinterpret_cast<uint32_t*>(&v);
-  }
+  a[0] = bf16x2_mul(a[0], s_lo);
+  a[1] = bf16x2_mul(a[1], s_hi);
+  a[2] = bf16x2_mul(a[2], s_lo);
+  a[3] = bf16x2_mul(a[3], s_hi);
 }
 
 // Host side, defined in quant_gemm.cu.
