@@ -84,9 +84,16 @@ std::shared_ptr<Backend::Stream> Backend::submit(std::vector<api::SubmitRequest>
 }
 
 void Backend::cancel(const Stream& stream) {
-  for (const auto& id : stream.ids())
+  // Only ids still registered: a stream the I/O thread already cancelled (its client left
+  // max_stream_messages unread) is not cancelled again when its handler gives up on it.
+  std::vector<std::string> live;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : stream.ids())
+      if (streams_.erase(id) > 0) live.push_back(id);
+  }
+  for (const auto& id : live)
     enqueue(Outgoing{api::encode(api::ClientMessage{api::CancelRequest{id, std::nullopt}}), {}});
-  release(stream);
 }
 
 void Backend::release(const Stream& stream) {
