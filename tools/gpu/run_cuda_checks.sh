@@ -29,12 +29,33 @@ status() { echo "$1: exit $2" >> "$sum"; }
   compute-sanitizer --version 2>/dev/null | head -2; } > "$sum" 2>&1
 cat "$sum"
 
+# Nsight Compute on one launch of `llama70b_bench ARGS...`: the (SKIP + 1)th of the kernels whose
+# demangled name matches REGEX, with its sections and every SASS instruction's stall samples.
+# Details go to ncu.log; tools/gpu/ncu_source_profile.py condenses the instructions per UNITS
+# of work into TSV and a summary (/tmp/profiles/NAME.txt, also appended to ncu.log).
+#   ncu_profile NAME REGEX SKIP UNITS TSV LIMIT_S ARGS...
+ncu_profile() {
+  local name=$1 regex=$2 skip=$3 units=$4 tsv=$5 limit=$6 rep=/tmp/profiles/$1
+  shift 6
+  mkdir -p /tmp/profiles
+  timeout "$limit" ncu --clock-control none --kernel-name-base demangled -k "regex:$regex" \
+    --launch-skip "$skip" --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
+    --section ComputeWorkloadAnalysis --section LaunchStats --section SourceCounters \
+    -o "$rep" "$bin/llama70b_bench" "$@" >> "$out/ncu.log" 2>&1
+  status "ncu $name" $?
+  ncu -i "$rep.ncu-rep" --page details >> "$out/ncu.log" 2>&1
+  ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "$rep.csv" 2>&1
+  python3 tools/gpu/ncu_source_profile.py "$rep.csv" --units "$units" --tsv "$tsv" > "$rep.txt" 2>&1
+  status "profile $name" $?
+  cat "$rep.txt" >> "$out/ncu.log"
+}
+
 if [ "${1:-}" = profile ]; then
   # About 40 s per profile: the benchmark's ceilings and its TP 1 layer table at those rows
   # alone (--layers-only --batches), the kernel's 7th launch (the second warm-up's gate_up,
   # 57344 x 8192: 458752 code tiles) replayed by Nsight Compute.
   timeout 120 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
-  mkdir -p /tmp/profiles
   for spec in ${NCU_PROFILES:-w4_tc_kernel:16 w4_tc_kernel:64 w4_tc_kernel:256 w4_decode_kernel:1}; do
     # KERNEL: a regex on the demangled name, written without spaces (ncu prints template
     # arguments as '(int)1, (int)16, (bool)1': w4_tc_kernel<.int.1,..int.16,..bool.1).
@@ -43,17 +64,8 @@ if [ "${1:-}" = profile ]; then
     # CTA holds 16, 32, 64 or 128 rows; the decode kernel's warp 8 or 16).
     blocks=1; [[ $kernel == w4_tc_kernel* ]] && [ "$rows" -gt 64 ] && blocks=$(( (rows + 127) / 128 ))
     echo "==== $name (units: $blocks x 458752 tiles)" >> "$out/ncu.log"
-    timeout 150 ncu --clock-control none --kernel-name-base demangled -k "regex:$kernel" \
-      --launch-skip 6 --launch-count 1 \
-      --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
-      --section ComputeWorkloadAnalysis --section LaunchStats --section SourceCounters \
-      -o "/tmp/profiles/$name" "$bin/llama70b_bench" /tmp/profile.json --layers-only \
-      --batches "$rows" >> "$out/ncu.log" 2>&1
-    status "ncu $name" $?
-    ncu -i "/tmp/profiles/$name.ncu-rep" --page details >> "$out/ncu.log" 2>&1
-    ncu -i "/tmp/profiles/$name.ncu-rep" --page source --csv --print-source sass > "/tmp/profiles/$name.csv" 2>&1
-    python3 tools/gpu/ncu_source_profile.py "/tmp/profiles/$name.csv" --units $(( blocks * 458752 )) \
-      --tsv "/tmp/profiles/$name.tsv" >> "$out/ncu.log" 2>&1; status "profile $name" $?
+    ncu_profile "$name" "$kernel" 6 $(( blocks * 458752 )) "/tmp/profiles/$name.tsv" 150 \
+      /tmp/profile.json --layers-only --batches "$rows"
   done
   (cd /tmp/profiles && tar czf "$out/profiles.tgz" ./*.tsv)
   echo "==== summary"; cat "$sum"
@@ -151,15 +163,8 @@ if [ "${1:-}" = ncu ]; then
   # launch of it, the qkv projection of a 70B layer (10240 x 8192: 81920 code tiles), with the
   # per-instruction stall samples condensed by tools/gpu/ncu_source_profile.py (its summary appended to ncu.log,
   # every instruction in decode_profile.tsv).
-  timeout 100 ncu --clock-control none -k "regex:${NCU_KERNEL:-w4_decode_kernel}" --launch-skip 4 --launch-count 1 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section InstructionStats \
-    --section SourceCounters -o /tmp/decode "$bin/llama70b_bench" /tmp/ncu_bench.json > "$out/ncu.log" 2>&1
-  status ncu $?
-  ncu -i /tmp/decode.ncu-rep --page details >> "$out/ncu.log" 2>&1
-  ncu -i /tmp/decode.ncu-rep --page source --csv --print-source sass > /tmp/decode_source.csv 2>&1
-  python3 tools/gpu/ncu_source_profile.py /tmp/decode_source.csv --units 81920 \
-    --tsv "$out/decode_profile.tsv" > /tmp/decode_profile.txt 2>&1; status ncu_profile $?
-  cat /tmp/decode_profile.txt >> "$out/ncu.log"
+  ncu_profile decode "${NCU_KERNEL:-w4_decode_kernel}" 4 81920 "$out/decode_profile.tsv" 100 \
+    /tmp/ncu_bench.json
 fi
 if [ "${1:-}" = kernel_bench ]; then
   # Its TSV goes into bench.log: a ninth file would not come back.
@@ -184,5 +189,5 @@ echo "==== service"; grep -E "exit|ok:|FAIL|Failure|divergence|equal|error|share
 for f in memcheck racecheck; do [ -f "$out/$f.log" ] || continue; echo "==== $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$out/$f.log" | tail -4; done
 echo "==== bench"; grep -vE "^\s*$" "$out/bench.log" | tail -80
 if [ -f "$out/ncu.log" ]; then
-  echo "==== ncu"; head -30 /tmp/decode_profile.txt; grep -E "w4_decode_kernel|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Block Limit|Compute \(SM\)|L1/TEX Hit|L2 Hit|Stall|long_scoreboard|Waves Per SM" "$out/ncu.log" | head -70
+  echo "==== ncu"; head -30 /tmp/profiles/decode.txt; grep -E "w4_decode_kernel|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issued Warp|No Eligible|Block Limit|Compute \(SM\)|L1/TEX Hit|L2 Hit|Stall|long_scoreboard|Waves Per SM" "$out/ncu.log" | head -70
 fi
