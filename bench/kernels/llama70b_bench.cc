@@ -250,19 +250,19 @@ int main(int argc, char** argv) {
                                            warps);
                            }});
         }
-        paths.push_back({"w4_tiled", w4_bytes + act_bytes, [&](cudaStream_t s) {
-                           for (std::size_t i = 0; i < shapes.size(); ++i)
-                             kc::w4_gemm_tc(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
-                                            kc::GemmOut::kBf16, partial.data(), partial.bytes(), s,
-                                            kc::W4TcArithmetic::kExactGroups);
-                         }});
-        if (t == 1 && m >= 16) {  // the tiled kernel with weights rounded to bf16
-          paths.push_back({"w4_tiled_bf16w", w4_bytes + act_bytes, [&](cudaStream_t s) {
-                             for (std::size_t i = 0; i < shapes.size(); ++i)
-                               kc::w4_gemm_tc(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
-                                              kc::GemmOut::kBf16, partial.data(), partial.bytes(),
-                                              s, kc::W4TcArithmetic::kBf16Weights);
-                           }});
+        // The tiled kernel with each arithmetic (weights rounded to bf16: at TP 1 from 16 rows).
+        auto tiled = [&](kc::W4TcArithmetic arithmetic) {
+          return [&, arithmetic](cudaStream_t s) {
+            for (std::size_t i = 0; i < shapes.size(); ++i)
+              kc::w4_gemm_tc(x.as<bf16>(), m, mats[i].w4, y.data(), shapes[i].n,
+                             kc::GemmOut::kBf16, partial.data(), partial.bytes(), s, arithmetic);
+          };
+        };
+        paths.push_back({"w4_tiled", w4_bytes + act_bytes,
+                         tiled(kc::W4TcArithmetic::kExactGroups)});
+        if (t == 1 && m >= 16) {
+          paths.push_back({"w4_tiled_bf16w", w4_bytes + act_bytes,
+                           tiled(kc::W4TcArithmetic::kBf16Weights)});
         }
         if (m >= 16) {
           paths.push_back({"w4_dequant_gemm", w4_bytes + act_bytes, [&](cudaStream_t s) {
