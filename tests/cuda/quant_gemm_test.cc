@@ -78,19 +78,27 @@ std::string name(const Case& c) {
 
 class CudaQuantGemm : public ::testing::Test {
  protected:
+  // The kernels' exact arithmetic on the CPU: cpu::quant_matmul_nt. x [m, k]; y [m, n].
+  static std::vector<float> exact_reference(const std::vector<float>& x,
+                                            const cpu::QuantMatrix& w, int64_t m) {
+    std::vector<float> y(m * w.n);
+    cpu::quant_matmul_nt(x.data(), w, y.data(), m);
+    return y;
+  }
+
   // One kernel against the CPU reference on a fresh random weight and x: float32 out (exact
   // bf16 products, code - zero and x, summed in float32 by the tensor cores per group, then
   // scaled: float32 rounding in another order than the CPU's) and bf16 out with row stride
   // n + 8, whose padding must stay untouched (poison).
-  // kernel: w4_gemv or w4_gemm_tc's operands; ws_bytes(m, n, k): its workspace.
-  template <typename Kernel, typename WorkspaceBytes>
+  // kernel: w4_gemv or w4_gemm_tc's operands; ws_bytes(m, n, k): its workspace; reference(x, w,
+  // m): the float32 result the kernel's arithmetic gives (exact_reference unless it rounds).
+  template <typename Kernel, typename WorkspaceBytes, typename Reference>
   void check_kernel(const Case& c, const std::string& what, Kernel kernel,
-                    WorkspaceBytes ws_bytes) {
+                    WorkspaceBytes ws_bytes, Reference reference) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
     auto x = random_floats(c.m * c.k, rng_);
     round_to_bf16(x);
-    std::vector<float> want(c.m * c.n);
-    cpu::quant_matmul_nt(x.data(), w, want.data(), c.m);
+    const std::vector<float> want = reference(x, w, c.m);
     auto dw = upload_w4(to_w4(w));
     EXPECT_EQ(dw.view.perm != nullptr, c.act_order) << name(c);
     auto d_x = upload_bf16(x);
@@ -116,6 +124,11 @@ class CudaQuantGemm : public ::testing::Test {
       for (int64_t p = c.n; p < ldy; ++p) EXPECT_TRUE(std::isnan(padded[r * ldy + p])) << name(c);
     }
     EXPECT_LT(relative_error(got, want), kBf16Tolerance) << what << " " << name(c);
+  }
+  template <typename Kernel, typename WorkspaceBytes>
+  void check_kernel(const Case& c, const std::string& what, Kernel kernel,
+                    WorkspaceBytes ws_bytes) {
+    check_kernel(c, what, kernel, ws_bytes, exact_reference);
   }
 
   void SetUp() override {
@@ -193,35 +206,32 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
 // zero)), formed exactly in float from the scales rounded to bf16 and rounded once as the
 // kernel's bf16 multiply does, then a float32 product; so the float32 bound holds, and a weight
 // rounded otherwise (or a scale left unrounded) shows. The exact path's cases, with m from 1 to
-// past one CTA of 128 rows.
+// past one CTA of 128 rows; float and bf16 out (padded row stride) as check_kernel does.
 TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
   const Case cases[] = {
       {1, 256, 256, 128, false},    {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
       {65, 1280, 8192, 128, false}, {100, 640, 2048, 32, true},  {128, 96, 4096, 4096, false},
       {129, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
   };
-  for (const Case& c : cases) {
-    auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
-    auto x = random_floats(c.m * c.k, rng_);
-    round_to_bf16(x);
+  const auto kernel = [](const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                         GemmOut out, void* ws, std::size_t ws_bytes, cudaStream_t stream) {
+    w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream, W4TcArithmetic::kBf16Weights);
+  };
+  const auto bytes = [](int64_t m, int64_t n, int64_t k) {
+    return w4_gemm_tc_workspace_bytes(m, n, k, W4TcArithmetic::kBf16Weights);
+  };
+  const auto rounded_reference = [](const std::vector<float>& x, const cpu::QuantMatrix& w,
+                                    int64_t m) {
     auto rounded = w;
     round_to_bf16(rounded.scales);
     auto dense = cpu::dequantize(rounded);
     round_to_bf16(dense);
-    std::vector<float> want(c.m * c.n);
-    cpu::matmul_nt(x.data(), dense.data(), want.data(), c.m, c.n, c.k);
-    auto dw = upload_w4(to_w4(w));
-    auto d_x = upload_bf16(x);
-    DeviceBuffer ws(std::max<std::size_t>(
-        w4_gemm_tc_workspace_bytes(c.m, c.n, c.k, W4TcArithmetic::kBf16Weights), 16), "ws");
-    DeviceBuffer d_y(c.m * c.n * 4, "y");
-    poison(d_y);
-    w4_gemm_tc(d_x.as<bf16>(), c.m, dw.view, d_y.data(), c.n, GemmOut::kFloat, ws.data(),
-               ws.bytes(), s(), W4TcArithmetic::kBf16Weights);
-    sync();
-    const double err = relative_error(download<float>(d_y, want.size()), want);
-    std::printf("w4 tiled, bf16 weights %s: float out error %.3g\n", name(c).c_str(), err);
-    EXPECT_LT(err, 10 * kF32Tolerance) << name(c);
+    std::vector<float> y(m * w.n);
+    cpu::matmul_nt(x.data(), dense.data(), y.data(), m, w.n, w.k);
+    return y;
+  };
+  for (const Case& c : cases) {
+    check_kernel(c, "tiled, bf16 weights", kernel, bytes, rounded_reference);
   }
 }
 
