@@ -130,6 +130,20 @@ class CudaQuantGemm : public ::testing::Test {
                     WorkspaceBytes ws_bytes) {
     check_kernel(c, what, kernel, ws_bytes, exact_reference);
   }
+  // The tiled kernel (w4_gemm_tc) with one arithmetic, through check_kernel.
+  template <typename Reference>
+  void check_tiled(const Case& c, W4TcArithmetic arithmetic, const std::string& what,
+                   Reference reference) {
+    const auto kernel = [arithmetic](const bf16* x, int64_t m, const W4Weights& w, void* y,
+                                     int64_t ldy, GemmOut out, void* ws, std::size_t ws_bytes,
+                                     cudaStream_t stream) {
+      w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream, arithmetic);
+    };
+    const auto bytes = [arithmetic](int64_t m, int64_t n, int64_t k) {
+      return w4_gemm_tc_workspace_bytes(m, n, k, arithmetic);
+    };
+    check_kernel(c, what, kernel, bytes, reference);
+  }
 
   void SetUp() override {
     SHARDSERVE_REQUIRE_GPU();
@@ -191,14 +205,9 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
       {200, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
       {17, 7168, 1024, 128, false}, {9, 640, 2048, 64, true},     {32, 1280, 8192, 128, false},
   };
-  const auto kernel = [](const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                         GemmOut out, void* ws, std::size_t ws_bytes, cudaStream_t stream) {
-    w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream, W4TcArithmetic::kExactGroups);
-  };
-  const auto bytes = [](int64_t m, int64_t n, int64_t k) {
-    return w4_gemm_tc_workspace_bytes(m, n, k, W4TcArithmetic::kExactGroups);
-  };
-  for (const Case& c : cases) check_kernel(c, "tiled", kernel, bytes);
+  for (const Case& c : cases) {
+    check_tiled(c, W4TcArithmetic::kExactGroups, "tiled", exact_reference);
+  }
 }
 
 // The tiled kernel with weights rounded to bf16 (W4TcArithmetic::kBf16Weights: one warp of 128
@@ -213,13 +222,6 @@ TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
       {65, 1280, 8192, 128, false}, {100, 640, 2048, 32, true},  {128, 96, 4096, 4096, false},
       {129, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
   };
-  const auto kernel = [](const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
-                         GemmOut out, void* ws, std::size_t ws_bytes, cudaStream_t stream) {
-    w4_gemm_tc(x, m, w, y, ldy, out, ws, ws_bytes, stream, W4TcArithmetic::kBf16Weights);
-  };
-  const auto bytes = [](int64_t m, int64_t n, int64_t k) {
-    return w4_gemm_tc_workspace_bytes(m, n, k, W4TcArithmetic::kBf16Weights);
-  };
   const auto rounded_reference = [](const std::vector<float>& x, const cpu::QuantMatrix& w,
                                     int64_t m) {
     auto rounded = w;
@@ -231,7 +233,7 @@ TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
     return y;
   };
   for (const Case& c : cases) {
-    check_kernel(c, "tiled, bf16 weights", kernel, bytes, rounded_reference);
+    check_tiled(c, W4TcArithmetic::kBf16Weights, "tiled, bf16 weights", rounded_reference);
   }
 }
 
