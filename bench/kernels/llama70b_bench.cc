@@ -264,6 +264,14 @@ int main(int argc, char** argv) {
           paths.push_back({"w4_tiled_bf16w", w4_bytes + act_bytes,
                            tiled(kc::W4TcArithmetic::kBf16Weights)});
         }
+        if (m >= 8) {  // the wgmma kernel (rounded weights)
+          paths.push_back({"w4_wgmma", w4_bytes + act_bytes, [&](cudaStream_t s) {
+                             for (std::size_t i = 0; i < shapes.size(); ++i)
+                               kc::w4_gemm_wgmma(x.as<bf16>(), m, mats[i].w4, y.data(),
+                                                 shapes[i].n, kc::GemmOut::kBf16, partial.data(),
+                                                 partial.bytes(), s);
+                           }});
+        }
         if (m >= 16) {
           paths.push_back({"w4_dequant_gemm", w4_bytes + act_bytes, [&](cudaStream_t s) {
                              for (std::size_t i = 0; i < shapes.size(); ++i) {

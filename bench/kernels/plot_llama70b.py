@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 REQUIRED = ("gpu", "tp", "date", "copy_tbps", "bf16_tflops", "step_ms_by_batch_graph",
             "step_ms_by_batch_graph_greedy", "roofline_step_ms_by_batch", "layer_gemms")
 # The sweep's decode-kernel grids (w4_decode_w8 ...) are not paths w4_matmul takes: left out.
-PATHS = ("w4_decode", "w4_tiled", "w4_tiled_bf16w", "w4_dequant_gemm", "bf16_cublaslt")
+PATHS = ("w4_decode", "w4_tiled", "w4_tiled_bf16w", "w4_wgmma", "w4_dequant_gemm", "bf16_cublaslt")
 
 
 def by_batch(table):

@@ -65,6 +65,12 @@ cudaError_t w4_gemm_tc(const bf16* x, int64_t m, const W4Weights& w, void* y, in
                        bool float_out, void* workspace, W4TcArithmetic arithmetic,
                        cudaStream_t stream);
 
+// quant_gemm_wgmma.cu (weights rounded to bf16; group_size a multiple of 64). workspace:
+// w4_gemm_wgmma_workspace_bytes(m, n, k) bytes, 16-byte aligned.
+std::size_t w4_gemm_wgmma_workspace_bytes(int64_t m, int64_t n, int64_t k);
+cudaError_t w4_gemm_wgmma(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                          bool float_out, void* workspace, cudaStream_t stream);
+
 // Random device data (random_fill.cu): counter-hash values, the same for a seed everywhere.
 cudaError_t fill_random_bytes(void* out, std::size_t bytes, uint64_t seed, cudaStream_t stream);
 cudaError_t fill_random_bf16(bf16* out, int64_t count, float scale, float offset, uint64_t seed,

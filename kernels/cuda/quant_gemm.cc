@@ -155,13 +155,37 @@ void w4_gemm_tc(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t l
          ldy, out, workspace, workspace_bytes, stream);
 }
 
+std::size_t w4_gemm_wgmma_workspace_bytes(int64_t m, int64_t n, int64_t k) {
+  return launch::w4_gemm_wgmma_workspace_bytes(m, n, k);
+}
+
+void w4_gemm_wgmma(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                   GemmOut out, void* workspace, std::size_t workspace_bytes,
+                   cudaStream_t stream) {
+  require(w.group_size % kW4TileCols == 0,
+          "w4_gemm_wgmma: group size {} (the wgmma kernel needs a multiple of 64; "
+          "w4_gemm_tc takes any)", w.group_size);
+  auto wgmma = [](const bf16* xx, int64_t mm, const W4Weights& ww, void* yy, int64_t ld,
+                  bool float_out, void* ws, cudaStream_t st) {
+    return launch::w4_gemm_wgmma(xx, mm, ww, yy, ld, float_out, ws, st);
+  };
+  run_w4("w4_gemm_wgmma", wgmma, w4_gemm_wgmma_workspace_bytes(m, w.n, w.k), x, m, w, y, ldy,
+         out, workspace, workspace_bytes, stream);
+}
+
 std::size_t w4_matmul_workspace_bytes(int64_t max_m, int64_t n, int64_t k) {
-  // Not monotonic in m (the K splits shrink as m grows): the largest over every m.
+  // Not monotonic in m (the K splits shrink as m grows): the largest over every m and either
+  // tiled kernel (which one runs depends on the group size, not known here).
   std::size_t need = 0;
-  for (int64_t m = 1; m <= std::min(max_m, kW4TiledMaxRows); ++m) {
-    need = std::max(need, m <= kW4DecodeMaxRows
-                              ? w4_gemv_workspace_bytes(m, n, k)
-                              : w4_gemm_tc_workspace_bytes(m, n, k, w4_matmul_tc_arithmetic(m)));
+  for (int64_t m = 1; m <= std::min(max_m, kW4WgmmaMaxRows); ++m) {
+    if (m <= kW4DecodeMaxRows) {
+      need = std::max(need, w4_gemv_workspace_bytes(m, n, k));
+      continue;
+    }
+    if (m >= kW4WgmmaMinRows) need = std::max(need, w4_gemm_wgmma_workspace_bytes(m, n, k));
+    if (m <= kW4TiledMaxRows) {
+      need = std::max(need, w4_gemm_tc_workspace_bytes(m, n, k, w4_matmul_tc_arithmetic(m)));
+    }
   }
   return need;
 }
@@ -182,9 +206,13 @@ void w4_matmul(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ld
     w4_gemv(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream);
     return;
   }
-  if (!w4_matmul_uses_dense(m)) {
-    w4_gemm_tc(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream,
-               w4_matmul_tc_arithmetic(m));
+  if (!w4_matmul_uses_dense(m, w.group_size)) {
+    if (w4_matmul_uses_wgmma(m, w.group_size)) {
+      w4_gemm_wgmma(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream);
+    } else {
+      w4_gemm_tc(x, m, w, y, ldy, out, scratch.partial, scratch.partial_bytes, stream,
+                 w4_matmul_tc_arithmetic(m));
+    }
     return;
   }
   require(scratch.dense != nullptr && scratch.dense_bytes >= std::size_t(w.n * w.k) * 2,

@@ -20,10 +20,13 @@
 //   * decode (m <= kW4DecodeMaxRows): w4_gemv, one pass over the packed weights per 16 rows of x:
 //     codes become bf16 (code - zero) pairs in registers and go through mma.sync with float32
 //     accumulation, scaled per group (kernels/cuda/quant_gemm.cu says how): memory-bound;
-//   * tiled (m <= kW4TiledMaxRows): w4_gemm_tc, a tiled GEMM (x staged in shared memory, 128
-//     weight rows x 16-128 rows of x per CTA; quant_gemm_tc.cu): each weight byte read once per
-//     64-128 rows of x, nothing written but y; the same arithmetic up to kW4TcExactMaxRows rows,
-//     weights rounded to bf16 as the dense path's above (W4TcArithmetic);
+//   * tiled (m <= w4_matmul_max_tiled_rows(group size)): groups of whole 64-column k tiles take
+//     w4_gemm_wgmma from kW4WgmmaMinRows to kW4WgmmaMaxRows rows (quant_gemm_wgmma.cu: warpgroup
+//     products, weights rounded to bf16, 256 weight rows x 16-128 rows of x per CTA); fewer
+//     rows, and other group sizes, take w4_gemm_tc up to kW4TiledMaxRows (quant_gemm_tc.cu: mma.sync, 128 weight rows x 16-128 rows
+//     of x per CTA, the decode kernel's exact arithmetic up to kW4TcExactMaxRows rows, weights
+//     rounded to bf16 above: W4TcArithmetic). Each weight byte is read once per CTA batch of x,
+//     and nothing is written but y;
 //   * dense (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
 //     column order) and multiplied by cuBLASLt (GemmBf16): wgmma does the work at its full
 //     rate, the dequantization costs 2.5 bytes per weight once per call.
@@ -42,7 +45,7 @@
 
 namespace shardserve::kernels::cuda {
 
-// Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernel (measured:
+// Rows of x up to which w4_matmul takes the decode kernel, then the tiled kernels (measured:
 // docs/PERF.md).
 // H200, 70B layer at TP 1 (2026-12-03, run 36): decode 148.9 / 160.4 / 201.3 µs at 1 / 4 / 8 rows
 // against the tiled kernel's 180.7 / 181.6 / 183.7: decode ahead up to 4 rows.
@@ -51,8 +54,14 @@ namespace shardserve::kernels::cuda {
 // exact arithmetic's 865.8 and the dense path's 1276.4; at 256, 1212.8 against 1501.9 and
 // 1407.5 (the batch-256 step 116.5 ms; 136.0 on the dense path in run 31): tiled to 256 rows,
 // dense above (at 512, 2355 against 1921).
+// The wgmma kernel (run 39): 197.6 / 199.6 / 218.2 / 275.8 / 422.6 / 819.6 / 1492.8 / 3116.7 µs
+// at 8 / 16 / 32 / 64 / 128 / 256 / 512 / 1024 rows, against w4_gemm_tc's 181.1 / 189.9 / 267.8 /
+// 432.1 at 8 to 64 rows and the dense path's 1918.3 / 3336.5 at 512 / 1024: wgmma from 17 to 1024
+// rows (the batch-64 step 40.6 → 28.6 ms, batch 256 116.5 → 84.8).
 inline constexpr int64_t kW4DecodeMaxRows = 4;
 inline constexpr int64_t kW4TiledMaxRows = 256;
+inline constexpr int64_t kW4WgmmaMinRows = 17;
+inline constexpr int64_t kW4WgmmaMaxRows = 1024;
 
 // How the tiled kernel applies the group scales:
 //   kExactGroups: Σ (code − zero) · x per group in float32, times the fp16 scale (the decode
@@ -128,6 +137,25 @@ void w4_gemm_tc(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, 
                 GemmOut out, void* workspace, std::size_t workspace_bytes, cudaStream_t stream,
                 W4TcArithmetic arithmetic = W4TcArithmetic::kExactGroups);
 
+// The tiled path on warpgroup products (quant_gemm_wgmma.cu): the kBf16Weights arithmetic, CTAs
+// of 256 weight rows x 128 rows of x, the next k16 step's weights converted while the current
+// step's wgmma runs. group_size must be a multiple of 64 (else it throws: w4_gemm_tc takes any).
+// x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy]. Any m.
+// workspace: w4_gemm_wgmma_workspace_bytes(m, n, k): split-K partial sums float [splits, m, n],
+// then (16-byte aligned) x in stored-column order (act-order).
+std::size_t w4_gemm_wgmma_workspace_bytes(int64_t m, int64_t n, int64_t k);
+void w4_gemm_wgmma(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                   GemmOut out, void* workspace, std::size_t workspace_bytes,
+                   cudaStream_t stream);
+// Rows up to which w4_matmul keeps a weight of this group size off the dense path, and whether
+// it takes the wgmma kernel for m rows (rather than the decode kernel, w4_gemm_tc or dense).
+inline int64_t w4_matmul_max_tiled_rows(int64_t group_size) {
+  return group_size % 64 == 0 ? kW4WgmmaMaxRows : kW4TiledMaxRows;
+}
+inline bool w4_matmul_uses_wgmma(int64_t m, int64_t group_size) {
+  return m >= kW4WgmmaMinRows && m <= kW4WgmmaMaxRows && group_size % 64 == 0;
+}
+
 // dense: bf16 [n, k], dense[j][perm[c]] = scale · (code − zero) rounded to bf16.
 void w4_dequantize(const W4Weights& w, __nv_bfloat16* dense, cudaStream_t stream);
 
@@ -144,7 +172,9 @@ struct W4Scratch {
 // tiled paths; the dense path's matrix is W4Scratch::dense).
 std::size_t w4_matmul_workspace_bytes(int64_t max_m, int64_t n, int64_t k);
 // Whether w4_matmul takes the dense path (and so needs W4Scratch::dense) for m rows.
-inline bool w4_matmul_uses_dense(int64_t m) { return m > kW4TiledMaxRows; }
+inline bool w4_matmul_uses_dense(int64_t m, int64_t group_size) {
+  return m > w4_matmul_max_tiled_rows(group_size);
+}
 
 // The path for m (see above). x: bf16 [m, k]; y: bf16 or float [m, ldy].
 void w4_matmul(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,

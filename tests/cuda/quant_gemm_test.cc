@@ -125,6 +125,22 @@ class CudaQuantGemm : public ::testing::Test {
     }
     EXPECT_LT(relative_error(got, want), kBf16Tolerance) << what << " " << name(c);
   }
+  // The rounded-weights arithmetic (W4TcArithmetic::kBf16Weights, w4_gemm_wgmma) on the CPU:
+  // each weight bf16(bf16(scale) · (code - zero)), formed exactly in float from the scales
+  // rounded to bf16 and rounded once as the kernels' bf16 multiply does, then a float32
+  // product; so the float32 bound holds, and a weight rounded otherwise (or a scale left
+  // unrounded) shows.
+  static std::vector<float> rounded_reference(const std::vector<float>& x,
+                                              const cpu::QuantMatrix& w, int64_t m) {
+    auto rounded = w;
+    round_to_bf16(rounded.scales);
+    auto dense = cpu::dequantize(rounded);
+    round_to_bf16(dense);
+    std::vector<float> y(m * w.n);
+    cpu::matmul_nt(x.data(), dense.data(), y.data(), m, w.n, w.k);
+    return y;
+  }
+
   template <typename Kernel, typename WorkspaceBytes>
   void check_kernel(const Case& c, const std::string& what, Kernel kernel,
                     WorkspaceBytes ws_bytes) {
@@ -211,49 +227,80 @@ TEST_F(CudaQuantGemm, TiledKernelMatchesCpuReference) {
 }
 
 // The tiled kernel with weights rounded to bf16 (W4TcArithmetic::kBf16Weights: one warp of 128
-// rows of x per CTA) against its own numbers on the CPU: each weight bf16(bf16(scale) · (code -
-// zero)), formed exactly in float from the scales rounded to bf16 and rounded once as the
-// kernel's bf16 multiply does, then a float32 product; so the float32 bound holds, and a weight
-// rounded otherwise (or a scale left unrounded) shows. The exact path's cases, with m from 1 to
-// past one CTA of 128 rows; float and bf16 out (padded row stride) as check_kernel does.
+// rows of x per CTA) against its own numbers on the CPU (rounded_reference). The exact path's
+// cases, with m from 1 to past one CTA of 128 rows; float and bf16 out (padded row stride) as
+// check_kernel does.
 TEST_F(CudaQuantGemm, TiledKernelWithBf16WeightsMatchesRoundedReference) {
   const Case cases[] = {
       {1, 256, 256, 128, false},    {33, 1000, 1024, 64, true},  {64, 512, 3584, 128, false},
       {65, 1280, 8192, 128, false}, {100, 640, 2048, 32, true},  {128, 96, 4096, 4096, false},
       {129, 1032, 1024, 128, false}, {256, 8192, 1024, 128, false}, {300, 384, 512, 32, true},
   };
-  const auto rounded_reference = [](const std::vector<float>& x, const cpu::QuantMatrix& w,
-                                    int64_t m) {
-    auto rounded = w;
-    round_to_bf16(rounded.scales);
-    auto dense = cpu::dequantize(rounded);
-    round_to_bf16(dense);
-    std::vector<float> y(m * w.n);
-    cpu::matmul_nt(x.data(), dense.data(), y.data(), m, w.n, w.k);
-    return y;
-  };
   for (const Case& c : cases) {
     check_tiled(c, W4TcArithmetic::kBf16Weights, "tiled, bf16 weights", rounded_reference);
   }
 }
 
-// w4_matmul's three paths by m (decode, tiled with exact group sums then with bf16 weights,
-// dequantize to bf16 + cuBLASLt; each bound from both sides) with the workspace
+// The wgmma kernel (w4_gemm_wgmma, the same rounded arithmetic) against rounded_reference: every
+// batch tile (16, 32, 64, then blocks of 128 rows: m from 1 to 1000, zero-filled rows of x), n
+// neither a multiple of the CTA's 256 rows nor of 16 (a CTA past the last row tile, a padded
+// tile), groups of 64, 128 and k (the group's meta loaded one group ahead, the boundary at
+// every tile or none), act-order, one and several K splits (96 x 4096: one row block, so 8
+// splits; the 70B o shard 8192 x 1024 at 256 rows), float and bf16 out with a padded row
+// stride. A group size that is not a multiple of 64 is refused.
+TEST_F(CudaQuantGemm, WgmmaKernelMatchesRoundedReference) {
+  const Case cases[] = {
+      {1, 256, 256, 128, false},     {65, 1280, 8192, 128, false}, {100, 1000, 1024, 64, true},
+      {128, 96, 4096, 4096, false},  {129, 1032, 1024, 128, false}, {200, 640, 2048, 64, false},
+      {256, 8192, 1024, 128, false}, {300, 384, 512, 128, true},   {77, 7168, 1024, 128, false},
+      {5, 1000, 1024, 128, true},    {17, 640, 2048, 64, false},   {33, 8192, 1024, 128, false},
+      {64, 7168, 1024, 128, false},  {1000, 256, 512, 128, false},
+  };
+  const auto kernel = [](const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
+                         GemmOut out, void* ws, std::size_t ws_bytes, cudaStream_t stream) {
+    w4_gemm_wgmma(x, m, w, y, ldy, out, ws, ws_bytes, stream);
+  };
+  for (const Case& c : cases) {
+    check_kernel(c, "wgmma", kernel, w4_gemm_wgmma_workspace_bytes, rounded_reference);
+  }
+  const auto w = random_quant(rng_, 128, 256, 32, false);
+  auto dw = upload_w4(to_w4(w));
+  DeviceBuffer d_x(64 * 256 * 2, "x"), d_y(64 * 128 * 4, "y"), ws(1 << 20, "ws");
+  try {
+    w4_gemm_wgmma(d_x.as<bf16>(), 64, dw.view, d_y.data(), 128, GemmOut::kFloat, ws.data(),
+                  ws.bytes(), s());
+    ADD_FAILURE() << "group size 32 was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("group size 32"), std::string::npos) << e.what();
+  }
+}
+
+// w4_matmul's paths by m and group size (decode; the wgmma kernel for groups of whole k tiles,
+// w4_gemm_tc with exact group sums then with bf16 weights for groups of 32; dequantize to bf16 +
+// cuBLASLt; each bound from both sides) with the workspace
 // w4_matmul_workspace_bytes gives, and the dequantized matrix itself equal to the CPU's
 // dequantize rounded to bf16 (rows 1000: a padded last row tile).
 TEST_F(CudaQuantGemm, MatmulPathsMatchCpuReference) {
   GemmBf16 gemm;
+  // Groups of 64 and 128: decode, w4_gemm_tc exact below kW4WgmmaMinRows, then wgmma to
+  // kW4WgmmaMaxRows, then dense; groups of 32: decode, w4_gemm_tc exact to kW4TcExactMaxRows,
+  // rounded to kW4TiledMaxRows, then dense.
   const Case cases[] = {{2, 512, 1024, 128, false},
                         {kW4DecodeMaxRows, 256, 1024, 128, true},
                         {kW4DecodeMaxRows + 1, 256, 1024, 64, false},
+                        {kW4WgmmaMinRows - 1, 512, 1024, 128, true},
+                        {kW4WgmmaMinRows, 512, 1024, 128, false},
                         {20, 512, 1024, 128, false},
-                        {kW4TcExactMaxRows, 512, 1024, 128, false},
-                        {kW4TcExactMaxRows + 1, 512, 1024, 128, false},
                         {100, 640, 2048, 128, true},
-                        {kW4TiledMaxRows, 96, 512, 128, false},
                         {kW4TiledMaxRows + 1, 96, 1024, 64, true},
-                        {kW4TiledMaxRows + 77, 384, 512, 32, false},
-                        {kW4TiledMaxRows + 3, 1000, 1024, 128, false}};
+                        {kW4TiledMaxRows + 3, 1000, 1024, 128, false},
+                        {kW4WgmmaMaxRows, 256, 512, 128, false},
+                        {kW4WgmmaMaxRows + 1, 256, 512, 64, false},
+                        {kW4DecodeMaxRows + 1, 384, 512, 32, false},
+                        {kW4TcExactMaxRows, 384, 512, 32, true},
+                        {kW4TcExactMaxRows + 1, 384, 512, 32, false},
+                        {kW4TiledMaxRows, 384, 512, 32, false},
+                        {kW4TiledMaxRows + 77, 384, 512, 32, false}};
   for (const Case& c : cases) {
     const auto w = random_quant(rng_, c.n, c.k, c.group_size, c.act_order);
     auto x = random_floats(c.m * c.k, rng_);

@@ -60,9 +60,11 @@ if [ "${1:-}" = profile ]; then
     # KERNEL: a regex on the demangled name, written without spaces (ncu prints template
     # arguments as '(int)1, (int)16, (bool)1': w4_tc_kernel<.int.1,..int.16,..bool.1).
     kernel=${spec%%:*}; rows=${spec##*:}; name=${kernel//[^A-Za-z0-9_]/_}_$rows
-    # Units: code tiles x the CTAs along the batch that each convert them (the tiled kernel's
-    # CTA holds 16, 32, 64 or 128 rows; the decode kernel's warp 8 or 16).
-    blocks=1; [[ $kernel == w4_tc_kernel* ]] && [ "$rows" -gt 64 ] && blocks=$(( (rows + 127) / 128 ))
+    # Units: code tiles x the CTAs along the batch that each convert them (the tiled and wgmma
+    # kernels' CTAs hold 16, 32, 64 or 128 rows; the decode kernel's warp 8 or 16).
+    blocks=1
+    [[ $kernel == w4_tc_kernel* || $kernel == w4_wgmma_kernel* ]] && [ "$rows" -gt 64 ] &&
+      blocks=$(( (rows + 127) / 128 ))
     echo "==== $name (units: $blocks x 458752 tiles)" >> "$out/ncu.log"
     ncu_profile "$name" "$kernel" 6 $(( blocks * 458752 )) "/tmp/profiles/$name.tsv" 150 \
       /tmp/profile.json --layers-only --batches "$rows"

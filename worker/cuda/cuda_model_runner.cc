@@ -154,7 +154,7 @@ CudaModelRunner::CudaModelRunner(model::ModelConfig config, TensorParallelShard 
   if (group_.size() > 1) gathered_ = DeviceBuffer(group_.size() * R * V * 4, "gathered logits");
   attn_workspace_ = DeviceBuffer(options_.attention_workspace_bytes, "attention workspace");
   if (weights_->num_w4_linears() > 0) {
-    if (kc::w4_matmul_uses_dense(T)) {
+    if (weights_->w4_uses_dense(T)) {
       w4_dense_ = DeviceBuffer(weights_->max_w4_dense_bytes(), "4-bit prefill scratch (dense bf16)");
     }
     w4_partial_ = DeviceBuffer(std::max<std::size_t>(weights_->max_w4_workspace_bytes(T), 16),

@@ -25,8 +25,8 @@
 // token and logprob per row come back.
 // Residual stream and projection outputs are float32, GEMM inputs bf16 (kernels/cuda/ops.h).
 // 4-bit projections go through kernels/cuda/quant_gemm.h (decode kernel up to
-// kW4DecodeMaxRows tokens, the tiled tensor-core kernel up to kW4TiledMaxRows, dequantize +
-// cuBLASLt above).
+// kW4DecodeMaxRows tokens, the tiled tensor-core kernels up to w4_matmul_max_tiled_rows of the
+// group size, dequantize + cuBLASLt above).
 //
 // CUDA graphs (options.cuda_graphs, TP = 1): a decode step is padded to its power-of-two bucket
 // (padding tokens write no KV, their logit rows are dropped), so every launch of the step has
@@ -179,8 +179,8 @@ class CudaModelRunner final : public StepRunner {
   kernels::cuda::DeviceBuffer gathered_;  // float [group, R, vocab_per_rank] (TP > 1)
   kernels::cuda::DeviceBuffer attn_workspace_;
   // 4-bit projections: the dense path's bf16 copy of the largest one (only when a step can
-  // exceed kW4TiledMaxRows tokens) and the other paths' workspace (split-K partial sums,
-  // act-order x).
+  // exceed the tiled kernels' rows: DeviceWeights::w4_uses_dense) and the other paths'
+  // workspace (split-K partial sums, act-order x).
   kernels::cuda::DeviceBuffer w4_dense_;
   kernels::cuda::DeviceBuffer w4_partial_;
   // int32 step inputs: device copy and pinned host staging, same layout (see forward()).

@@ -262,6 +262,8 @@ void DeviceWeights::resolve(std::size_t embed_off, std::size_t head_off, std::si
             o.group_size};
     ++num_w4_;
     max_w4_dense_bytes_ = std::max(max_w4_dense_bytes_, std::size_t(o.n * o.k) * 2);
+    w4_dense_above_rows_ =
+        std::min(w4_dense_above_rows_, kernels::cuda::w4_matmul_max_tiled_rows(o.group_size));
     if (std::find(w4_shapes_.begin(), w4_shapes_.end(), std::pair{o.n, o.k}) == w4_shapes_.end()) {
       w4_shapes_.emplace_back(o.n, o.k);
     }

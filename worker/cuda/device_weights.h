@@ -20,6 +20,7 @@
 // fails at once with an Error saying how much it needs and how much is free.
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -87,6 +88,9 @@ class DeviceWeights {
   // (kernels/cuda/quant_gemm.h); 0 when none is 4-bit.
   std::size_t max_w4_dense_bytes() const { return max_w4_dense_bytes_; }
   std::size_t max_w4_workspace_bytes(int64_t max_rows) const;
+  // Whether a step of `rows` tokens takes some 4-bit projection down the dense path (and so
+  // needs max_w4_dense_bytes of scratch): beyond the tiled kernels' rows for its group size.
+  bool w4_uses_dense(int64_t rows) const { return num_w4_ > 0 && rows > w4_dense_above_rows_; }
   int64_t num_w4_linears() const { return num_w4_; }
   // "model.layers.3.mlp.gate_proj+up_proj: uneven groups ...": quantized linears kept dense.
   const std::vector<std::string>& dense_fallbacks() const { return fallbacks_; }
@@ -103,6 +107,7 @@ class DeviceWeights {
   std::vector<DeviceLayerWeights> layers_;
   std::size_t max_w4_dense_bytes_ = 0;
   std::vector<std::pair<int64_t, int64_t>> w4_shapes_;  // distinct [n, k] of the 4-bit linears
+  int64_t w4_dense_above_rows_ = std::numeric_limits<int64_t>::max();
   int64_t num_w4_ = 0;
   std::vector<std::string> fallbacks_;
 };
