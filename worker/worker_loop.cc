@@ -224,7 +224,14 @@ int WorkerLoop::run() {
                      c.verify_sequences, c.proposed_tokens, c.accepted_tokens,
                      c.per_token_acceptance(), c.mean_accepted_length(), c.target_seconds,
                      c.target_passes, c.draft_seconds, c.draft_passes);
-      spdlog::info("shutdown ({}) after {} steps; exiting", s->reason, steps_);
+      // Busy against wall time: what the steps leave to the coordinator, the control channel
+      // and idling (bench/serving reads it).
+      const double since_first =
+          steps_ == 0 ? 0.0
+                      : std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                      first_step_start_).count();
+      spdlog::info("shutdown ({}) after {} steps ({:.2f} s executing them, {:.2f} s since the "
+                   "first began); exiting", s->reason, steps_, step_seconds_, since_first);
       return 0;
     } else if (auto* a = std::get_if<messages::Abort>(&m)) {
       // This replica failed: a peer may be dead, and MPI_Finalize may hang with a dead rank.
@@ -348,7 +355,9 @@ void WorkerLoop::step(const messages::StepPlan& plan) {
   } step_done{step_started_ns_};
   const messages::StepResult result = executor_->execute(plan);
   if (plan.seqs.empty()) return;  // only releases finished sequences; no reply expected
+  if (steps_ == 0) first_step_start_ = t0;
   ++steps_;
+  step_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (metrics_) {
     monitoring::TimedCollective& timed = timed_device_group_ ? *timed_device_group_ : *timed_group_;
     metrics_->on_forward(

@@ -137,6 +137,8 @@ class WorkerLoop {
   int64_t kv_bytes_ = 0;  // target + draft pools of this rank
   std::unique_ptr<StepExecutor> executor_;
   uint64_t steps_ = 0;
+  double step_seconds_ = 0;  // in step() for plans with work
+  std::chrono::steady_clock::time_point first_step_start_;
   bool configured_ = false;
   bool serving_ = false;
   bool peers_failed_ = false;

@@ -126,6 +126,10 @@ def main():
             if r["output_tokens"] > 1]
     blocks = [int(m) for m in re.findall(r"KV \d+/(\d+) blocks", log)]
     kv_blocks = max(blocks) if blocks else None
+    # Tensor-parallel rank 0's steps: time in them against the time since its first step began
+    # (the rest is the coordinator, the control channel and waiting).
+    busy = re.search(r"\[worker 1\] .*after (\d+) steps \(([\d.]+) s executing them, ([\d.]+) s "
+                     r"since the first began\)", log)
 
     result = {"requests": args.requests, "seed": args.seed, "tp": args.tp, "weights": args.weights,
               "prompt_tokens": [args.prompt_min, args.prompt_max],
@@ -136,6 +140,9 @@ def main():
               "requests_per_s": args.requests / seconds,
               "ttft_s": {"p50": percentile(ttft, 50), "p99": percentile(ttft, 99)},
               "tpot_s": {"p50": percentile(tpot, 50), "p99": percentile(tpot, 99)}}
+    if busy:
+        result["worker_steps"] = {"steps": int(busy.group(1)), "busy_s": float(busy.group(2)),
+                                  "since_first_s": float(busy.group(3))}
     if args.merge_into:
         bench = json.load(open(args.merge_into))
         bw, rate = bench["copy_tbps"] * 1e12, bench["bf16_tflops"] * 1e12
@@ -167,6 +174,10 @@ def main():
                 ("TTFT p50 / p99", f"{r['ttft_s']['p50']:.2f} / {r['ttft_s']['p99']:.2f} s"),
                 ("TPOT p50 / p99", f"{r['tpot_s']['p50'] * 1e3:.1f} / {r['tpot_s']['p99'] * 1e3:.1f} ms"),
                 ("KV pool", f"{kv_blocks} blocks x 16 tokens")]
+        if "worker_steps" in r:
+            w = r["worker_steps"]
+            rows.append(("worker rank 1", f"{w['steps']} steps, {w['busy_s']:.1f} s executing them of "
+                         f"{w['since_first_s']:.1f} s ({100 * w['busy_s'] / max(w['since_first_s'], 1e-9):.0f} %)"))
         if "roofline" in r:
             rows += [("roofline batch / step", f"{r['roofline']['batch']} / {r['roofline']['step_ms']:.1f} ms"),
                      ("roofline output tokens/s", f"{r['roofline']['output_tokens_per_s']:.0f}"),
