@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   std::string out_path = "llama70b.json";
   int tp = 1;
   bool layers_only = false;
-  std::vector<int64_t> tp1_batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 2048};
+  std::vector<int64_t> tp1_batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 1536, 2048};
   app.add_option("out", out_path, "the JSON result")->capture_default_str();
   app.add_option("--tp", tp, "the runner's shard (only 1 runs on one GPU)")
       ->check(CLI::IsMember({1, 2, 4, 8}))

@@ -54,14 +54,15 @@ namespace shardserve::kernels::cuda {
 // exact arithmetic's 865.8 and the dense path's 1276.4; at 256, 1212.8 against 1501.9 and
 // 1407.5 (the batch-256 step 116.5 ms; 136.0 on the dense path in run 31): tiled to 256 rows,
 // dense above (at 512, 2355 against 1921).
-// The wgmma kernel (run 39): 197.6 / 199.6 / 218.2 / 275.8 / 422.6 / 819.6 / 1492.8 / 3116.7 µs
-// at 8 / 16 / 32 / 64 / 128 / 256 / 512 / 1024 rows, against w4_gemm_tc's 181.1 / 189.9 / 267.8 /
-// 432.1 at 8 to 64 rows and the dense path's 1918.3 / 3336.5 at 512 / 1024: wgmma from 17 to 1024
-// rows (the batch-64 step 40.6 → 28.6 ms, batch 256 116.5 → 84.8).
+// The wgmma kernel (run 39): 197.6 / 199.6 / 218.2 / 275.8 µs at 8 / 16 / 32 / 64 rows, against
+// w4_gemm_tc's 181.1 / 189.9 / 267.8 / 432.1: wgmma from 17 rows. Run 41 (4 A buffers): 379.0 /
+// 740.5 / 1331.4 / 2707.0 / 6075.3 at 128 / 256 / 512 / 1024 / 2048 rows, against the dense
+// path's 1269.3 / 1410.5 / 1982.8 / 3427.8 / 5751.9: the two lines cross near 1700 rows, so
+// wgmma to 1536 (the batch-64 step 40.6 → 28.7 ms, batch 256 116.5 → 79.9).
 inline constexpr int64_t kW4DecodeMaxRows = 4;
 inline constexpr int64_t kW4TiledMaxRows = 256;
 inline constexpr int64_t kW4WgmmaMinRows = 17;
-inline constexpr int64_t kW4WgmmaMaxRows = 1024;
+inline constexpr int64_t kW4WgmmaMaxRows = 1536;
 
 // How the tiled kernel applies the group scales:
 //   kExactGroups: Σ (code − zero) · x per group in float32, times the fp16 scale (the decode

@@ -29,15 +29,17 @@
 //           descriptor, one k16 slice 32 bytes further per step.
 //   Tile it waits for its own copies, fences them into the async proxy and syncs the CTA, then
 //   refills the stage of tile it - 2 with tile it + kStages - 2: tile it - 2's products are
-//   complete by then, since each thread keeps at most one group of products in flight (below)
-//   and every thread passed tile it - 1's waits before the sync.
+//   complete by then, since each thread keeps at most three groups of products in flight (some
+//   of tile it - 1's steps at the sync) and every thread passed them before the sync.
 //   Per k16 step s: the warp's 2 A operands are made from code word s in registers (bf16(scale)
-//   · (code − zero), w4::codes_to_operand + w4::scale_operand) into buffer s & 1, fenced, two
-//   wgmma (one per m64) issued and committed as one group; then wgmma_wait<1>: the previous
-//   step's group is done, so its A buffer may be rewritten by the next step's conversion while
-//   this step's products run.
-// Registers: 2 x kBatch / 2 accumulators, 2 x 2 x 4 A words, the tile's 2 code words (8), the
-//   meta and the copy slots: 211 at kBatch 128, one CTA of 8 warps per multiprocessor (121 KB
+//   · (code − zero), w4::codes_to_operand + w4::scale_operand) into buffer s % kABuffers,
+//   fenced, two wgmma (one per m64) issued and committed as one group; then
+//   wgmma_wait<kABuffers - 1>: the group that last read the next buffer is done, and up to
+//   kABuffers steps' products stay queued while the warps convert (run 40's profile, with 2 at
+//   kBatch 128, had a quarter of the stall samples on that wait; run 41, with 4: 10-13 % faster
+//   from 128 to 1024 rows).
+// Registers: 2 x kBatch / 2 accumulators, 4 x 2 x 4 A words, the tile's 2 code words (8), the
+//   meta and the copy slots: ~230 at kBatch 128, one CTA of 8 warps per multiprocessor (121 KB
 //   of shared memory at 5 stages); smaller batches leave room for 2 (Wg<kBatch>::kMinBlocks).
 #include <algorithm>
 
@@ -66,6 +68,9 @@ struct Wg {
   static constexpr int kStageBytes = kCodeStageBytes + kXStageBytes;  // x stays 1024-aligned
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;     // + room to align the base
   static constexpr int kMinBlocks = kBatch <= 64 ? 2 : 1;
+  // A operand buffers (k16 steps whose products may be in flight): 4, but 2 at kBatch 64, whose
+  // two CTAs per multiprocessor leave 128 registers a thread (4 buffers spill there).
+  static constexpr int kABuffers = kBatch == 64 ? 2 : 4;
   static_assert(kStageBytes % 1024 == 0);
 };
 
@@ -181,7 +186,7 @@ w4_wgmma_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ cod
     if (s < tiles) load_stage(s, kt0 + s);
     cp_async_commit();
   }
-  uint32_t a[2][2][4];  // [buffer = k16 step & 1][m64 product j][register]
+  uint32_t a[W::kABuffers][2][4];  // [buffer = k16 step s % kABuffers][m64 product j][register]
   for (int it = 0; it < tiles; ++it) {
     cp_async_wait<kAhead - 1>();
     ptx::fence_proxy_async();
@@ -207,7 +212,7 @@ w4_wgmma_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ cod
     const uint64_t desc = ptx::wgmma_desc_k_major_sw128(st + kCodeStageBytes);
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      uint32_t(&as)[2][4] = a[s & 1];
+      uint32_t(&as)[2][4] = a[s % W::kABuffers];
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const uint32_t word =
@@ -220,7 +225,7 @@ w4_wgmma_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ cod
       ptx::wgmma_m64k16_rs<kBatch>(acc[0], as[0], desc + 2 * s);
       ptx::wgmma_m64k16_rs<kBatch>(acc[1], as[1], desc + 2 * s);
       ptx::wgmma_commit();
-      ptx::wgmma_wait<1>();
+      ptx::wgmma_wait<W::kABuffers - 1>();
     }
   }
   ptx::wgmma_wait<0>();
@@ -256,10 +261,9 @@ w4_wgmma_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ cod
 // blocks of 128), ceil(n_padded / 256) row blocks x ceil(m / batch) batch blocks; K splits (at
 // least 8 k tiles each) where they shorten the estimated time, in units of one k tile of one
 // CTA: ceil(CTAs x splits / resident CTAs) waves x tiles per split, plus the split sums' round
-// trip (splits x m x n floats written and read back, mostly within L2: ~6 TB/s; a k tile takes
-// ~0.55 µs: 8 KB of codes per resident CTA at the copy rate, or kBatch 128's products at the
-// tensor rate). At 256 rows the 70B qkv shard (80 CTAs) then takes 3 splits instead of running
-// on 80 of the 132 multiprocessors.
+// trip (splits x m x n floats written and read at ~3 TB/s; a k tile takes ~0.55 µs: 8 KB of
+// codes per resident CTA at the copy rate, or kBatch 128's products at the tensor rate). Run 40
+// tried ~6 TB/s (the sums mostly within L2): 512 and 1024 rows went 4 % slower.
 struct WgmmaShape {
   int batch, row_blocks, batch_blocks, splits, kt_per_split;
 };
@@ -281,7 +285,7 @@ WgmmaShape wgmma_shape(int64_t m, int64_t n, int64_t k) {
        ++splits) {
     const int64_t per = (KT + splits - 1) / splits;
     const double waves = static_cast<double>((ctas * splits + resident - 1) / resident);
-    const double reduce_tiles = splits > 1 ? double(splits) * m * n * 8 / 6e12 / 0.55e-6 : 0.0;
+    const double reduce_tiles = splits > 1 ? double(splits) * m * n * 8 / 3e12 / 0.55e-6 : 0.0;
     const double cost = waves * per + reduce_tiles;
     if (splits == 1 || cost < best) {
       best = cost;
