@@ -196,8 +196,8 @@ int main(int argc, char** argv) {
                                   s);
                 });
     }
-    {  // paged KV: write + decode attention (flash-decoding) + a prefill chunk (decode kernel
-       // and tensor-core prefill kernel)
+    {  // paged KV: write + decode attention (flash-decoding) + a prefill chunk, each through the
+       // decode kernel and the tensor-core prefill kernel
       const int64_t bs = 16;
       auto run_attention = [&](const char* name, int64_t seqs, int64_t context, int64_t q_tokens) {
         const int64_t blocks_per_seq = (context + bs - 1) / bs;
@@ -238,7 +238,7 @@ int main(int argc, char** argv) {
                     kc::paged_attention(pool, qkv.as<bf16>(), width, out.as<bf16>(), qn, batch,
                                         heads, 0.088f, split, ws.data(), ws.bytes(), s);
                   });
-        if (q_tokens > 1) {  // the same chunks through the tensor-core prefill kernel
+        {  // the same tokens through the tensor-core prefill kernel (decode tokens as chunks of 1)
           std::vector<int32_t> q_begin, q_len, first_pos, tables;
           for (int64_t sq = 0; sq < seqs; ++sq) {
             q_begin.push_back(static_cast<int32_t>(sq * q_tokens));
@@ -266,6 +266,9 @@ int main(int argc, char** argv) {
                     });
         }
       };
+      run_attention("decode_attention", 1, 128, 1);
+      run_attention("decode_attention", 256, 128, 1);
+      run_attention("decode_attention", 256, 1024, 1);
       run_attention("decode_attention", 64, 4096, 1);
       run_attention("decode_attention", 8, 8192, 1);
       run_attention("decode_attention", 1, 32768, 1);

@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Issue 17's LLaMA-70B W4 benchmark (docs/PERF.md): ceilings, layer table, steps"};
   std::string out_path = "llama70b.json";
   int tp = 1;
-  bool layers_only = false;
+  bool layers_only = false, steps_only = false;
   std::vector<int64_t> tp1_batches = {1, 2, 4, 8, 16, 32, 64, 128, 192, 256, 512, 1024, 1536, 2048};
   app.add_option("out", out_path, "the JSON result")->capture_default_str();
   app.add_option("--tp", tp, "the runner's shard (only 1 runs on one GPU)")
@@ -146,7 +146,12 @@ int main(int argc, char** argv) {
   app.add_flag("--layers-only", layers_only,
                "the ceilings and the TP 1 layer table alone (for a profiler: no other TP, no "
                "whole model)");
-  app.add_option("--batches", tp1_batches, "the TP 1 layer table's rows")
+  app.add_flag("--steps-only", steps_only,
+               "the ceilings and the whole model's decode steps at --batches alone (for a "
+               "profiler: no layer table, no other context, no prefill)")
+      ->excludes("--layers-only");
+  app.add_option("--batches", tp1_batches, "the TP 1 layer table's rows (with --steps-only: "
+                 "the decode steps' batches)")
       ->delimiter(',')
       ->check(CLI::Range(int64_t{1}, int64_t{2048}));
   CLI11_PARSE(app, argc, argv);
@@ -198,7 +203,7 @@ int main(int argc, char** argv) {
     std::printf("\n| TP | batch | path | layer µs | weight MB | TB/s | of copy roofline |\n"
                 "| --- | --- | --- | --- | --- | --- | --- |\n");
     for (int t : {1, 2, 4, 8}) {
-      if (layers_only && t != 1) break;
+      if (steps_only || (layers_only && t != 1)) break;
       const auto shapes = layer_shapes(t);
       struct Mats { DeviceBuffer codes, meta, dense; kc::W4Weights w4; };
       std::vector<Mats> mats;
@@ -370,7 +375,9 @@ int main(int argc, char** argv) {
       double layer_params = 0;
       for (const Shape& sh : layer_shapes(1)) layer_params += double(sh.n) * sh.k;
       const double token_flops = 2 * (kLayers * layer_params + double(kVocab) * kHidden);
-      for (int64_t batch : {1, 8, 16, 32, 64, 128, 256}) {
+      std::vector<int64_t> step_batches = {1, 8, 16, 32, 64, 128, 256};
+      if (steps_only) step_batches = tp1_batches;
+      for (int64_t batch : step_batches) {
         const auto plan = decode_plan(batch, 128, 16);
         runner.set_cuda_graphs(false);
         const double ms = wall_ms(plan, 10);
@@ -392,6 +399,11 @@ int main(int argc, char** argv) {
       }
       out["step_ms_by_batch_graph"] = steps_graph;
       out["step_ms_by_batch_graph_greedy"] = steps_greedy;
+      out["step_ms_by_batch"] = steps;
+      if (steps_only) {
+        std::ofstream(out_path) << out.dump(2) << "\n";
+        return 0;
+      }
       json by_ctx = json::object(), roof_ctx = json::object();
       for (int64_t ctx : {128, 2048, 8192}) {
         runner.set_cuda_graphs(true);
@@ -412,7 +424,6 @@ int main(int argc, char** argv) {
       out["weights_bytes_per_token"] = weight_bytes;
       out["decode_ms_per_token"] = by_ctx;
       out["roofline_ms_per_token"] = roof_ctx;
-      out["step_ms_by_batch"] = steps;
       out["roofline_step_ms_by_batch"] = steps_roof;
       out["tokens_per_s_by_batch"] = tps;
       out["prefill_tokens_per_s"] = 2048e3 / prefill_ms;

@@ -3,12 +3,13 @@
 # tools/gpu/stage_cuda_checks.sh; run from the sent checkout's root): the GPU tests, the
 # LLaMA-70B W4 benchmark, compute-sanitizer memcheck and racecheck on the kernel tests.
 # At most 8 files to $OUT; a short summary is printed last.
-#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu | profile | quantize]   (kernel_bench:
-#   also the 8B op benchmark; ncu: Nsight Compute counters and per-instruction stalls of the W4
+#   bash .carry-cuda/run_cuda_checks.sh [kernel_bench | ncu | profile | steps | quantize]
+#   (kernel_bench: also the 8B op benchmark; ncu: Nsight Compute counters and per-instruction stalls of the W4
 #   decode kernel or NCU_KERNEL, last, in place of the sanitizers; profile: only the kernel
 #   tests, then the same counters for each KERNEL:ROWS of NCU_PROFILES (default: the tiled
 #   kernel at 16, 64 and 256 rows, the decode kernel at 1) on the gate_up projection of a 70B
-#   layer, their per-instruction tables in profiles.tgz; quantize: only
+#   layer, their per-instruction tables in profiles.tgz; steps: only the kernel tests, then each
+#   kernel's launches and mean time over whole decode steps at STEP_BATCHES; quantize: only
 #   the GPU quantizer's test, memcheck and benchmark, and the quantize tool on the demo model
 #   with --device cpu and cuda compared, into quantize.log, and nothing else)
 # Environment: SERVICE=0 skips the served binaries' checks, SERVING_REQUESTS=0 the serving
@@ -73,6 +74,23 @@ if [ "${1:-}" = profile ]; then
   echo "==== summary"; cat "$sum"
   echo "==== kernels_test"; grep -E "^\[  (PASSED|FAILED) |Failure" "$out/kernels_test.log" | head
   echo "==== ncu"; grep -E "^==== |^\| |instructions per unit|Duration|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Block Limit|Compute \(SM\) Throughput|Tensor|stall_|Waves Per SM" "$out/ncu.log" | grep -v "^| 1 | .* | bf16\|^| ---" | head -150
+  exit 0
+fi
+
+if [ "${1:-}" = steps ]; then
+  # Where a whole decode step's time goes: Nsight Compute's per-kernel summary (launches, mean
+  # duration) over the first 4000 kernels of `llama70b_bench --steps-only` at each batch of
+  # STEP_BATCHES (default 1 and 256): the random weights' fill kernels, then about three eager
+  # steps of the 70B model, in steps.log (the kernel tests first, as the other modes do).
+  timeout 120 "$bin/cuda_kernels_test" > "$out/kernels_test.log" 2>&1; status kernels_test $?
+  for b in ${STEP_BATCHES:-1 256}; do
+    echo "==== batch $b" >> "$out/steps.log"
+    timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum --launch-count 4000 \
+      --print-summary per-kernel "$bin/llama70b_bench" /tmp/steps.json --steps-only --batches "$b" \
+      >> "$out/steps.log" 2>&1
+    status "ncu steps $b" $?
+  done
+  echo "==== summary"; cat "$sum"
   exit 0
 fi
 
