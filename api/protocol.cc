@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <set>
+#include <type_traits>
 #include <utility>
 
 namespace shardserve::api {
@@ -260,16 +261,41 @@ SubmitRequest read_submit(const json& j) {
 
 // ----- lenient server-message reading --------------------------------------------------------
 
+// v as a T, or nullopt where nlohmann's own conversion would be undefined or silently wrong: an
+// integer field must hold an integer T can represent (nlohmann casts a double such as 8.9e20
+// straight to int, which is undefined behaviour), a float field a number within T's range, a
+// list of integers (token ids, bytes) integers each element can represent.
 template <typename T>
-T get_or(const json& j, const char* key, T fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    throw ProtocolError(
-        ErrorCode::kMalformed, key,
-        fmt::format("server message field '{}' has the wrong type: {}", key, shown(*it)));
+std::optional<T> checked_value(const json& v) {
+  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, std::string>) {
+    return v.get<T>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (v.is_number_unsigned()) {
+      const uint64_t x = v.get<uint64_t>();
+      if (std::in_range<T>(x)) return static_cast<T>(x);
+    } else if (v.is_number_integer()) {
+      const int64_t x = v.get<int64_t>();
+      if (std::in_range<T>(x)) return static_cast<T>(x);
+    }
+    return std::nullopt;
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) return std::nullopt;
+    const double x = v.get<double>();
+    if (std::isfinite(x) && std::fabs(x) > static_cast<double>(std::numeric_limits<T>::max()))
+      return std::nullopt;
+    return static_cast<T>(x);
+  } else {  // std::vector<E>: each element checked as an E
+    using E = typename T::value_type;
+    static_assert(std::is_same_v<T, std::vector<E>> && std::is_integral_v<E>);
+    if (!v.is_array()) return std::nullopt;
+    T out;
+    out.reserve(v.size());
+    for (const json& e : v) {
+      const auto x = checked_value<E>(e);
+      if (!x) return std::nullopt;
+      out.push_back(*x);
+    }
+    return out;
   }
 }
 
@@ -277,13 +303,23 @@ template <typename T>
 std::optional<T> get_opt(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
+  std::optional<T> v;
   try {
-    return it->get<T>();
+    v = checked_value<T>(*it);
   } catch (const json::exception&) {
+  }
+  if (!v) {
     throw ProtocolError(
         ErrorCode::kMalformed, key,
         fmt::format("server message field '{}' has the wrong type: {}", key, shown(*it)));
   }
+  return v;
+}
+
+template <typename T>
+T get_or(const json& j, const char* key, T fallback) {
+  std::optional<T> v = get_opt<T>(j, key);
+  return v ? std::move(*v) : std::move(fallback);
 }
 
 TokenLogprob token_logprob_from_json(const json& j) {

@@ -115,6 +115,38 @@ TEST(Protocol, ServerMessagesRoundTrip) {
       decode_server_message(R"({"v":1,"type":"health","status":"ok","future":[1,2]})")));
 }
 
+// The lenient decoder (what clients run) still refuses a value its field's type cannot hold,
+// naming the field: a count past int32 (or a double such as 8.9e20, which nlohmann would cast to
+// int: undefined behaviour, found by the protocol fuzzer), a float in an integer field, a
+// logprob beyond float's range, a byte past 255.
+TEST(Protocol, ServerMessageValuesOutsideTheirTypesAreRefused) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"v":1,"type":"final","id":"r","usage":{"prompt_tokens":888888001600249471701}})",
+       "prompt_tokens"},
+      {R"({"v":1,"type":"final","id":"r","usage":{"completion_tokens":4294967296}})",
+       "completion_tokens"},
+      {R"({"v":1,"type":"final","id":"r","usage":{"cached_tokens":1.5}})", "cached_tokens"},
+      {R"({"v":1,"type":"delta","id":"r","token_ids":[1,1e20]})", "token_ids"},
+      {R"({"v":1,"type":"delta","id":"r","logprobs":[{"token_id":1,"logprob":-1e300}]})",
+       "logprob"},
+      {R"({"v":1,"type":"delta","id":"r","logprobs":[{"token_id":1,"bytes":[104,256]}]})",
+       "bytes"},
+  };
+  for (const auto& [frame, field] : cases) {
+    try {
+      decode_server_message(frame);
+      ADD_FAILURE() << "accepted " << frame;
+    } catch (const ProtocolError& e) {
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << frame << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("wrong type"), std::string::npos) << e.what();
+    }
+  }
+  // In range, the same fields decode.
+  const auto f = std::get<Final>(decode_server_message(
+      R"({"v":1,"type":"final","id":"r","usage":{"prompt_tokens":2147483647,"cached_tokens":0}})"));
+  EXPECT_EQ(f.usage.prompt_tokens, 2147483647);
+}
+
 TEST(Protocol, EachBadFrameIsRefusedWithItsError) {
   const std::vector<Refusal> cases = {
       {"not json", ErrorCode::kMalformed, "", "not valid JSON"},
