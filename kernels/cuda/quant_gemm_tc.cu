@@ -21,8 +21,9 @@
 //           are one conflict-free 16-byte shared load) | x tile kBatch rows x 128 B, 16-byte
 //           chunk c of row r stored at chunk c ^ (r & 7) (the 8 rows an ldmatrix reads at one
 //           chunk column fall in 8 different bank groups); rows past m are zero-filled. Each
-//           thread's copy slots (count, source, size, shared offset) are fixed before the loop,
-//           so a stage costs an add and a cp.async per slot. (Rebuilt per tile, they made
+//           thread's copy slots (count, source, size, shared offset) are fixed before the loop
+//           (w4::TileCopies, shared with the wgmma kernel), so a stage costs an add and a
+//           cp.async per slot. (Rebuilt per tile, they made
 //           integer and control work ~70 of 163 instructions per code tile, run 27; fixed, the
 //           kernel runs 17-24 % faster, run 28.)
 //   per k16 step s: 2 A operands from code word s (w4::codes_to_operand: exact code - zero in
@@ -69,7 +70,6 @@ struct Tc {
   static constexpr int kMinBlocks = NT == 2 ? 5 : 1;
 };
 
-using ptx::cp_async16;
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;
 using ptx::ld_shared16;
@@ -103,47 +103,10 @@ w4_tc_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ codes,
   const int rt_block = blockIdx.x * kBlockRowTiles;
   const int batch0 = blockIdx.y * T::kBatch;
 
-  // This thread's copy slots, the same for every k tile (only the source advances with kt):
-  // code chunk c = tid + i * kThreads of the CTA's row tiles (zeros past the last row tile), x
-  // chunk c = tid + i * kThreads (row c / 8, 16-byte chunk c % 8; zeros past row m). kThreads is a
-  // multiple of 64, so the chunk and r & 7 of an x slot do not depend on i, and neither does the
-  // swizzle. Addresses are made once here: the per-tile copies are an add and a cp.async each.
-  constexpr int kCodeCopies = kBlockRowTiles * 32 / T::kThreads;
-  constexpr int kXCopies = T::kBatch * 8 / T::kThreads;
-  static_assert(kCodeCopies * T::kThreads == kBlockRowTiles * 32 &&
-                kXCopies * T::kThreads == T::kBatch * 8);
-  static_assert(T::kThreads % 64 == 0);
+  const w4::TileCopies<T::kThreads, kBlockRowTiles, T::kBatch> copies(
+      tid, codes, rt_block, row_tiles, KT, x, batch0, m, k, kCodeStageBytes);
   const uint32_t smem_base = smem_address(smem);
-  const uint4* code_src[kCodeCopies];
-  int code_bytes[kCodeCopies];
-#pragma unroll
-  for (int i = 0; i < kCodeCopies; ++i) {
-    const int c = tid + i * T::kThreads, rt = rt_block + c / 32;
-    code_bytes[i] = rt < row_tiles ? 16 : 0;
-    code_src[i] = codes + int64_t{rt < row_tiles ? rt : 0} * KT * 32 + c % 32;
-  }
-  const bf16* x_src[kXCopies];
-  int x_bytes[kXCopies];
-#pragma unroll
-  for (int i = 0; i < kXCopies; ++i) {
-    const int b = batch0 + (tid + i * T::kThreads) / 8;
-    x_bytes[i] = b < m ? 16 : 0;
-    x_src[i] = x + int64_t{b < m ? b : 0} * k + (tid % 8) * 8;
-  }
-  const uint32_t x_dst0 =
-      kCodeStageBytes + (tid / 8) * kXRowBytes + (((tid % 8) ^ ((tid / 8) % 8)) << 4);
-  auto load_stage = [&](int stage, int kt) {
-    const uint32_t st = smem_base + stage * T::kStageBytes;
-#pragma unroll
-    for (int i = 0; i < kCodeCopies; ++i) {
-      cp_async16(st + (tid + i * T::kThreads) * 16, code_src[i] + kt * 32, code_bytes[i]);
-    }
-#pragma unroll
-    for (int i = 0; i < kXCopies; ++i) {
-      cp_async16(st + x_dst0 + i * (T::kThreads / 8) * kXRowBytes,
-                 x_src[i] + kt * static_cast<int>(kW4TileCols), x_bytes[i]);
-    }
-  };
+  auto load_stage = [&](int stage, int kt) { copies.load(smem_base + stage * T::kStageBytes, kt); };
 
   // This lane's meta rows: g and g + 8 of each of the warp's row tiles (clamped into the
   // padded rows for a CTA past the last row tile; those results are never stored).

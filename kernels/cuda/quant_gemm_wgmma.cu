@@ -74,7 +74,6 @@ struct Wg {
   static_assert(kStageBytes % 1024 == 0);
 };
 
-using ptx::cp_async16;
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;
 using ptx::ld_shared16;
@@ -100,45 +99,9 @@ w4_wgmma_kernel(const bf16* __restrict__ x, int m, const uint4* __restrict__ cod
   const int batch0 = blockIdx.y * kBatch;
   const uint32_t smem_base = (smem_address(smem) + 1023u) & ~1023u;
 
-  // Copy slots, fixed for every k tile (only the source advances): code chunk c = tid + i *
-  // kThreads of the CTA's row tiles (zeros past the last row tile); x chunk c = tid + i *
-  // kThreads, row c / 8, 16-byte chunk c % 8 (zeros past row m). kThreads is a multiple of 64,
-  // so an x slot's chunk and swizzle do not depend on i. Below 32 rows there are fewer x chunks
-  // than threads: threads past them copy none.
-  constexpr int kCodeCopies = kBlockRowTiles * 32 / kThreads;
-  constexpr int kXCopies = (kBatch * 8 + kThreads - 1) / kThreads;
-  const bool x_copier = kBatch * 8 >= kThreads || tid < kBatch * 8;
-  const uint4* code_src[kCodeCopies];
-  int code_bytes[kCodeCopies];
-#pragma unroll
-  for (int i = 0; i < kCodeCopies; ++i) {
-    const int c = tid + i * kThreads, rt = rt_block + c / 32;
-    code_bytes[i] = rt < row_tiles ? 16 : 0;
-    code_src[i] = codes + int64_t{rt < row_tiles ? rt : 0} * KT * 32 + c % 32;
-  }
-  const bf16* x_src[kXCopies];
-  int x_bytes[kXCopies];
-#pragma unroll
-  for (int i = 0; i < kXCopies; ++i) {
-    const int b = batch0 + (tid + i * kThreads) / 8;
-    x_bytes[i] = b < m ? 16 : 0;
-    x_src[i] = x + int64_t{b < m ? b : 0} * k + (tid % 8) * 8;
-  }
-  const uint32_t x_dst0 =
-      kCodeStageBytes + (tid / 8) * kXRowBytes + (((tid % 8) ^ ((tid / 8) % 8)) << 4);
-  auto load_stage = [&](int stage, int kt) {
-    const uint32_t st = smem_base + stage * W::kStageBytes;
-#pragma unroll
-    for (int i = 0; i < kCodeCopies; ++i) {
-      cp_async16(st + (tid + i * kThreads) * 16, code_src[i] + kt * 32, code_bytes[i]);
-    }
-    if (!x_copier) return;
-#pragma unroll
-    for (int i = 0; i < kXCopies; ++i) {
-      cp_async16(st + x_dst0 + i * (kThreads / 8) * kXRowBytes,
-                 x_src[i] + kt * static_cast<int>(kW4TileCols), x_bytes[i]);
-    }
-  };
+  const w4::TileCopies<kThreads, kBlockRowTiles, kBatch> copies(
+      tid, codes, rt_block, row_tiles, KT, x, batch0, m, k, kCodeStageBytes);
+  auto load_stage = [&](int stage, int kt) { copies.load(smem_base + stage * W::kStageBytes, kt); };
 
   // This lane's meta rows: g and g + 8 of its row tiles 8 wg + 4 j + w (clamped into the padded
   // rows for a CTA past the last row tile; those results are never stored).

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/mma.cuh"
+
 namespace shardserve::kernels::cuda::w4 {
 
 using bf16 = __nv_bfloat16;
@@ -77,6 +79,66 @@ __device__ __forceinline__ void scale_operand(uint32_t s_lo, uint32_t s_hi, uint
   a[2] = bf16x2_mul(a[2], s_lo);
   a[3] = bf16x2_mul(a[3], s_hi);
 }
+
+// The cp.async copies that bring one 64-column k tile into a shared-memory stage for the tiled
+// kernels (quant_gemm_tc.cu, quant_gemm_wgmma.cu), each thread's slots fixed before the main
+// loop, so a tile costs an add and a cp.async per slot (rebuilt per tile they were ~70 of 163
+// instructions per code tile, run 27):
+//   codes: the CTA's kRowTiles code tiles of the k tile, 512 bytes each as laid out (chunk c =
+//     tid + i * kThreads at stage offset c * 16; zeros past the last row tile);
+//   x: kBatch rows x 128 bytes from row batch0, 16-byte chunk q of row r at stage offset x_offset
+//     + r * 128 + ((q ^ (r & 7)) << 4) (the swizzle both kernels read: the 8 rows of an ldmatrix
+//     phase in distinct banks, and wgmma's 128-byte swizzle); zeros past row m. kThreads is a
+//     multiple of 64, so a slot's chunk and swizzle do not depend on i; below kThreads / 8 rows
+//     the threads past them copy no x.
+template <int kThreads, int kRowTiles, int kBatch>
+struct TileCopies {
+  static_assert(kThreads % 64 == 0 && kRowTiles * 32 % kThreads == 0);
+  static constexpr int kCode = kRowTiles * 32 / kThreads;
+  static constexpr int kX = (kBatch * 8 + kThreads - 1) / kThreads;
+  static_assert(kBatch * 8 < kThreads || kX * kThreads == kBatch * 8);
+  const uint4* code_src[kCode];
+  int code_bytes[kCode];
+  const bf16* x_src[kX];
+  int x_bytes[kX];
+  uint32_t code_dst0, x_dst0;
+  bool x_copier;
+
+  // codes: the weight's tiles; rt_block, row_tiles: the CTA's first row tile and the weight's
+  // count; KT: k tiles per row tile; x: bf16 [m, k]; x_offset: where a stage's x tile begins.
+  __device__ __forceinline__ TileCopies(int tid, const uint4* codes, int rt_block, int row_tiles,
+                                        int KT, const bf16* x, int batch0, int m, int k,
+                                        uint32_t x_offset) {
+#pragma unroll
+    for (int i = 0; i < kCode; ++i) {
+      const int c = tid + i * kThreads, rt = rt_block + c / 32;
+      code_bytes[i] = rt < row_tiles ? 16 : 0;
+      code_src[i] = codes + int64_t{rt < row_tiles ? rt : 0} * KT * 32 + c % 32;
+    }
+#pragma unroll
+    for (int i = 0; i < kX; ++i) {
+      const int b = batch0 + (tid + i * kThreads) / 8;
+      x_bytes[i] = b < m ? 16 : 0;
+      x_src[i] = x + int64_t{b < m ? b : 0} * k + (tid % 8) * 8;
+    }
+    code_dst0 = tid * 16;
+    x_dst0 = x_offset + (tid / 8) * 128 + (((tid % 8) ^ ((tid / 8) % 8)) << 4);
+    x_copier = kBatch * 8 >= kThreads || tid < kBatch * 8;
+  }
+  // Tile kt into the stage at shared address `stage`.
+  __device__ __forceinline__ void load(uint32_t stage, int kt) const {
+#pragma unroll
+    for (int i = 0; i < kCode; ++i) {
+      ptx::cp_async16(stage + code_dst0 + i * kThreads * 16, code_src[i] + kt * 32,
+                      code_bytes[i]);
+    }
+    if (!x_copier) return;
+#pragma unroll
+    for (int i = 0; i < kX; ++i) {
+      ptx::cp_async16(stage + x_dst0 + i * (kThreads / 8) * 128, x_src[i] + kt * 64, x_bytes[i]);
+    }
+  }
+};
 
 // Host side, defined in quant_gemm.cu.
 // xp[b][c] = x[b][perm[c]] (act-order: x into stored-column order). x, xp: bf16 [m, k].
