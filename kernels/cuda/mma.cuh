@@ -119,6 +119,8 @@ __device__ __forceinline__ uint64_t wgmma_desc_k_major_sw128(uint32_t smem_addre
 // N / 8 n8 tiles of an mma.m16n8k16 accumulator (d[4 j + e]: row g + 8 (e / 2), column 8 j + 2 t +
 // e % 2), a the warp's A operand, b the descriptor of B (K-major, N x 16). The predicate is
 // scale-d (1: accumulate into d); the immediates scale A and B by 1 and leave B untransposed.
+// N is part of the opcode and sets the number of accumulator operands, so each N is its own asm
+// statement (the four differ only in that).
 template <int N>
 __device__ __forceinline__ void wgmma_m64k16_rs(float (&d)[N / 2], const uint32_t (&a)[4],
                                                 uint64_t b) {

@@ -269,21 +269,10 @@ std::size_t wgmma_permuted_offset(int64_t m, int64_t n, int64_t k) {
 template <int kBatch, typename Out>
 cudaError_t launch_wgmma(const WgmmaShape& s, const bf16* x, int64_t m, const W4Weights& w,
                          Out* y, int64_t ldy, float* partial, cudaStream_t stream) {
-  auto* kernel = &w4_wgmma_kernel<kBatch, Out>;
-  // Above 48 KB a kernel's dynamic shared memory must be allowed explicitly (not a stream
-  // operation: legal while a graph is being captured).
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Wg<kBatch>::kSmemBytes);
-  if (err != cudaSuccess) return err;
   const dim3 grid(s.row_blocks, s.batch_blocks, s.splits);
-  kernel<<<grid, kThreads, Wg<kBatch>::kSmemBytes, stream>>>(
-      x, static_cast<int>(m), reinterpret_cast<const uint4*>(w.codes), w.meta,
-      static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size),
-      static_cast<int>(w.groups()), static_cast<int>(w4_padded_rows(w.n) / kW4TileRows),
-      s.kt_per_split, y, ldy, partial);
-  err = cudaGetLastError();
-  if (err != cudaSuccess || s.splits == 1) return err;
-  return w4::reduce_splits<Out>(partial, s.splits, static_cast<int>(m), w.n, y, ldy, stream);
+  auto* kernel = &w4_wgmma_kernel<kBatch, Out>;
+  return w4::launch_tiled<Out>(kernel, grid, kThreads, Wg<kBatch>::kSmemBytes, s.kt_per_split,
+                               x, m, w, y, ldy, partial, stream);
 }
 
 template <typename Out>

@@ -15,6 +15,8 @@
 #include <cstdint>
 
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/quant_gemm.h"
+#include "kernels/cuda/quant_layout.h"
 
 namespace shardserve::kernels::cuda::w4 {
 
@@ -141,13 +143,37 @@ struct TileCopies {
 };
 
 // Host side, defined in quant_gemm.cu.
-// xp[b][c] = x[b][perm[c]] (act-order: x into stored-column order). x, xp: bf16 [m, k].
-cudaError_t permute_columns(const bf16* x, const int32_t* perm, int64_t m, int64_t k, bf16* xp,
-                            cudaStream_t stream);
 // y[b * ldy + j] = Σ_s partial[s][b][j] in split order (deterministic).
 // partial: float [splits, m, n]; y: Out [m, ldy]. Out = float or bf16.
 template <typename Out>
 cudaError_t reduce_splits(const float* partial, int splits, int m, int64_t n, Out* y,
                           int64_t ldy, cudaStream_t stream);
+
+// Launches one of the tiled kernels (quant_gemm_tc.cu, quant_gemm_wgmma.cu: the same
+// parameters) on grid (row blocks, batch blocks, K splits) with smem_bytes of dynamic shared
+// memory, then, over several splits, the split sums. Above 48 KB a kernel's dynamic shared
+// memory must be allowed explicitly (not a stream operation: legal while a graph is being
+// captured).
+template <typename Out, typename Kernel>
+cudaError_t launch_tiled(Kernel* kernel, dim3 grid, int threads, int smem_bytes, int kt_per_split,
+                         const bf16* x, int64_t m, const W4Weights& w, Out* y, int64_t ldy,
+                         float* partial, cudaStream_t stream) {
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+  if (err != cudaSuccess) return err;
+  kernel<<<grid, threads, smem_bytes, stream>>>(
+      x, static_cast<int>(m), reinterpret_cast<const uint4*>(w.codes), w.meta,
+      static_cast<int>(w.n), static_cast<int>(w.k), static_cast<int>(w.group_size),
+      static_cast<int>(w.groups()), static_cast<int>(w4_padded_rows(w.n) / kW4TileRows),
+      kt_per_split, y, ldy, partial);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || grid.z == 1) return err;
+  return reduce_splits<Out>(partial, static_cast<int>(grid.z), static_cast<int>(m), w.n, y, ldy,
+                            stream);
+}
+
+// xp[b][c] = x[b][perm[c]] (act-order: x into stored-column order). x, xp: bf16 [m, k].
+cudaError_t permute_columns(const bf16* x, const int32_t* perm, int64_t m, int64_t k, bf16* xp,
+                            cudaStream_t stream);
 
 }  // namespace shardserve::kernels::cuda::w4
