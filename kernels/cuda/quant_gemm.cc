@@ -162,7 +162,7 @@ std::size_t w4_gemm_wgmma_workspace_bytes(int64_t m, int64_t n, int64_t k) {
 void w4_gemm_wgmma(const bf16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
                    GemmOut out, void* workspace, std::size_t workspace_bytes,
                    cudaStream_t stream) {
-  require(w.group_size % kW4TileCols == 0,
+  require(w4_wgmma_takes_groups(w.group_size),
           "w4_gemm_wgmma: group size {} (the wgmma kernel needs a multiple of 64; "
           "w4_gemm_tc takes any)", w.group_size);
   auto wgmma = [](const bf16* xx, int64_t mm, const W4Weights& ww, void* yy, int64_t ld,

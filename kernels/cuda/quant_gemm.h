@@ -23,9 +23,9 @@
 //   * tiled (m <= w4_matmul_max_tiled_rows(group size)): groups of whole 64-column k tiles take
 //     w4_gemm_wgmma from kW4WgmmaMinRows to kW4WgmmaMaxRows rows (quant_gemm_wgmma.cu: warpgroup
 //     products, weights rounded to bf16, 256 weight rows x 16-128 rows of x per CTA); fewer
-//     rows, and other group sizes, take w4_gemm_tc up to kW4TiledMaxRows (quant_gemm_tc.cu: mma.sync, 128 weight rows x 16-128 rows
-//     of x per CTA, the decode kernel's exact arithmetic up to kW4TcExactMaxRows rows, weights
-//     rounded to bf16 above: W4TcArithmetic). Each weight byte is read once per CTA batch of x,
+//     rows, and other group sizes, take w4_gemm_tc up to kW4TiledMaxRows (quant_gemm_tc.cu:
+//     mma.sync, 128 weight rows x 16-128 rows of x per CTA, the decode kernel's exact arithmetic
+//     up to kW4TcExactMaxRows rows, weights rounded to bf16 above: W4TcArithmetic). Each weight byte is read once per CTA batch of x,
 //     and nothing is written but y;
 //   * dense (larger m): the weight is dequantized into a bf16 [n, k] scratch matrix (original
 //     column order) and multiplied by cuBLASLt (GemmBf16): wgmma does the work at its full
@@ -139,8 +139,9 @@ void w4_gemm_tc(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, 
                 W4TcArithmetic arithmetic = W4TcArithmetic::kExactGroups);
 
 // The tiled path on warpgroup products (quant_gemm_wgmma.cu): the kBf16Weights arithmetic, CTAs
-// of 256 weight rows x 128 rows of x, the next k16 step's weights converted while the current
-// step's wgmma runs. group_size must be a multiple of 64 (else it throws: w4_gemm_tc takes any).
+// of 256 weight rows x 16-128 rows of x, the next k16 step's weights converted while the current
+// step's wgmma runs. The group size must fill whole 64-column k tiles (w4_wgmma_takes_groups;
+// else it throws: w4_gemm_tc takes any).
 // x: bf16 [m, k] (row stride k); y: bf16 or float [m, ldy]. Any m.
 // workspace: w4_gemm_wgmma_workspace_bytes(m, n, k): split-K partial sums float [splits, m, n],
 // then (16-byte aligned) x in stored-column order (act-order).
@@ -148,13 +149,16 @@ std::size_t w4_gemm_wgmma_workspace_bytes(int64_t m, int64_t n, int64_t k);
 void w4_gemm_wgmma(const __nv_bfloat16* x, int64_t m, const W4Weights& w, void* y, int64_t ldy,
                    GemmOut out, void* workspace, std::size_t workspace_bytes,
                    cudaStream_t stream);
+// Whether the wgmma kernel takes a weight of this group size: groups of whole 64-column k tiles
+// (its group boundaries are tested once per k tile).
+inline bool w4_wgmma_takes_groups(int64_t group_size) { return group_size % 64 == 0; }
 // Rows up to which w4_matmul keeps a weight of this group size off the dense path, and whether
 // it takes the wgmma kernel for m rows (rather than the decode kernel, w4_gemm_tc or dense).
 inline int64_t w4_matmul_max_tiled_rows(int64_t group_size) {
-  return group_size % 64 == 0 ? kW4WgmmaMaxRows : kW4TiledMaxRows;
+  return w4_wgmma_takes_groups(group_size) ? kW4WgmmaMaxRows : kW4TiledMaxRows;
 }
 inline bool w4_matmul_uses_wgmma(int64_t m, int64_t group_size) {
-  return m >= kW4WgmmaMinRows && m <= kW4WgmmaMaxRows && group_size % 64 == 0;
+  return m >= kW4WgmmaMinRows && m <= kW4WgmmaMaxRows && w4_wgmma_takes_groups(group_size);
 }
 
 // dense: bf16 [n, k], dense[j][perm[c]] = scale · (code − zero) rounded to bf16.

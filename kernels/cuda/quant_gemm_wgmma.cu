@@ -61,13 +61,17 @@ constexpr int kCodeStageBytes = kBlockRowTiles * static_cast<int>(kW4TileBytes);
 constexpr int kXRowBytes = static_cast<int>(kW4TileCols) * 2;                     // 128 B
 static_assert(kCodeStageBytes % 1024 == 0);
 
+// CTAs per multiprocessor a batch tile of this many rows is built for: 2 up to 64 rows (their
+// registers allow it), else 1. The kernel's launch bounds and the grid's wave estimate.
+constexpr int wgmma_min_blocks(int batch) { return batch <= 64 ? 2 : 1; }
+
 // The batch tile: kBatch rows of x, the wgmma's N.
 template <int kBatch>
 struct Wg {
   static constexpr int kXStageBytes = kBatch * kXRowBytes;
   static constexpr int kStageBytes = kCodeStageBytes + kXStageBytes;  // x stays 1024-aligned
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;     // + room to align the base
-  static constexpr int kMinBlocks = kBatch <= 64 ? 2 : 1;
+  static constexpr int kMinBlocks = wgmma_min_blocks(kBatch);
   // A operand buffers (k16 steps whose products may be in flight): 4, but 2 at kBatch 64, whose
   // two CTAs per multiprocessor leave 128 registers a thread (4 buffers spill there).
   static constexpr int kABuffers = kBatch == 64 ? 2 : 4;
@@ -241,7 +245,7 @@ WgmmaShape wgmma_shape(int64_t m, int64_t n, int64_t k) {
   s.batch_blocks = static_cast<int>((m + s.batch - 1) / s.batch);
   const int64_t KT = k / kW4TileCols;
   const int64_t ctas = int64_t{s.row_blocks} * s.batch_blocks;
-  const int64_t resident = 132 * (s.batch <= 64 ? 2 : 1);  // Wg<batch>::kMinBlocks per SM
+  const int64_t resident = 132 * wgmma_min_blocks(s.batch);
   double best = 0;
   int64_t best_splits = 1;
   for (int64_t splits = 1; splits <= std::max<int64_t>(1, std::min<int64_t>(8, KT / 8));
